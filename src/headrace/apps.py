@@ -1,0 +1,12 @@
+"""The Django application: add ``"headrace"`` to ``INSTALLED_APPS``."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+__all__ = ["HeadraceConfig"]
+
+
+class HeadraceConfig(AppConfig):
+    name = "headrace"
+    verbose_name = "headrace"

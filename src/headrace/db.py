@@ -1,0 +1,83 @@
+"""Django database connections around consumer handlers.
+
+Django closes a request's database connection when the request ends (or when it is older than
+``CONN_MAX_AGE``). A consumer may live for hours, so headrace does the same around each handler:
+``database_sync_to_async`` closes old connections before and after the wrapped call, exactly as
+Channels users expect.
+
+Tests run inside one transaction on one connection; closing it would end the test. The testing
+communicators therefore run applications with :func:`connection_cleanup_suspended` in effect.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.db import close_old_connections
+
+__all__ = [
+    "DatabaseSyncToAsync",
+    "aclose_old_connections",
+    "close_old_connections_unless_suspended",
+    "connection_cleanup_suspended",
+    "database_sync_to_async",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_suspended: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "headrace_db_cleanup_suspended", default=False
+)
+
+
+@contextmanager
+def connection_cleanup_suspended() -> Iterator[None]:
+    """Within this context (and tasks and threads started from it) old connections stay open."""
+    token = _suspended.set(True)
+    try:
+        yield
+    finally:
+        _suspended.reset(token)
+
+
+def suspend_connection_cleanup() -> None:
+    """Suspend cleanup for the rest of the current context (used by the test communicators)."""
+    _suspended.set(True)
+
+
+def close_old_connections_unless_suspended() -> None:
+    """Close unusable or expired connections, unless a test suspended that."""
+    if not _suspended.get():
+        close_old_connections()
+
+
+class DatabaseSyncToAsync(SyncToAsync[_P, _R]):
+    """``sync_to_async`` that closes old database connections before and after the call."""
+
+    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+        close_old_connections_unless_suspended()
+        try:
+            return super().thread_handler(loop, *args, **kwargs)
+        finally:
+            close_old_connections_unless_suspended()
+
+
+def database_sync_to_async(
+    func: Callable[_P, _R], *, thread_sensitive: bool = True
+) -> Callable[_P, Any]:
+    """Run ``func`` in a thread like ``sync_to_async``, with connection cleanup around it.
+
+    Usable as a decorator (``@database_sync_to_async``) or a call, like Channels' helper.
+    """
+    return DatabaseSyncToAsync(func, thread_sensitive=thread_sensitive)
+
+
+async def aclose_old_connections() -> None:
+    """``close_old_connections`` from async code, on the thread Django's ORM uses."""
+    if not _suspended.get():
+        await sync_to_async(close_old_connections)()

@@ -1,0 +1,83 @@
+"""Group membership bookkeeping, as a plain class over values (no I/O, no event loop).
+
+A membership lasts ``group_expiry`` seconds after the last ``group_add`` of that channel to
+that group. A channel that lets a message expire unread is dropped from every group it is in
+(:meth:`Membership.drop_channel`): its reader is gone.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Membership"]
+
+
+class Membership:
+    """Which channels are in which groups, and until when."""
+
+    __slots__ = ("_by_channel", "_groups")
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict[str, float]] = {}
+        self._by_channel: dict[str, set[str]] = {}
+
+    def add(self, group: str, channel: str, expires_at: float) -> None:
+        """Add ``channel`` to ``group`` (or renew it) until ``expires_at``."""
+        members = self._groups.get(group)
+        if members is None:
+            members = self._groups[group] = {}
+        members[channel] = expires_at
+        groups = self._by_channel.get(channel)
+        if groups is None:
+            groups = self._by_channel[channel] = set()
+        groups.add(group)
+
+    def discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; no error when it was not a member."""
+        members = self._groups.get(group)
+        if members is not None and members.pop(channel, None) is not None and not members:
+            del self._groups[group]
+        groups = self._by_channel.get(channel)
+        if groups is not None:
+            groups.discard(group)
+            if not groups:
+                del self._by_channel[channel]
+
+    def members(self, group: str, now: float) -> list[str]:
+        """The live members of ``group``; memberships expired by ``now`` are removed."""
+        members = self._groups.get(group)
+        if not members:
+            return []
+        live = []
+        expired = []
+        for channel, expires_at in members.items():
+            if expires_at > now:
+                live.append(channel)
+            else:
+                expired.append(channel)
+        for channel in expired:
+            self.discard(group, channel)
+        return live
+
+    def groups_of(self, channel: str) -> frozenset[str]:
+        """The groups ``channel`` is in (memberships not yet checked for expiry)."""
+        return frozenset(self._by_channel.get(channel, ()))
+
+    def drop_channel(self, channel: str) -> int:
+        """Remove ``channel`` from all its groups; returns how many it was in."""
+        groups = self._by_channel.pop(channel, None)
+        if not groups:
+            return 0
+        for group in groups:
+            members = self._groups.get(group)
+            if members is not None:
+                members.pop(channel, None)
+                if not members:
+                    del self._groups[group]
+        return len(groups)
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self._by_channel.clear()
+
+    def __len__(self) -> int:
+        """The number of groups with at least one member."""
+        return len(self._groups)

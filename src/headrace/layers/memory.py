@@ -1,0 +1,382 @@
+"""The in-memory channel layer: the whole contract inside one process, with no server.
+
+It is the embedded default: development, tests, and single-process deployments. One instance
+serves every event loop and thread of the process (``process_wide``), so a ``post_save``
+handler that calls ``async_to_sync(layer.group_send)`` from a sync thread reaches consumers
+running on the server's loop.
+
+Why it is fast:
+
+- a waiting receiver is handed the message directly (no queue, no extra wake-up);
+- a message is checked and encoded once; point-to-point receivers get a private decoded copy,
+  and the members of a ``group_send`` get a shallow copy each of one decoded message (nested
+  values are shared between the members reached in this process: treat them as read-only);
+- expiry, capacity and membership checks are O(1) per member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from headrace.exceptions import ChannelFull, ConfigurationError
+from headrace.layers import rules
+from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
+from headrace.layers.clock import Clock, TimerHandle
+from headrace.layers.codec import decode, encode
+from headrace.layers.groups import Membership
+from headrace.layers.schedule import DelaySchedule
+
+__all__ = ["InMemoryChannelLayer"]
+
+Message = dict[str, Any]
+
+# How often (seconds) a send sweeps every channel for expired messages nobody is reading.
+_SWEEP_INTERVAL = 5.0
+
+
+class _Channel:
+    """One channel: queued (expires_at, message) pairs, or receivers waiting for one."""
+
+    __slots__ = ("queue", "waiters")
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[float, Message]] = deque()
+        self.waiters: deque[asyncio.Future[Message]] = deque()
+
+
+class InMemoryChannelLayer(BaseChannelLayer):
+    """A channel layer held in this process's memory.
+
+    CONFIG keys: ``expiry`` (60 s), ``group_expiry`` (86400 s), ``capacity`` (100),
+    ``channel_capacity`` (glob or regex -> capacity), ``max_message_size`` (1 MiB).
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush", "delay"]
+    process_wide: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        clock: Clock | None = None,
+        **unknown: object,
+    ) -> None:
+        if unknown:
+            raise ConfigurationError(
+                f"InMemoryChannelLayer got unknown CONFIG keys: {', '.join(sorted(unknown))}; "
+                "it accepts expiry, group_expiry, capacity, channel_capacity, max_message_size"
+            )
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            max_message_size=max_message_size,
+            clock=clock,
+        )
+        self._lock = threading.Lock()
+        self._channels: dict[str, _Channel] = {}
+        self._membership = Membership()
+        self._schedule: DelaySchedule[tuple[bool, str, Message]] = DelaySchedule()
+        self._timer: TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._timer_due = 0.0
+        self._next_sweep = 0.0
+        self._sent = self._received = self._rejected_full = self._dropped_full = 0
+        self._expired = self._group_sends = self._delayed = 0
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _freeze(self, message: object) -> bytes:
+        data = encode(rules.check_message(message))
+        rules.check_size(len(data), self.max_message_size)
+        return data
+
+    async def send(
+        self,
+        channel: str,
+        message: Message,
+        *,
+        delay: float | timedelta | None = None,
+        at: float | datetime | None = None,
+    ) -> None:
+        rules.check_channel_name(channel)
+        data = self._freeze(message)
+        due = self._due_time(delay, at)
+        if due is not None:
+            self._schedule_delayed(due, False, channel, decode(data))
+            return
+        now = self.clock.time()
+        with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            self._offer(channel, decode(data), now, raise_full=True)
+
+    async def group_send(
+        self,
+        group: str,
+        message: Message,
+        *,
+        delay: float | timedelta | None = None,
+        at: float | datetime | None = None,
+    ) -> None:
+        rules.check_group_name(group)
+        data = self._freeze(message)
+        due = self._due_time(delay, at)
+        if due is not None:
+            self._schedule_delayed(due, True, group, decode(data))
+            return
+        self._deliver_group(group, decode(data), self.clock.time())
+
+    def _deliver_group(self, group: str, shared: Message, now: float) -> None:
+        with self._lock:
+            self._group_sends += 1
+            for channel in self._membership.members(group, now):
+                self._offer(channel, dict(shared), now, raise_full=False, from_group=True)
+
+    def _offer(
+        self,
+        name: str,
+        message: Message,
+        now: float,
+        *,
+        raise_full: bool,
+        from_group: bool = False,
+        front: bool = False,
+    ) -> bool:
+        """Hand ``message`` to a waiting receiver or queue it. Call with the lock held.
+
+        Returns False when the message was dropped (full, or the member's reader is gone).
+        """
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel()
+        else:
+            waiters = channel.waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if self._hand_over(waiter, name, message):
+                    self._sent += 1
+                    return True
+            queue = channel.queue
+            if queue and queue[0][0] <= now:
+                self._expire(name, channel, now)
+                if from_group:
+                    return False  # the member let a message expire: it was dropped from groups
+            if len(queue) >= self.capacity_of(name):
+                if raise_full:
+                    self._rejected_full += 1
+                    raise ChannelFull(
+                        f"channel {name!r} is full ({len(queue)} messages waiting, capacity "
+                        f"{self.capacity_of(name)})"
+                    )
+                self._dropped_full += 1
+                return False
+        if front:
+            channel.queue.appendleft((now + self.expiry, message))
+        else:
+            channel.queue.append((now + self.expiry, message))
+        self._sent += 1
+        return True
+
+    def _hand_over(self, waiter: asyncio.Future[Message], name: str, message: Message) -> bool:
+        """Give ``message`` to a waiting receiver; False when that receiver is gone."""
+        if waiter.done():
+            return False
+        loop = waiter.get_loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            waiter.set_result(message)
+            return True
+        try:
+            loop.call_soon_threadsafe(self._late_hand_over, waiter, name, message)
+        except RuntimeError:  # that receiver's loop is closed
+            return False
+        return True
+
+    def _late_hand_over(self, waiter: asyncio.Future[Message], name: str, message: Message) -> None:
+        """Finish a hand-over across threads; if the receiver left meanwhile, requeue."""
+        if not waiter.done():
+            waiter.set_result(message)
+            return
+        with self._lock:
+            self._sent -= 1  # _offer counts it again
+            self._offer(name, message, self.clock.time(), raise_full=False, front=True)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def receive(self, channel: str) -> Message:
+        rules.check_channel_name(channel)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._ensure_timer(loop)
+            entry = self._channels.get(channel)
+            if entry is None:
+                entry = self._channels[channel] = _Channel()
+            else:
+                queue = entry.queue
+                if queue:
+                    now = self.clock.time()
+                    if queue[0][0] <= now:
+                        self._expire(channel, entry, now)
+                    if queue:
+                        self._received += 1
+                        message = queue.popleft()[1]
+                        if not queue and not entry.waiters:
+                            del self._channels[channel]
+                        return message
+            waiter: asyncio.Future[Message] = loop.create_future()
+            entry.waiters.append(waiter)
+        try:
+            message = await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter.done() and not waiter.cancelled():
+                    # Handed to us just as we were cancelled: put it back, first in line.
+                    self._sent -= 1
+                    self._offer(
+                        channel, waiter.result(), self.clock.time(), raise_full=False, front=True
+                    )
+                else:
+                    entry = self._channels.get(channel)
+                    if entry is not None:
+                        try:
+                            entry.waiters.remove(waiter)
+                        except ValueError:
+                            pass
+                        if not entry.queue and not entry.waiters:
+                            del self._channels[channel]
+            raise
+        self._received += 1
+        return message
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        return self._new_channel_name(prefix)
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    def _expire(self, name: str, channel: _Channel, now: float) -> None:
+        """Drop expired messages at the head of ``channel``; its reader leaves its groups."""
+        queue = channel.queue
+        while queue and queue[0][0] <= now:
+            queue.popleft()
+            self._expired += 1
+        self._membership.drop_channel(name)
+
+    def _sweep(self, now: float) -> None:
+        """Expire messages in channels nobody touches, and forget empty channels."""
+        self._next_sweep = now + _SWEEP_INTERVAL
+        for name, channel in list(self._channels.items()):
+            if channel.queue and channel.queue[0][0] <= now:
+                self._expire(name, channel, now)
+            if not channel.queue and not channel.waiters:
+                del self._channels[name]
+
+    # -- groups --------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        rules.check_group_name(group)
+        rules.check_channel_name(channel)
+        with self._lock:
+            self._membership.add(group, channel, self.clock.time() + self.group_expiry)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        rules.check_group_name(group)
+        rules.check_channel_name(channel)
+        with self._lock:
+            self._membership.discard(group, channel)
+
+    # -- delayed delivery ----------------------------------------------------------------------
+
+    def _schedule_delayed(self, due: float, to_group: bool, target: str, message: Message) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._delayed += 1
+            earliest = self._schedule.push(due, (to_group, target, message))
+            if earliest or self._timer is None:
+                self._arm_timer(loop)
+
+    def _ensure_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Re-arm the delay timer here if the loop that held it has closed. Lock held."""
+        if len(self._schedule) and (self._timer_loop is None or self._timer_loop.is_closed()):
+            self._arm_timer(loop)
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Arm the timer for the earliest delayed message on ``loop``. Lock held."""
+        due = self._schedule.next_due()
+        if self._timer is not None:
+            if due is not None and self._timer_due == due and self._timer_loop is loop:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if due is None:
+            return
+        self._timer_loop = loop
+        self._timer_due = due
+        self._timer = self.clock.call_at(due, self._fire_due)
+
+    def _fire_due(self) -> None:
+        """Deliver every delayed message now due, in due order, then re-arm."""
+        now = self.clock.time()
+        with self._lock:
+            self._timer = None
+            due = self._schedule.pop_due(now)
+        for to_group, target, message in due:
+            if to_group:
+                self._deliver_group(target, message, now)
+            else:
+                with self._lock:
+                    self._offer(target, message, now, raise_full=False)
+        with self._lock:
+            if self._timer is None and len(self._schedule):
+                self._arm_timer(asyncio.get_running_loop())
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.queue.clear()
+            self._channels = {
+                name: channel for name, channel in self._channels.items() if channel.waiters
+            }
+            self._membership.clear()
+            self._schedule.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_loop = None
+
+    def statistics(self) -> LayerStatistics:
+        with self._lock:
+            return LayerStatistics(
+                sent=self._sent,
+                received=self._received,
+                rejected_full=self._rejected_full,
+                dropped_full=self._dropped_full,
+                expired=self._expired,
+                group_sends=self._group_sends,
+                delayed=self._delayed,
+                delayed_pending=len(self._schedule),
+                channels=sum(1 for c in self._channels.values() if c.queue or c.waiters),
+                groups=len(self._membership),
+            )

@@ -1,0 +1,27 @@
+"""Django settings for the test suite. Each test area may add what it needs; keep existing lines."""
+
+SECRET_KEY = "headrace-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "headrace",
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+        "TEST": {"NAME": ":memory:"},
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "headrace.layers.InMemoryChannelLayer"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
