@@ -69,7 +69,9 @@ def _name_problem(kind: str, name: object, *, bang_allowed: bool) -> str:
     if bang_allowed:
         rule += " and at most one '!'"
         if name.count("!") > 1:
-            return f"{kind} name {name!r} has {name.count('!')} '!' characters; at most one is allowed"
+            return (
+                f"{kind} name {name!r} has {name.count('!')} '!' characters; at most one is allowed"
+            )
         if name.startswith("!"):
             return f"{kind} name {name!r} starts with '!'; a name is needed before the '!'"
     for position, char in enumerate(name):
@@ -226,7 +228,9 @@ class CapacityTable:
                     f"channel_capacity keys must be glob strings or compiled regular "
                     f"expressions, got {type(pattern).__name__} {pattern!r}"
                 )
-            self._patterns.append((compiled, _positive_int(f"channel_capacity[{pattern!r}]", value)))
+            self._patterns.append(
+                (compiled, _positive_int(f"channel_capacity[{pattern!r}]", value))
+            )
         self._cache: dict[str, int] = {}
 
     def __call__(self, channel: str) -> int:
