@@ -1,9 +1,10 @@
 """The channel layers the conformance suite runs against.
 
-Each entry is an async generator function ``factory(request, clock, **config)`` that yields a
-ready, empty layer and cleans it up afterwards (``request`` is pytest's FixtureRequest, so a
-backend can use fixtures such as a server it starts: ``request.getfixturevalue(...)``). A new backend is done when the suite passes with its
-entry added here and no test edited.
+Each entry is an async generator function ``factory(request, clock, **config)`` that yields
+a ready, empty layer and cleans it up afterwards. ``request`` is pytest's FixtureRequest, so a
+backend can use fixtures such as a server it starts (``request.getfixturevalue(...)``).
+
+A new backend is done when the suite passes with its entry added here and no test edited.
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ async def test_new_channel_names_are_unique_process_channels(layer: BaseChannelL
 
 async def test_new_channel_honours_the_prefix_and_is_usable(layer: BaseChannelLayer) -> None:
     name = await layer.new_channel(prefix="chat")
-    assert name.startswith("chat.") and "!" in name
+    assert name.startswith("chat.")
+    assert "!" in name
     await layer.send(name, {"type": "direct"})
     assert await receive(layer, name) == {"type": "direct"}
 

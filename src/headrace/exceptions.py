@@ -34,9 +34,9 @@ __all__ = [
     "ConfigurationError",
     "DenyConnection",
     "HeadraceError",
+    "InvalidChannelLayerError",
     "InvalidChannelName",
     "InvalidDelay",
-    "InvalidChannelLayerError",
     "InvalidGroupName",
     "InvalidMessage",
     "InvalidName",
@@ -103,19 +103,19 @@ InvalidChannelLayerError = ConfigurationError
 # -- control-flow signals ---------------------------------------------------------------------
 
 
-class StopConsumer(Exception):  # noqa: N818 - the name Channels uses
+class StopConsumer(Exception):
     """Raised by a consumer handler to end the consumer cleanly."""
 
 
-class AcceptConnection(Exception):  # noqa: N818
+class AcceptConnection(Exception):
     """Raised in a WebSocket ``connect`` handler to accept the connection."""
 
 
-class DenyConnection(Exception):  # noqa: N818
+class DenyConnection(Exception):
     """Raised in a WebSocket ``connect`` handler to refuse the connection."""
 
 
-class RequestAborted(Exception):  # noqa: N818
+class RequestAborted(Exception):
     """The client went away before the HTTP request body was read."""
 
 

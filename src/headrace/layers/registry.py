@@ -91,9 +91,8 @@ class ChannelLayerManager:
             raise ConfigurationError(
                 f"{where}['BACKEND'] = {backend_path!r} cannot be imported: {error}"
             ) from error
-        if not (isinstance(backend, type) and issubclass(backend, BaseChannelLayer)):
-            if not callable(backend):
-                raise ConfigurationError(f"{where}['BACKEND'] = {backend_path!r} is not a class")
+        if not callable(backend):
+            raise ConfigurationError(f"{where}['BACKEND'] = {backend_path!r} is not a class")
         config = entry.get(config_key, entry.get("CONFIG") if config_key == "TEST_CONFIG" else None)
         config = config or {}
         if not isinstance(config, dict):

@@ -90,7 +90,7 @@ def check_channel_name(name: object) -> str:
     ``_``, with at most one ``!`` (which marks a process-specific channel).
     """
     if name in _valid_channels:
-        return name  # type: ignore[return-value]
+        return name
     if type(name) is str and len(name) < MAX_NAME_LENGTH and _CHANNEL_RE.fullmatch(name):
         if len(_valid_channels) >= _CACHE_LIMIT:
             _valid_channels.clear()
@@ -106,7 +106,7 @@ def check_group_name(name: object) -> str:
     not a process-specific channel.
     """
     if name in _valid_groups:
-        return name  # type: ignore[return-value]
+        return name
     if type(name) is str and len(name) < MAX_NAME_LENGTH and _GROUP_RE.fullmatch(name):
         if len(_valid_groups) >= _CACHE_LIMIT:
             _valid_groups.clear()
@@ -189,7 +189,7 @@ def _check_value(item: Any, kind: type, path: str, key: object) -> None:
 
 
 def check_size(size: int, limit: int) -> None:
-    """Raise :class:`MessageTooLarge` when an encoded message of ``size`` bytes is over ``limit``."""
+    """Raise :class:`MessageTooLarge` when ``size`` encoded bytes are over ``limit``."""
     if size > limit:
         raise MessageTooLarge(
             f"message is {size:,} bytes encoded; the limit (max_message_size) is {limit:,} bytes"

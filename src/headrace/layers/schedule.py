@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 __all__ = ["DelaySchedule"]
 
-T = TypeVar("T")
-
-
-class DelaySchedule(Generic[T]):
+class DelaySchedule[T]:
     """A priority queue of items by due time, stable for equal times."""
 
     __slots__ = ("_heap", "_order")
