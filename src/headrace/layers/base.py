@@ -155,9 +155,13 @@ class BaseChannelLayer(ABC):
     def _due_time(
         self, delay: float | timedelta | None, at: float | datetime | None
     ) -> float | None:
-        """When a send is due, or None for an immediate send."""
+        """When a send is due, or None for an immediate send (neither ``delay`` nor ``at``)."""
         if delay is None and at is None:
             return None
+        return self._due(delay, at)
+
+    def _due(self, delay: float | timedelta | None, at: float | datetime | None) -> float:
+        """When a delayed send (``delay=`` or ``at=`` given) is due, in epoch seconds."""
         return rules.due_time(self.clock.time(), delay, at)
 
     # -- Channels' BaseChannelLayer helpers, kept for code that calls them ------------------------

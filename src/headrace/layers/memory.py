@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 from headrace.exceptions import ChannelFull, ConfigurationError
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
-from headrace.layers.clock import Clock, TimerHandle
+from headrace.layers.clock import Clock, SystemClock, TimerHandle
 from headrace.layers.codec import decode, encode
 from headrace.layers.groups import Membership
 from headrace.layers.schedule import DelaySchedule
@@ -92,14 +93,18 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._timer_due = 0.0
         self._next_sweep = 0.0
+        # The system clock's time() without a Python frame per call: this is read per message.
+        self._now = time.time if isinstance(self.clock, SystemClock) else self.clock.time
         self._sent = self._received = self._rejected_full = self._dropped_full = 0
         self._expired = self._group_sends = self._delayed = 0
 
     # -- sending -----------------------------------------------------------------------------
 
     def _freeze(self, message: object) -> bytes:
+        """Check and encode ``message`` once: the copy every receiver is made from."""
         data = encode(rules.check_message(message))
-        rules.check_size(len(data), self.max_message_size)
+        if len(data) > self.max_message_size:
+            rules.check_size(len(data), self.max_message_size)
         return data
 
     async def send(
@@ -112,11 +117,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ) -> None:
         rules.check_channel_name(channel)
         data = self._freeze(message)
-        due = self._due_time(delay, at)
-        if due is not None:
-            self._schedule_delayed(due, False, channel, decode(data))
+        if delay is not None or at is not None:
+            self._schedule_delayed(self._due(delay, at), False, channel, decode(data))
             return
-        now = self.clock.time()
+        now = self._now()
         with self._lock:
             if now >= self._next_sweep:
                 self._sweep(now)
@@ -132,11 +136,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ) -> None:
         rules.check_group_name(group)
         data = self._freeze(message)
-        due = self._due_time(delay, at)
-        if due is not None:
-            self._schedule_delayed(due, True, group, decode(data))
+        if delay is not None or at is not None:
+            self._schedule_delayed(self._due(delay, at), True, group, decode(data))
             return
-        self._deliver_group(group, decode(data), self.clock.time())
+        self._deliver_group(group, decode(data), self._now())
 
     def _deliver_group(self, group: str, shared: Message, now: float) -> None:
         with self._lock:
@@ -214,7 +217,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             return
         with self._lock:
             self._sent -= 1  # _offer counts it again
-            self._offer(name, message, self.clock.time(), raise_full=False, front=True)
+            self._offer(name, message, self._now(), raise_full=False, front=True)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -229,7 +232,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             else:
                 queue = entry.queue
                 if queue:
-                    now = self.clock.time()
+                    now = self._now()
                     if queue[0][0] <= now:
                         self._expire(channel, entry, now)
                     if queue:
@@ -247,9 +250,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 if waiter.done() and not waiter.cancelled():
                     # Handed to us just as we were cancelled: put it back, first in line.
                     self._sent -= 1
-                    self._offer(
-                        channel, waiter.result(), self.clock.time(), raise_full=False, front=True
-                    )
+                    self._offer(channel, waiter.result(), self._now(), raise_full=False, front=True)
                 else:
                     entry = self._channels.get(channel)
                     if entry is not None:
@@ -291,7 +292,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         rules.check_group_name(group)
         rules.check_channel_name(channel)
         with self._lock:
-            self._membership.add(group, channel, self.clock.time() + self.group_expiry)
+            self._membership.add(group, channel, self._now() + self.group_expiry)
 
     async def group_discard(self, group: str, channel: str) -> None:
         rules.check_group_name(group)
@@ -311,7 +312,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _ensure_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         """Re-arm the delay timer here if the loop that held it has closed. Lock held."""
-        if len(self._schedule) and (self._timer_loop is None or self._timer_loop.is_closed()):
+        if self._schedule.pending and (self._timer_loop is None or self._timer_loop.is_closed()):
             self._arm_timer(loop)
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -330,7 +331,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _fire_due(self) -> None:
         """Deliver every delayed message now due, in due order, then re-arm."""
-        now = self.clock.time()
+        now = self._now()
         with self._lock:
             self._timer = None
             due = self._schedule.pop_due(now)

@@ -145,7 +145,15 @@ def check_message(message: object) -> dict[str, Any]:
                 f"message must be a dict, got {type(message).__name__}; pass dict(message)"
             )
         raise InvalidMessage(f"message must be a dict, got {type(message).__name__}")
-    _check_dict(message, "message")
+    # The common case inlined: a flat dict of str keys and scalar values.
+    for key, item in message.items():
+        if type(key) is not str:
+            raise InvalidMessage(
+                f"message has the key {key!r} of type {type(key).__name__}; keys must be str"
+            )
+        kind = type(item)
+        if kind not in _SCALARS and (kind is not int or not _INT64_MIN <= item <= _INT64_MAX):
+            _check_value(item, kind, "message", key)
     return message
 
 
@@ -234,17 +242,22 @@ class CapacityTable:
         self._cache: dict[str, int] = {}
 
     def __call__(self, channel: str) -> int:
+        found = self._cache.get(channel)  # normal channels are cached under their own name
+        if found is not None:
+            return found
         key = non_local_name(channel)
-        found = self._cache.get(key)
-        if found is None:
-            found = self.default
-            for pattern, value in self._patterns:
-                if pattern.match(key):
-                    found = value
-                    break
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = found
+        if key != channel:
+            found = self._cache.get(key)  # process channels under their shared prefix
+            if found is not None:
+                return found
+        found = self.default
+        for pattern, value in self._patterns:
+            if pattern.match(key):
+                found = value
+                break
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = found
         return found
 
 

@@ -12,19 +12,23 @@ from typing import Any
 
 __all__ = ["DelaySchedule"]
 
+
 class DelaySchedule[T]:
     """A priority queue of items by due time, stable for equal times."""
 
-    __slots__ = ("_heap", "_order")
+    __slots__ = ("_heap", "_order", "pending")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Any]] = []
         self._order = itertools.count()
+        #: How many items are scheduled (a plain attribute: hot paths read it).
+        self.pending = 0
 
     def push(self, due: float, item: T) -> bool:
         """Schedule ``item``; True when it is now the earliest (the timer must be re-armed)."""
         entry = (due, next(self._order), item)
         heapq.heappush(self._heap, entry)
+        self.pending += 1
         return self._heap[0] is entry
 
     def pop_due(self, now: float) -> list[T]:
@@ -33,6 +37,7 @@ class DelaySchedule[T]:
         due: list[T] = []
         while heap and heap[0][0] <= now:
             due.append(heapq.heappop(heap)[2])
+        self.pending -= len(due)
         return due
 
     def next_due(self) -> float | None:
@@ -41,6 +46,7 @@ class DelaySchedule[T]:
 
     def clear(self) -> None:
         self._heap.clear()
+        self.pending = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self.pending

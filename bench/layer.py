@@ -1,0 +1,226 @@
+"""Channel layer benchmark: point-to-point throughput, round trip, and group fan-out.
+
+Runs any layer given by dotted path and JSON config, and prints JSON. With no ``--layer``, it
+runs headrace's in-memory layer and, when the ``bench`` extra is installed, Channels'
+``InMemoryChannelLayer`` in the same run, and prints the ratios between them.
+
+    python bench/layer.py                                  # the default comparison
+    python bench/layer.py --layer headrace.layers.InMemoryChannelLayer --config '{"capacity": 100}'
+    python bench/layer.py --quick                          # fewer rounds, for a smoke test
+
+What is measured (each in one event loop, the way consumers use a layer):
+
+- ``p2p_msgs_per_s``: one producer and one consumer running concurrently on one normal
+  channel; the producer retries after ``ChannelFull`` (so capacity applies back-pressure).
+- ``rtt_p50_ms`` / ``rtt_p99_ms``: ping-pong between two process-specific channels.
+- ``fanout[N]``: N members (each a waiting receiver on its own ``new_channel()``) in one
+  group; ``send_ms`` is the ``group_send`` call itself, ``all_received_ms`` the time until
+  every member has the message. Medians over several rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import django
+from django.conf import settings
+
+PEERS = {
+    "headrace-memory": ("headrace.layers.InMemoryChannelLayer", {}),
+    "channels-memory": ("channels.layers.InMemoryChannelLayer", {}),
+}
+
+
+def load_layer_class(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+async def make_layer(path: str, config: dict[str, Any]) -> Any:
+    return load_layer_class(path)(**config)
+
+
+async def close_layer(layer: Any) -> None:
+    flush = getattr(layer, "flush", None)
+    if flush is not None:
+        await flush()
+    close = getattr(layer, "close", None)
+    if close is not None:
+        await close()
+
+
+async def point_to_point(layer: Any, count: int) -> float:
+    """Messages per second through one normal channel, producer and consumer concurrent."""
+    channel = "bench.p2p"
+    full = layer.ChannelFull if hasattr(layer, "ChannelFull") else Exception
+
+    async def produce() -> None:
+        message = {"type": "bench.message", "text": "hello"}
+        for number in range(count):
+            while True:
+                try:
+                    await layer.send(channel, {**message, "n": number})
+                    break
+                except full:
+                    await asyncio.sleep(0)
+
+    async def consume() -> None:
+        for _ in range(count):
+            await layer.receive(channel)
+
+    started = time.perf_counter()
+    await asyncio.gather(produce(), consume())
+    return count / (time.perf_counter() - started)
+
+
+async def round_trip(layer: Any, rounds: int) -> tuple[float, float]:
+    """p50 and p99 milliseconds of a ping-pong between two process channels."""
+    ping = await layer.new_channel()
+    pong = await layer.new_channel()
+
+    async def echo() -> None:
+        for _ in range(rounds):
+            await layer.receive(ping)
+            await layer.send(pong, {"type": "pong"})
+
+    echoer = asyncio.create_task(echo())
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await layer.send(ping, {"type": "ping"})
+        await layer.receive(pong)
+        samples.append((time.perf_counter() - started) * 1000)
+    await echoer
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+async def fan_out(layer: Any, members: int, rounds: int) -> dict[str, float]:
+    """Median ms of the group_send call and until every member received, over ``rounds``."""
+    group = f"bench-fanout-{members}"
+    channels = [await layer.new_channel() for _ in range(members)]
+    for channel in channels:
+        await layer.group_add(group, channel)
+    send_times: list[float] = []
+    receive_times: list[float] = []
+    for number in range(rounds):
+        remaining = members
+        done = asyncio.get_running_loop().create_future()
+
+        async def member(channel: str) -> None:
+            nonlocal remaining
+            await layer.receive(channel)
+            remaining -= 1
+            if remaining == 0:
+                done.set_result(time.perf_counter())
+
+        tasks = [asyncio.create_task(member(channel)) for channel in channels]
+        await asyncio.sleep(0)  # every member is now waiting in receive()
+        gc.collect()
+        started = time.perf_counter()
+        await layer.group_send(group, {"type": "bench.broadcast", "text": "hi", "n": number})
+        send_times.append((time.perf_counter() - started) * 1000)
+        finished = await asyncio.wait_for(done, 60)
+        receive_times.append((finished - started) * 1000)
+        await asyncio.gather(*tasks)
+    for channel in channels:
+        await layer.group_discard(group, channel)
+    return {
+        "send_ms": round(statistics.median(send_times), 3),
+        "all_received_ms": round(statistics.median(receive_times), 3),
+    }
+
+
+async def run_one(path: str, config: dict[str, Any], quick: bool) -> dict[str, Any]:
+    count = 5_000 if quick else 50_000
+    rtt_rounds = 200 if quick else 2_000
+    sizes = (100, 1000) if quick else (100, 1000, 5000)
+    layer = await make_layer(path, config)
+    try:
+        await point_to_point(layer, min(count, 2_000))  # warm up
+        throughput = statistics.median([await point_to_point(layer, count) for _ in range(3)])
+        p50, p99 = await round_trip(layer, rtt_rounds)
+        fan = {}
+        for size in sizes:
+            rounds = 3 if quick else (5 if size >= 5000 else 10)
+            fan[str(size)] = await fan_out(layer, size, rounds)
+    finally:
+        await close_layer(layer)
+    return {
+        "layer": path,
+        "config": config,
+        "p2p_msgs_per_s": round(throughput),
+        "rtt_p50_ms": round(p50, 4),
+        "rtt_p99_ms": round(p99, 4),
+        "fanout": fan,
+    }
+
+
+def ratios(results: dict[str, dict[str, Any]], ours: str, theirs: str) -> dict[str, Any]:
+    """How many times better ``ours`` is than ``theirs`` (higher is better for us)."""
+    a, b = results[ours], results[theirs]
+    out: dict[str, Any] = {
+        "p2p_throughput_x": round(a["p2p_msgs_per_s"] / b["p2p_msgs_per_s"], 2),
+        "rtt_p50_x": round(b["rtt_p50_ms"] / a["rtt_p50_ms"], 2),
+    }
+    for size, figures in a["fanout"].items():
+        if size in b["fanout"]:
+            theirs_ms = b["fanout"][size]["all_received_ms"]
+            out[f"fanout_{size}_all_received_x"] = round(theirs_ms / figures["all_received_ms"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layer", help="dotted path of a layer class (default: the comparison)")
+    parser.add_argument("--config", default="{}", help="JSON CONFIG for --layer")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
+    args = parser.parse_args()
+
+    if not settings.configured:
+        settings.configure(CHANNEL_LAYERS={}, INSTALLED_APPS=[], USE_TZ=True)
+        django.setup()
+
+    if args.layer:
+        runs = {args.layer: (args.layer, json.loads(args.config))}
+    else:
+        runs = {}
+        for name, (path, config) in PEERS.items():
+            try:
+                load_layer_class(path)
+            except ImportError:
+                print(
+                    f"# {name}: not installed, skipped (pip install -e '.[bench]')", file=sys.stderr
+                )
+                continue
+            runs[name] = (path, config)
+
+    results = {}
+    for name, (path, config) in runs.items():
+        print(f"# running {name}", file=sys.stderr)
+        results[name] = asyncio.run(run_one(path, config, args.quick))
+
+    report: dict[str, Any] = {
+        "benchmark": "layer",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "results": results,
+    }
+    if "headrace-memory" in results and "channels-memory" in results:
+        report["headrace_vs_channels_memory"] = ratios(
+            results, "headrace-memory", "channels-memory"
+        )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
