@@ -116,14 +116,14 @@ async def fan_out(layer: Any, members: int, rounds: int) -> dict[str, float]:
         remaining = members
         done = asyncio.get_running_loop().create_future()
 
-        async def member(channel: str) -> None:
+        async def member(channel: str, done: asyncio.Future[float]) -> None:
             nonlocal remaining
             await layer.receive(channel)
             remaining -= 1
             if remaining == 0:
                 done.set_result(time.perf_counter())
 
-        tasks = [asyncio.create_task(member(channel)) for channel in channels]
+        tasks = [asyncio.create_task(member(channel, done)) for channel in channels]
         await asyncio.sleep(0)  # every member is now waiting in receive()
         gc.collect()
         started = time.perf_counter()
