@@ -25,3 +25,21 @@ CHANNEL_LAYERS = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# -- consumers, routing and the interface server (issue 4) ---------------------------------
+INSTALLED_APPS += ["django.contrib.staticfiles", "tests.chatapp"]
+ROOT_URLCONF = "tests.chatapp.urls"
+ASGI_APPLICATION = "tests.chatapp.asgi.application"
+STATIC_URL = "/static/"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": []},
+    }
+]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

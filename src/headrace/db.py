@@ -25,6 +25,7 @@ __all__ = [
     "close_old_connections_unless_suspended",
     "connection_cleanup_suspended",
     "database_sync_to_async",
+    "suspend_connection_cleanup",
 ]
 
 _P = ParamSpec("_P")
@@ -62,12 +63,12 @@ class DatabaseSyncToAsync(SyncToAsync[_P, _R]):
     def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
         close_old_connections_unless_suspended()
         try:
-            return super().thread_handler(loop, *args, **kwargs)
+            return super().thread_handler(loop, *args, **kwargs)  # type: ignore[no-untyped-call]
         finally:
             close_old_connections_unless_suspended()
 
 
-def database_sync_to_async(
+def database_sync_to_async(  # noqa: UP047 - one style with the class above
     func: Callable[_P, _R], *, thread_sensitive: bool = True
 ) -> Callable[_P, Any]:
     """Run ``func`` in a thread like ``sync_to_async``, with connection cleanup around it.

@@ -13,10 +13,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "ASGIApp",
-    "Headers",
     "HTTPRequestEvent",
     "HTTPResponseBodyEvent",
     "HTTPResponseStartEvent",
+    "Headers",
     "Message",
     "Receive",
     "Scope",

@@ -1,0 +1,216 @@
+"""Consumers: ASGI applications that dispatch each message to a method named after its type.
+
+A message ``{"type": "chat.message", ...}`` — from the client or from the channel layer — runs
+``chat_message(message)``. One handler runs at a time per connection, in arrival order for each
+source. :class:`AsyncConsumer` is the async core; :class:`SyncConsumer` derives the sync twin by
+running the same dispatch on a bounded thread pool (``HEADRACE_SYNC_THREADS``) instead of on
+one global thread, so slow sync handlers on one connection do not stall the others.
+
+A handler that raises is logged once and ends (or, for WebSockets, closes with 1011) only its
+own connection; a message with no handler is treated the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from asgiref.sync import async_to_sync
+
+from .db import DatabaseSyncToAsync, aclose_old_connections
+from .exceptions import StopConsumer
+from .types import ASGIApp, Message, Receive, Scope, Send
+from .utils import get_handler_name, name_that_thing, sync_handler_pool
+
+__all__ = ["DEFAULT_CHANNEL_LAYER", "AsyncConsumer", "SyncConsumer", "get_handler_name"]
+
+DEFAULT_CHANNEL_LAYER = "default"
+
+logger = logging.getLogger("headrace.consumer")
+
+
+def _get_channel_layer(alias: str) -> Any:
+    from .layers import get_channel_layer
+
+    return get_channel_layer(alias)
+
+
+class AsyncConsumer:
+    """The async consumer core: channel layer wiring, serialized dispatch, error containment."""
+
+    _sync: ClassVar[bool] = False
+    #: Which ``CHANNEL_LAYERS`` alias this consumer listens on.
+    channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+
+    scope: Scope
+    channel_layer: Any
+    channel_name: str
+    base_send: Any
+
+    def __init__(self, **initkwargs: Any) -> None:
+        for key, value in initkwargs.items():
+            setattr(self, key, value)
+
+    # -- the ASGI application ------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.channel_layer = _get_channel_layer(self.channel_layer_alias)
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+        raw_send = self._wrap_send(send)
+        self._raw_send = raw_send
+        self.base_send = async_to_sync(raw_send) if self._sync else raw_send
+        self._lock = asyncio.Lock()
+        self._stopped = False
+        self._failed = False
+        main = asyncio.current_task()
+        reader: asyncio.Task[None] | None = None
+        if self.channel_layer is not None:
+            reader = asyncio.create_task(self._read_layer(main))
+        self._stop_from_reader = False
+        try:
+            while not self._stopped:
+                message = await receive()
+                await self._dispatch_one(message, from_client=True)
+        except asyncio.CancelledError:
+            # The layer reader stops us by cancelling our wait; anyone else's cancel propagates.
+            if not (self._stop_from_reader and main is not None and main.uncancel() == 0):
+                raise
+        finally:
+            self._stopped = True
+            if reader is not None:
+                reader.cancel()
+                try:
+                    await reader
+                except asyncio.CancelledError:
+                    pass
+
+    async def _read_layer(self, main: asyncio.Task[Any] | None) -> None:
+        receive = self.channel_layer.receive
+        name = self.channel_name
+        while True:
+            message = await receive(name)
+            if self._failed:
+                continue  # a failed connection only waits for its disconnect
+            await self._dispatch_one(message, from_client=False)
+            if self._stopped:
+                if main is not None:
+                    self._stop_from_reader = True
+                    main.cancel()
+                return
+
+    async def _dispatch_one(self, message: Message, *, from_client: bool) -> None:
+        async with self._lock:
+            if self._stopped:
+                return
+            deadline = self._deadline_for(message) if from_client else None
+            try:
+                if from_client and not self._sync:
+                    await aclose_old_connections()
+                if deadline is None:
+                    await self.dispatch(message)
+                else:
+                    async with asyncio.timeout(deadline):
+                        await self.dispatch(message)
+            except StopConsumer:
+                self._stopped = True
+            except Exception as exc:
+                if not await self._handler_failed(exc, message):
+                    self._stopped = True
+
+    # -- hooks for the protocol consumers ------------------------------------------------------
+
+    def _wrap_send(self, send: Send) -> Send:
+        """Return the send the consumer uses (WebSocket consumers add their outbox here)."""
+        return send
+
+    def _deadline_for(self, message: Message) -> float | None:
+        """Seconds the handler for this client message may take, or ``None`` for no limit."""
+        return None
+
+    async def _handler_failed(self, exc: Exception, message: Message) -> bool:
+        """Contain a handler's failure; return ``True`` to keep the connection running.
+
+        The base consumer logs once and ends; protocol consumers also tell the client.
+        """
+        self._log_failure(exc, message)
+        return False
+
+    def _log_failure(self, exc: Exception, message: Message) -> None:
+        logger.error(
+            "%s failed handling %r; ending this connection only",
+            name_that_thing(self),
+            message.get("type"),
+            exc_info=exc,
+        )
+
+    # -- the API consumers use -----------------------------------------------------------------
+
+    async def dispatch(self, message: Message) -> None:
+        """Run the handler for ``message["type"]``; no handler is a ``ValueError``."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']!r}")
+        await handler(message)
+
+    async def send(self, message: Message) -> None:
+        """Send an ASGI message to the client (subclasses add protocol-level helpers)."""
+        await self.base_send(message)
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> ASGIApp:
+        """An ASGI application creating one consumer per connection, like ``View.as_view``.
+
+        ``initkwargs`` become attributes of each instance; only names the class already has
+        are accepted (a misspelt keyword fails here, at start-up, not at the first request).
+        """
+        if cls.__init__.__module__.startswith("headrace."):
+            for key in initkwargs:
+                if not hasattr(cls, key):
+                    raise TypeError(
+                        f"{cls.__name__}.as_asgi() got {key!r}, which is not an attribute "
+                        f"of {cls.__name__}"
+                    )
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            consumer = cls(**initkwargs)
+            await consumer(scope, receive, send)
+
+        functools.update_wrapper(app, cls, updated=())
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        return app
+
+
+class SyncConsumer(AsyncConsumer):
+    """The sync twin: handlers are plain functions run on the bounded handler pool.
+
+    Old database connections are closed before and after every handler
+    (``headrace.db.DatabaseSyncToAsync``). ``send`` blocks the handler's thread until the event
+    loop has queued the message.
+    """
+
+    _sync: ClassVar[bool] = True
+
+    async def dispatch(self, message: Message) -> None:
+        runner: Callable[[Message], Awaitable[None]] | None = getattr(self, "_run_sync", None)
+        if runner is None:
+            runner = DatabaseSyncToAsync(
+                self._dispatch_sync, thread_sensitive=False, executor=sync_handler_pool()
+            )
+            self._run_sync = runner
+        await runner(message)
+
+    def _dispatch_sync(self, message: Message) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']!r}")
+        handler(message)
+
+    def send(self, message: Message) -> None:  # type: ignore[override]
+        """Send an ASGI message to the client from a handler thread."""
+        self.base_send(message)

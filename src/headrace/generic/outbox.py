@@ -1,0 +1,136 @@
+"""The bounded queue between a WebSocket consumer and a slow client.
+
+A consumer never waits for the network: :meth:`Outbox.send` hands the frame to the server at
+once when the connection is keeping up (the common case costs no extra task switch), and only
+when the server is still busy writing an earlier frame does the frame wait here. The queue holds
+at most ``HEADRACE_WEBSOCKET_OUTBOX_SIZE`` frames; past that the connection's slow-client policy
+applies:
+
+* ``"close"`` (default): pending frames are discarded and the connection is closed with
+  **1013** (*try again later*), so the client knows to reconnect and resynchronise;
+* ``"drop-oldest"``: the oldest waiting frame is discarded (counted in :attr:`Outbox.dropped`),
+  which suits feeds where only the latest state matters.
+
+Either way memory per connection stays bounded however fast the room talks. A client that went
+away is not an error here: the server reports it through ``websocket.disconnect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from ..settings import SlowClientPolicy
+from ..types import Message, Send
+
+__all__ = ["SLOW_CLIENT_CLOSE_CODE", "Outbox"]
+
+logger = logging.getLogger("headrace.websocket")
+
+#: RFC 6455 "Try Again Later": sent when a client reads too slowly to keep up.
+SLOW_CLIENT_CLOSE_CODE = 1013
+
+
+class Outbox:
+    """Per-connection outgoing messages, in order, bounded, never blocking the consumer."""
+
+    __slots__ = (
+        "_limit",
+        "_policy",
+        "_queue",
+        "_send",
+        "_writer",
+        "accepted",
+        "closed",
+        "dropped",
+    )
+
+    def __init__(self, send: Send, *, limit: int, policy: SlowClientPolicy) -> None:
+        self._send = send
+        self._limit = limit
+        self._policy = policy
+        self._queue: deque[Message] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        #: ``websocket.accept`` (or an HTTP denial) has been handed to the server.
+        self.accepted = False
+        #: ``websocket.close`` has been handed to the server; later frames are discarded.
+        self.closed = False
+        #: Frames discarded by the ``"drop-oldest"`` policy.
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Frames waiting for the server to take them."""
+        return len(self._queue)
+
+    async def send(self, message: Message) -> None:
+        """Queue ``message`` for the client; returns without waiting for the network."""
+        kind = message["type"]
+        if self.closed:
+            # After a close the server would raise; a frame racing a close is dropped quietly.
+            return
+        if kind == "websocket.accept":
+            self.accepted = True
+        elif kind == "websocket.close":
+            self.closed = True
+        if self._writer is not None:
+            self._enqueue(message)
+            return
+        self._start(message)
+
+    def _start(self, message: Message) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            task = asyncio.Task(self._write(message), loop=loop, eager_start=True)
+            if not task.done():
+                self._writer = task
+                task.add_done_callback(self._written)
+                return
+            if not self._queue:
+                return
+            message = self._queue.popleft()
+
+    async def _write(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except OSError:
+            # The client is gone; the server delivers websocket.disconnect to the consumer.
+            self.closed = True
+            self._queue.clear()
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writer = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("sending to a WebSocket client failed", exc_info=task.exception())
+        if self._queue:
+            self._start(self._queue.popleft())
+
+    def _enqueue(self, message: Message) -> None:
+        if len(self._queue) < self._limit or message["type"] == "websocket.close":
+            self._queue.append(message)
+            return
+        if self._policy == "drop-oldest":
+            self._queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning(
+                    "WebSocket client is reading too slowly; dropping its oldest frames "
+                    "(outbox holds %d)",
+                    self._limit,
+                )
+            self._queue.append(message)
+            return
+        logger.warning(
+            "WebSocket client is reading too slowly (%d frames waiting); closing with %d",
+            self._limit,
+            SLOW_CLIENT_CLOSE_CODE,
+        )
+        self._queue.clear()
+        self.closed = True
+        if self._writer is not None:
+            # The frame in flight is stuck behind the client; abandon it so the close goes out.
+            self._writer.cancel()
+        self._queue.append(
+            {"type": "websocket.close", "code": SLOW_CLIENT_CLOSE_CODE, "reason": "client too slow"}
+        )

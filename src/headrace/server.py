@@ -1,0 +1,196 @@
+"""The interface server: uvicorn, configured with headrace's limits.
+
+headrace writes no HTTP or WebSocket protocol code; uvicorn does that. This module turns
+:class:`headrace.settings.Limits` into uvicorn options (message size -> 1009 on the wire, ping
+interval and timeout), logs WebSocket connects and disconnects, and runs *background*
+coroutines beside the server — the seam ``runserver`` uses to run workers in the same process.
+
+:class:`Server` runs in the foreground (``run``) or on a thread with its own event loop
+(``start_in_thread``), which is what the live-server test helpers use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import uvicorn
+
+from .settings import Limits, limits
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "BackgroundFactory",
+    "Server",
+    "ServerOptions",
+    "log_websocket_connections",
+    "uvicorn_config",
+]
+
+logger = logging.getLogger("headrace.server")
+
+#: A zero-argument callable returning a coroutine to run for the server's lifetime.
+BackgroundFactory = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerOptions:
+    """How to serve: address, logging, limits (``None`` = from settings), extra uvicorn args."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    access_log: bool = True
+    configure_logging: bool = True
+    limits: Limits | None = None
+    uvicorn_options: dict[str, Any] = field(default_factory=dict)
+
+    def using(self, **changes: Any) -> ServerOptions:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+
+def uvicorn_config(app: ASGIApp, options: ServerOptions) -> uvicorn.Config:
+    """The ``uvicorn.Config`` headrace serves ``app`` with."""
+    lim = options.limits or limits()
+    kwargs: dict[str, Any] = {
+        "host": options.host,
+        "port": options.port,
+        "lifespan": "off",
+        "log_level": options.log_level,
+        "access_log": options.access_log,
+        "ws_max_size": lim.websocket_max_message_size,
+        "ws_ping_interval": lim.websocket_ping_interval,
+        "ws_ping_timeout": lim.websocket_ping_timeout,
+    }
+    if not options.configure_logging:
+        kwargs["log_config"] = None
+    kwargs.update(options.uvicorn_options)
+    return uvicorn.Config(app, **kwargs)
+
+
+def log_websocket_connections(app: ASGIApp) -> ASGIApp:
+    """Wrap ``app`` to log each WebSocket connect (accept or refusal) and disconnect."""
+
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+        client = scope.get("client") or ("?", 0)
+        where = f"{scope.get('path', '?')} from {client[0]}:{client[1]}"
+
+        async def logging_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept":
+                logger.info("WebSocket CONNECT %s", where)
+            elif kind in ("websocket.http.response.start",):
+                logger.info("WebSocket REFUSED %s (%s)", where, message.get("status"))
+            await send(message)
+
+        async def logging_receive() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                logger.info("WebSocket DISCONNECT %s (code %s)", where, message.get("code"))
+            return message
+
+        await app(scope, logging_receive, logging_send)
+
+    return logged
+
+
+class Server:
+    """uvicorn serving ``app``, plus background coroutines that live as long as it does."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: ServerOptions | None = None,
+        *,
+        background: Sequence[BackgroundFactory] = (),
+    ) -> None:
+        self.options = options or ServerOptions()
+        self.app = app
+        self.background = list(background)
+        self.config = uvicorn_config(app, self.options)
+        self._uvicorn = uvicorn.Server(self.config)
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self.port = self.options.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.options.host}:{self.port}"
+
+    async def serve(self) -> None:
+        """Serve until :meth:`stop` (or a signal, when running on the main thread)."""
+        tasks = [asyncio.create_task(factory()) for factory in self.background]
+        try:
+            sockets = [self._socket] if self._socket is not None else None
+            await self._uvicorn.serve(sockets=sockets)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    logger.exception("background task failed while the server stopped")
+
+    def run(self) -> None:
+        """Serve in the foreground (blocks)."""
+        asyncio.run(self.serve())
+
+    def start_in_thread(self, timeout: float = 10.0) -> None:
+        """Bind (port 0 picks a free port), serve on a daemon thread, return once listening."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.options.host, self.options.port))
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        self._uvicorn.config.port = self.port
+        self._thread = threading.Thread(
+            target=self._thread_main, name="headrace-server", daemon=True
+        )
+        self._thread.start()
+        if not self._started.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"the server did not start within {timeout} s")
+        if self._failure is not None:
+            raise RuntimeError("the server failed to start") from self._failure
+
+    def _thread_main(self) -> None:
+        async def main() -> None:
+            serving = asyncio.create_task(self.serve())
+            while not self._uvicorn.started and not serving.done():
+                await asyncio.sleep(0.005)
+            self._started.set()
+            await serving
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self._failure = exc
+            self._started.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to stop, and wait for its thread (if any) to finish."""
+        self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

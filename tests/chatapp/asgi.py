@@ -1,0 +1,23 @@
+# mysite/asgi.py from the seed with `channels` replaced by `headrace` in the import lines, plus
+# the origin check Channels' deployment docs recommend (AllowedHostsOriginValidator).
+import os
+
+from django.core.asgi import get_asgi_application
+
+from headrace.auth import AuthMiddlewareStack
+from headrace.routing import ProtocolTypeRouter, URLRouter
+from headrace.security.websocket import AllowedHostsOriginValidator
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+django_asgi_app = get_asgi_application()
+
+from tests.chatapp.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)
