@@ -11,7 +11,11 @@ from headrace.security.websocket import AllowedHostsOriginValidator
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 django_asgi_app = get_asgi_application()
 
+# Not in the seed: extra consumers for the auth, bad-input and slow-client tests.
+from tests.chatapp import extra  # noqa: E402
 from tests.chatapp.routing import websocket_urlpatterns  # noqa: E402
+
+websocket_urlpatterns = websocket_urlpatterns + extra.websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {
