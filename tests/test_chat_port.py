@@ -18,9 +18,9 @@ from django.contrib.auth import get_user_model
 from websockets.exceptions import InvalidStatus
 
 from headrace.testing import LiveServer
-from headrace.testing.pytest_plugin import headrace_live_server  # noqa: F401 - fixture
-from tests.wsclient import recv_json, ws_connect
+from tests.conftest_consumers import recv_json, ws_connect
 
+pytest_plugins = ["headrace.testing.pytest_plugin"]
 pytestmark = pytest.mark.slow
 
 SEED_DIR = Path(__file__).parent / "chatapp"

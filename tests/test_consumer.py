@@ -73,7 +73,8 @@ async def test_sync_handlers_of_different_connections_run_in_parallel() -> None:
 
     one = WebsocketCommunicator(Meet.as_asgi(), "/")
     two = WebsocketCommunicator(Meet.as_asgi(), "/")
-    assert (await one.connect())[0] and (await two.connect())[0]
+    assert (await one.connect())[0]
+    assert (await two.connect())[0]
     await one.send_to(text_data="x")
     await two.send_to(text_data="x")
     assert await one.receive_from(timeout=5) == "met"
