@@ -170,6 +170,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 waiter = waiters.popleft()
                 if self._hand_over(waiter, name, message):
                     self._sent += 1
+                    self._received += 1
                     return True
             queue = channel.queue
             if queue and queue[0][0] <= now:
@@ -217,6 +218,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             return
         with self._lock:
             self._sent -= 1  # _offer counts it again
+            self._received -= 1
             self._offer(name, message, self._now(), raise_full=False, front=True)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -250,6 +252,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 if waiter.done() and not waiter.cancelled():
                     # Handed to us just as we were cancelled: put it back, first in line.
                     self._sent -= 1
+                    self._received -= 1
                     self._offer(channel, waiter.result(), self._now(), raise_full=False, front=True)
                 else:
                     entry = self._channels.get(channel)
@@ -261,7 +264,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
                         if not entry.queue and not entry.waiters:
                             del self._channels[channel]
             raise
-        self._received += 1
         return message
 
     async def new_channel(self, prefix: str = "specific") -> str:
