@@ -1,0 +1,136 @@
+"""``manage.py runworker CHANNEL [CHANNEL ...]``: serve background channels until signalled.
+
+Same command line as Channels' (``--layer``), plus ``--concurrency``, ``--shutdown-timeout``
+and ``--no-delay``. The consumers come from the ``ChannelNameRouter`` under ``ASGI_APPLICATION``.
+The worker also forwards old-format delay requests from ``asgi.delay`` unless ``--no-delay``
+is given. ``SIGTERM`` or ``SIGINT`` stops it gracefully (exit status 0); a second one cancels
+the handlers still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from headrace.delay import DELAY_CHANNEL
+from headrace.exceptions import ConfigurationError
+from headrace.layers import get_channel_layer
+from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
+from headrace.types import ASGIApp
+from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
+
+__all__ = ["Command", "configure_logging", "serve_until_signalled"]
+
+logger = logging.getLogger("headrace.worker")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Send headrace's log lines to stderr when the project has not configured logging."""
+    headrace_logger = logging.getLogger("headrace")
+    if headrace_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    headrace_logger.addHandler(handler)
+    headrace_logger.setLevel(
+        logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    )
+
+
+async def serve_until_signalled(worker: Worker) -> None:
+    """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left)."""
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        name = signal.Signals(signum).name
+        if signals == 1:
+            logger.info("%s: stopping (finishing the handlers in hand)", name)
+            worker.stop()
+        else:
+            logger.warning("%s again: cancelling the handlers still running", name)
+            worker.stop(now=True)
+
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no support
+            pass
+    try:
+        await worker.run()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        layer = get_channel_layer(worker.layer_alias)
+        if layer is not None:
+            await layer.close()
+
+
+class Command(BaseCommand):
+    help = "Run the consumers routed for background channels (ChannelNameRouter)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("channels", nargs="+", help="Channels to serve")
+        self.add_common_arguments(parser)
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=DEFAULT_CONCURRENCY,
+            help=f"Handlers to run at once (default {DEFAULT_CONCURRENCY})",
+        )
+        parser.add_argument(
+            "--no-delay",
+            action="store_false",
+            dest="serve_delay",
+            help=f"Do not forward delay requests from {DELAY_CHANNEL!r}",
+        )
+
+    def add_common_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--layer",
+            default=DEFAULT_CHANNEL_LAYER,
+            help=f"CHANNEL_LAYERS alias to use (default {DEFAULT_CHANNEL_LAYER!r})",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=DEFAULT_SHUTDOWN_TIMEOUT,
+            help="Seconds to let handlers in hand finish after SIGTERM/SIGINT "
+            f"(default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
+        )
+
+    def application(self, channels: list[str]) -> ASGIApp | None:
+        if all(channel == DELAY_CHANNEL for channel in channels):
+            return None
+        from headrace.routing import get_default_application
+
+        return get_default_application()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        configure_logging(int(options.get("verbosity", 1)))
+        channels: list[str] = list(options.get("channels") or [])
+        if options.get("serve_delay", False) and DELAY_CHANNEL not in channels:
+            channels.append(DELAY_CHANNEL)
+        alias = options["layer"]
+        if get_channel_layer(alias) is None:
+            raise CommandError(f"there is no channel layer {alias!r} in CHANNEL_LAYERS")
+        try:
+            worker = Worker(
+                self.application(channels),
+                channels,
+                layer_alias=alias,
+                concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
+                shutdown_timeout=options["shutdown_timeout"],
+            )
+        except ConfigurationError as error:
+            raise CommandError(str(error)) from error
+        asyncio.run(serve_until_signalled(worker))

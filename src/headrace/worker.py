@@ -1,0 +1,544 @@
+"""Workers: run the consumers routed for named background channels (``manage.py runworker``).
+
+A worker reads normal channels (``"thumbnails"``, ``"prog-rocker"``) and hands each message to
+the application, as a ``{"type": "channel", "channel": NAME}`` scope — the application is
+usually a :class:`~headrace.routing.ChannelNameRouter` under the project's
+``ProtocolTypeRouter``, as in Channels.
+
+How it differs from Channels' worker:
+
+- **Concurrency with a bound.** Each message gets its own application instance, like a view
+  gets its own call; up to ``concurrency`` handlers run at once. Sync consumers run on the
+  bounded sync-handler thread pool, and a worker never has more sync handlers in hand than that
+  pool has threads.
+- **It never hoards.** The worker only waits on the layer for a channel while it could start a
+  handler for it right now. Messages it cannot start stay in the layer for other worker
+  processes. (Channels' worker takes messages without limit.)
+- **Graceful stop.** :meth:`Worker.stop` (``SIGTERM``/``SIGINT`` in ``runworker``) stops
+  taking messages, lets the handlers in hand finish within ``shutdown_timeout``, then cancels
+  what is left; a second signal cancels at once.
+- **Failures stay small.** A handler that raises is logged with its channel and message type
+  and the worker goes on. A failing layer is retried with exponential backoff, logged once per
+  outage; nothing kills the process.
+- **The delay server built in.** A worker that lists ``asgi.delay`` among its channels forwards
+  old-format delay requests (see :mod:`headrace.delay`); it needs no route for it.
+
+Because every message gets a fresh instance, a worker consumer must not keep state on ``self``
+from one message to the next (Channels kept one instance per channel; nothing documented
+relied on it, and it is what made its worker serial).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django.conf import settings
+
+from headrace.delay import DELAY_CHANNEL, forward_delay_request
+from headrace.exceptions import ConfigurationError
+from headrace.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
+from headrace.layers.rules import check_channel_name, is_process_channel
+from headrace.settings import limits
+from headrace.types import ASGIApp, Message
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "Worker",
+    "WorkerState",
+    "WorkerStatistics",
+    "embedded_workers",
+    "embedded_workers_enabled",
+    "routed_channels",
+    "run_embedded_workers",
+]
+
+logger = logging.getLogger("headrace.worker")
+
+#: Handlers a worker runs at once unless told otherwise.
+DEFAULT_CONCURRENCY: Final = 100
+#: Seconds a stopping worker gives the handlers in hand before cancelling them.
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 30.0
+# Backoff between failed receives: doubles from the first value up to the second.
+_BACKOFF: Final = (0.05, 5.0)
+
+
+class WorkerState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStatistics:
+    """Counters since the worker started."""
+
+    received: int  #: messages taken off the layer
+    handled: int  #: handlers that finished normally
+    failed: int  #: handlers that raised (or consumers that ended on an error)
+    dropped: int  #: messages refused before a handler ran (no ``type``, bad delay request)
+    cancelled: int  #: handlers cancelled because a stop ran out of time
+    running: int  #: handlers in hand right now
+
+
+class _Handled(BaseException):
+    """Raised into an application instance when it asks for a second message: it is done.
+
+    A BaseException so that an application's ``except Exception`` does not swallow it.
+    """
+
+
+# -- finding the background channels of an application ------------------------------------------
+
+
+def _channel_router_mapping(application: object, depth: int = 0) -> dict[str, Any] | None:
+    """The ``ChannelNameRouter`` mapping inside ``application``, or None when there is none.
+
+    Looks through ``ProtocolTypeRouter["channel"]`` and middleware that keeps its inner
+    application as ``inner``, ``app`` or ``application`` (the usual names).
+    """
+    from headrace.routing import ChannelNameRouter, ProtocolTypeRouter
+
+    if depth > 20 or application is None:
+        return None
+    if isinstance(application, ChannelNameRouter):
+        return dict(application.application_mapping)
+    if isinstance(application, ProtocolTypeRouter):
+        return _channel_router_mapping(application.application_mapping.get("channel"), depth + 1)
+    for attribute in ("inner", "app", "application"):
+        inner = getattr(application, attribute, None)
+        if inner is not None and inner is not application:
+            found = _channel_router_mapping(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def routed_channels(application: object) -> list[str]:
+    """The channel names the application's ``ChannelNameRouter`` routes (empty when none)."""
+    mapping = _channel_router_mapping(application)
+    return sorted(mapping) if mapping else []
+
+
+def _is_sync(app: object) -> bool:
+    consumer_class = getattr(app, "consumer_class", None)
+    return bool(getattr(consumer_class, "_sync", False))
+
+
+# -- the worker ---------------------------------------------------------------------------------
+
+
+class Worker:
+    """Serve ``channels`` of the layer ``layer_alias`` with ``application``.
+
+    ``application`` may be ``None`` when the only channel is ``asgi.delay``. ``layer`` overrides
+    the alias (tests pass a layer with a manual clock). Run it with ``await worker.run()``;
+    :meth:`stop` ends it gracefully.
+    """
+
+    def __init__(
+        self,
+        application: ASGIApp | None,
+        channels: Iterable[str],
+        *,
+        layer_alias: str = DEFAULT_CHANNEL_LAYER,
+        layer: BaseChannelLayer | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        sync_limit: int | None = None,
+    ) -> None:
+        self.channels = list(dict.fromkeys(channels))
+        if not self.channels:
+            raise ConfigurationError("a worker needs at least one channel to read")
+        if type(concurrency) is not int or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
+        if not shutdown_timeout >= 0:
+            raise ConfigurationError(
+                f"shutdown_timeout must be zero or more seconds, got {shutdown_timeout!r}"
+            )
+        mapping = _channel_router_mapping(application)
+        for channel in self.channels:
+            try:
+                check_channel_name(channel)
+            except TypeError as error:
+                raise ConfigurationError(f"cannot serve channel {channel!r}: {error}") from error
+            if is_process_channel(channel):
+                raise ConfigurationError(
+                    f"cannot serve {channel!r}: a worker reads normal channels, not "
+                    "process-specific ones (names with '!')"
+                )
+            if channel == DELAY_CHANNEL:
+                continue
+            if application is None:
+                raise ConfigurationError(
+                    f"channel {channel!r} needs an application to route it (ASGI_APPLICATION)"
+                )
+            if mapping is not None and channel not in mapping:
+                routed = ", ".join(sorted(mapping)) or "none"
+                raise ConfigurationError(
+                    f"the application's ChannelNameRouter has no route for channel "
+                    f"{channel!r} (it routes: {routed})"
+                )
+        self.application = application
+        self.layer_alias = layer_alias
+        self.concurrency = concurrency
+        self.shutdown_timeout = float(shutdown_timeout)
+        pool = limits().sync_threads
+        self.sync_limit = min(concurrency, sync_limit if sync_limit is not None else pool)
+        mapping = mapping or {}
+        self._sync_channels = frozenset(c for c in self.channels if _is_sync(mapping.get(c)))
+        self._consumer_channels = frozenset(
+            c for c in self.channels if getattr(mapping.get(c), "consumer_class", None)
+        )
+        self._layer = layer
+        self.state = WorkerState.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._running = self._running_sync = 0
+        self._received = self._handled = self._failed = self._dropped = self._cancelled = 0
+        self._failing: set[str] = set()
+        self._started = threading.Event()
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Block (any thread) until the worker is reading its channels."""
+        return self._started.wait(timeout)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop taking messages and finish the ones in hand (``now``: cancel them instead).
+
+        Safe to call from any thread, and more than once.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._stop(now)
+        else:
+            loop.call_soon_threadsafe(self._stop, now)
+
+    def _stop(self, now: bool) -> None:
+        if self.state in (WorkerState.NEW, WorkerState.RUNNING):
+            self.state = WorkerState.STOPPING
+        if self._stopping is not None:
+            self._stopping.set()
+        if now:
+            for task in self._handlers:
+                task.cancel()
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            received=self._received,
+            handled=self._handled,
+            failed=self._failed,
+            dropped=self._dropped,
+            cancelled=self._cancelled,
+            running=self._running,
+        )
+
+    # -- the main loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; returns once the handlers in hand are done."""
+        if self.state is not WorkerState.NEW:
+            raise RuntimeError(f"a worker runs once: expected state NEW, got {self.state.name}")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self.state = WorkerState.RUNNING
+        layer = self._layer if self._layer is not None else get_channel_layer(self.layer_alias)
+        if layer is None:
+            self.state = WorkerState.STOPPED
+            raise ConfigurationError(
+                f"no channel layer {self.layer_alias!r} in CHANNEL_LAYERS for the worker"
+            )
+        self._layer = layer
+        logger.info(
+            "worker reading %s on layer %r (concurrency %d)",
+            ", ".join(self.channels),
+            self.layer_alias,
+            self.concurrency,
+        )
+        receives: dict[str, asyncio.Task[Message]] = {}
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        self._started.set()
+        try:
+            while not self._stopping.is_set():
+                for channel in self.channels:
+                    if channel not in receives and self._can_start(channel):
+                        receives[channel] = asyncio.ensure_future(self._receive(layer, channel))
+                waits: list[asyncio.Future[Any]] = [*receives.values(), stop_wait]
+                if len(receives) < len(self.channels):
+                    self._wakeup = self._loop.create_future()
+                    waits.append(self._wakeup)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                self._wakeup = None
+                for channel, task in list(receives.items()):
+                    if task.done():
+                        del receives[channel]
+                        self._start(layer, channel, task.result())
+                # At the bound: give back the waits we could no longer act on.
+                withdrawn = {c: t for c, t in receives.items() if not self._can_start(c)}
+                for channel in withdrawn:
+                    del receives[channel]
+                await self._withdraw(layer, withdrawn)
+        finally:
+            self.state = WorkerState.STOPPING
+            stop_wait.cancel()
+            await self._withdraw(layer, receives)
+            await self._drain()
+            self.state = WorkerState.STOPPED
+            logger.info("worker stopped (%s)", self.statistics())
+
+    def _can_start(self, channel: str) -> bool:
+        if self._running >= self.concurrency:
+            return False
+        return not (channel in self._sync_channels and self._running_sync >= self.sync_limit)
+
+    async def _withdraw(
+        self, layer: BaseChannelLayer, receives: dict[str, asyncio.Task[Message]]
+    ) -> None:
+        """Cancel waits on the layer; a message that arrived meanwhile is handled anyway."""
+        if not receives:
+            return
+        for task in receives.values():
+            task.cancel()
+        await asyncio.wait(receives.values())
+        for channel, task in receives.items():
+            if not task.cancelled() and task.exception() is None:
+                # It arrived as we cancelled: it is in hand now, so it must run.
+                self._start(layer, channel, task.result())
+
+    async def _receive(self, layer: BaseChannelLayer, channel: str) -> Message:
+        """The next message on ``channel``; layer failures are retried with backoff."""
+        backoff = _BACKOFF[0]
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except Exception as error:
+                if channel not in self._failing:
+                    self._failing.add(channel)
+                    logger.error(
+                        "receiving on %r failed (%s: %s); retrying with backoff until it works",
+                        channel,
+                        type(error).__name__,
+                        error,
+                    )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF[1])
+                continue
+            if channel in self._failing:
+                self._failing.discard(channel)
+                logger.warning("receiving on %r works again", channel)
+            self._received += 1
+            return message
+
+    def _start(self, layer: BaseChannelLayer, channel: str, message: Message) -> None:
+        is_sync = channel in self._sync_channels
+        self._running += 1
+        if is_sync:
+            self._running_sync += 1
+        task = asyncio.ensure_future(self._handle(layer, channel, message))
+        self._handlers.add(task)
+        task.add_done_callback(functools.partial(self._finished, is_sync))
+
+    def _finished(self, is_sync: bool, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._running -= 1
+        if is_sync:
+            self._running_sync -= 1
+        if task.cancelled():
+            self._cancelled += 1
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _drain(self) -> None:
+        if not self._handlers:
+            return
+        logger.info(
+            "stopping: waiting up to %g s for %d handler(s) in hand",
+            self.shutdown_timeout,
+            len(self._handlers),
+        )
+        _, pending = await asyncio.wait(set(self._handlers), timeout=self.shutdown_timeout)
+        if pending:
+            logger.warning(
+                "stopping: %d handler(s) did not finish within %g s; cancelling them",
+                len(pending),
+                self.shutdown_timeout,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    # -- one message -----------------------------------------------------------------------------
+
+    async def _handle(self, layer: BaseChannelLayer, channel: str, message: Message) -> None:
+        if channel == DELAY_CHANNEL:
+            await self._forward_delay(layer, message)
+            return
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind:
+            self._dropped += 1
+            logger.error(
+                "channel %r: dropped a message without a 'type' (a str naming its handler); "
+                "keys: %s",
+                channel,
+                ", ".join(sorted(map(str, message))) or "none",
+            )
+            return
+        assert self.application is not None  # checked in __init__ for every routed channel
+        scope = {"type": "channel", "channel": channel}
+        given = False
+
+        async def receive() -> Message:
+            nonlocal given
+            if given:
+                raise _Handled
+            given = True
+            return message
+
+        async def send(_: Message) -> None:
+            raise RuntimeError(
+                f"a consumer of background channel {channel!r} has no client to send to; "
+                "send to other channels with self.channel_layer"
+            )
+
+        try:
+            await self.application(scope, receive, send)
+        except _Handled:
+            self._handled += 1
+        except Exception:
+            self._failed += 1
+            logger.exception(
+                "channel %r: the handler for a %r message raised; the worker goes on",
+                channel,
+                kind,
+            )
+        else:
+            if channel in self._consumer_channels:
+                # A consumer returns before asking for more only when its handler raised
+                # (logged by the consumer) or raised StopConsumer.
+                self._failed += 1
+                logger.error(
+                    "channel %r: the consumer ended while handling a %r message (its handler "
+                    "raised, see above, or stopped it); the worker goes on",
+                    channel,
+                    kind,
+                )
+            else:
+                self._handled += 1
+
+    async def _forward_delay(self, layer: BaseChannelLayer, message: Message) -> None:
+        backoff = _BACKOFF[0]
+        while True:
+            try:
+                forwarded = await forward_delay_request(layer, dict(message))
+            except Exception as error:
+                # The layer failed us (not the request): keep the request and retry.
+                if DELAY_CHANNEL not in self._failing:
+                    self._failing.add(DELAY_CHANNEL)
+                    logger.error(
+                        "forwarding a delay request failed (%s: %s); retrying with backoff",
+                        type(error).__name__,
+                        error,
+                    )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF[1])
+                continue
+            if forwarded:
+                self._handled += 1
+            else:
+                self._dropped += 1
+            return
+
+
+# -- embedded workers (runserver with the in-memory layer) ---------------------------------------
+
+
+def embedded_workers_enabled(layer_alias: str = DEFAULT_CHANNEL_LAYER) -> bool:
+    """Whether ``runserver`` should run the workers in its own process.
+
+    True when ``HEADRACE_EMBEDDED_WORKERS`` (default ``True``) is on and ``layer_alias`` is an
+    in-memory layer — with any other layer, messages can reach separate worker processes, and
+    running workers inside the server would be a surprise.
+    """
+    if not getattr(settings, "HEADRACE_EMBEDDED_WORKERS", True):
+        return False
+    return isinstance(get_channel_layer(layer_alias), InMemoryChannelLayer)
+
+
+@contextlib.asynccontextmanager
+async def embedded_workers(
+    application: ASGIApp,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    shutdown_timeout: float = 5.0,
+    channels: Sequence[str] | None = None,
+) -> AsyncIterator[Worker]:
+    """Run a worker for every channel ``application`` routes, plus ``asgi.delay``, meanwhile.
+
+    ::
+
+        async with embedded_workers(application):
+            await serve_forever()
+
+    The worker stops gracefully (``shutdown_timeout``) when the block ends.
+    """
+    names = list(channels) if channels is not None else routed_channels(application)
+    worker = Worker(
+        application,
+        [*names, DELAY_CHANNEL],
+        layer_alias=layer_alias,
+        concurrency=concurrency,
+        shutdown_timeout=shutdown_timeout,
+    )
+    task = asyncio.ensure_future(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            worker.stop(now=True)
+            await asyncio.wait([task])
+            raise
+
+
+async def run_embedded_workers(
+    application: ASGIApp, layer_alias: str = DEFAULT_CHANNEL_LAYER
+) -> None:
+    """Run the embedded workers until cancelled: a background coroutine for the server.
+
+    Does nothing (returns at once) when :func:`embedded_workers_enabled` says no.
+    """
+    if not embedded_workers_enabled(layer_alias):
+        return
+    channels = routed_channels(application)
+    logger.info(
+        "running workers in this process for %s (in-memory layer %r); set "
+        "HEADRACE_EMBEDDED_WORKERS = False to run them with runworker instead",
+        ", ".join([*channels, DELAY_CHANNEL]),
+        layer_alias,
+    )
+    async with embedded_workers(application, layer_alias, channels=channels):
+        await asyncio.Event().wait()

@@ -1,0 +1,1 @@
+"""ProgRock (../shared/seeds/realtime-progress-updates.txt) ported to headrace consumers."""
