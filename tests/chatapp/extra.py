@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.urls import re_path
@@ -22,15 +23,23 @@ class WhoAmIConsumer(AsyncJsonWebsocketConsumer):
 
 class EchoJsonConsumer(AsyncJsonWebsocketConsumer):
     """Echoes JSON; ``{"boom": true}`` makes the handler raise; ``{"flood": n, "size": s}``
-    sends n frames of s bytes as fast as it can."""
+    sends n frames of s bytes as fast as it can, then tells the ``{"watch": true}`` sockets."""
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if content.get("boom"):
             raise RuntimeError("boom requested by the client")
+        if content.get("watch"):
+            await self.channel_layer.group_add("flood-watch", self.channel_name)
+            await self.send_json({"watching": True})
+            return
         if "flood" in content:
             chunk = "x" * int(content["size"])
             for _ in range(int(content["flood"])):
                 await self.send(text_data=chunk)
+            report = {"flooded": True, "closed": self._outbox.closed}
+            await self.channel_layer.group_send(
+                "flood-watch", {"type": "websocket.send", "text": json.dumps(report)}
+            )
             return
         await self.send_json({"echo": content})
 

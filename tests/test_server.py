@@ -1,0 +1,210 @@
+"""The interface server: runserver, safe limits and bad input, with real clients on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from websockets.exceptions import ConnectionClosed
+
+from headrace.server import ServerOptions, uvicorn_config
+from headrace.settings import Limits, limits
+from headrace.testing import LiveServer
+from tests.conftest_consumers import recv_json, ws_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+def test_limits_defaults_and_settings() -> None:
+    assert limits() == Limits()
+    assert limits().websocket_max_message_size == 1024 * 1024
+    with override_settings(
+        HEADRACE_WEBSOCKET_MAX_MESSAGE_SIZE=4096, HEADRACE_WEBSOCKET_SLOW_CLIENT="drop-oldest"
+    ):
+        assert limits().websocket_max_message_size == 4096
+        assert limits().websocket_slow_client == "drop-oldest"
+    assert limits() == Limits()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("websocket_max_message_size", 0, "MAX_MESSAGE_SIZE"),
+        ("websocket_outbox_size", 0, "OUTBOX_SIZE"),
+        ("websocket_slow_client", "block", "'close' or 'drop-oldest'"),
+        ("websocket_handshake_timeout", 0, "HANDSHAKE_TIMEOUT"),
+        ("sync_threads", 0, "SYNC_THREADS"),
+    ],
+)
+def test_bad_limits_are_refused_with_the_setting_name(
+    name: str, value: object, message: str
+) -> None:
+    from headrace.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        Limits().using(**{name: value})
+
+
+def test_uvicorn_gets_the_limits() -> None:
+    lim = Limits(websocket_max_message_size=2048, websocket_ping_interval=5.0)
+    config = uvicorn_config(lambda *a: None, ServerOptions(port=0, limits=lim))  # type: ignore[arg-type, return-value]
+    assert config.ws_max_size == 2048
+    assert config.ws_ping_interval == 5.0
+    assert config.ws_ping_timeout == 20.0
+
+
+# -- bad input over real sockets -------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[LiveServer]:
+    with (
+        override_settings(
+            HEADRACE_WEBSOCKET_MAX_MESSAGE_SIZE=4096, HEADRACE_WEBSOCKET_OUTBOX_SIZE=4
+        ),
+        LiveServer() as live,
+    ):
+        yield live
+
+
+async def _bystander_still_served(server: LiveServer) -> None:
+    async with ws_connect(f"{server.ws_url}/ws/echo/") as other:
+        await other.send(json.dumps({"hello": 1}))
+        assert await recv_json(other) == {"echo": {"hello": 1}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{this is not json", 1007),
+        (b'{"binary": true}', 1003),
+        (json.dumps({"boom": True}), 1011),
+        ("x" * 5000, 1009),
+        (b"x" * 5000, 1009),
+    ],
+    ids=["malformed-json", "binary-on-json", "handler-raises", "oversize-text", "oversize-binary"],
+)
+async def test_bad_input_closes_only_that_connection(
+    server: LiveServer, frame: str | bytes, code: int
+) -> None:
+    async with ws_connect(f"{server.ws_url}/ws/echo/") as bystander:
+        async with ws_connect(f"{server.ws_url}/ws/echo/") as ws:
+            await ws.send(frame)
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == code
+        await bystander.send(json.dumps({"still": "served"}))
+        assert await recv_json(bystander) == {"echo": {"still": "served"}}
+    await _bystander_still_served(server)
+
+
+@pytest.mark.slow
+async def test_slow_client_is_closed_with_1013_and_memory_stays_bounded(
+    server: LiveServer,
+) -> None:
+    """The client stops reading; the server sends until the outbox (4 frames) overflows."""
+    async with (
+        ws_connect(f"{server.ws_url}/ws/echo/") as watcher,
+        ws_connect(f"{server.ws_url}/ws/echo/", max_queue=1, max_size=None, compression=None) as ws,
+    ):
+        await watcher.send(json.dumps({"watch": True}))
+        assert await recv_json(watcher) == {"watching": True}
+        await ws.send(json.dumps({"flood": 600, "size": 60_000}))  # 36 MB if nobody stopped it
+        # Not reading `ws` until the server has finished its loop makes this client slow.
+        assert await recv_json(watcher) == {"flooded": True, "closed": True}
+        received = 0
+        async for _ in ws:  # ends when the server's close frame arrives
+            received += 1
+        assert ws.close_code == 1013
+        assert received < 600
+    await _bystander_still_served(server)
+
+
+@pytest.mark.slow
+async def test_sync_consumer_over_a_real_socket(server: LiveServer) -> None:
+    async with ws_connect(f"{server.ws_url}/ws/sync-echo/") as ws:
+        await ws.send("ping")
+        assert await ws.recv() == "sync:ping"
+
+
+@pytest.mark.slow
+async def test_unknown_path_is_refused_and_http_404(server: LiveServer) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(f"{server.ws_url}/ws/nowhere/"):
+            pass
+    assert refused.value.response.status_code == 403
+    await _bystander_still_served(server)
+
+
+# -- runserver -------------------------------------------------------------------------------
+
+
+def _start_runserver(*extra: str) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="tests.settings")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "runserver", *extra, "--skip-checks", "127.0.0.1:0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+        if found:
+            return process, int(found.group(1))
+    process.kill()
+    raise AssertionError("runserver exited before listening")
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.terminate()
+    try:
+        out, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reload", [False, True], ids=["noreload", "autoreload"])
+async def test_runserver_serves_http_websocket_and_static(reload: bool) -> None:
+    process, port = _start_runserver("--insecure", *([] if reload else ["--noreload"]))
+    try:
+        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/")
+        assert (status, body) == (200, b"chat index")
+        status, body = await asyncio.to_thread(
+            _get, f"http://127.0.0.1:{port}/static/chatapp/chat.css"
+        )
+        assert status == 200
+        assert b"teal" in body
+        async with ws_connect(f"ws://127.0.0.1:{port}/ws/chat/room1/") as ws:
+            await ws.send(json.dumps({"message": "via runserver"}))
+            assert await recv_json(ws) == {"message": "via runserver"}
+    finally:
+        output = _stop(process)
+    assert "WebSocket CONNECT /ws/chat/room1/" in output
+    assert "WebSocket DISCONNECT /ws/chat/room1/" in output
