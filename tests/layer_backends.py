@@ -9,12 +9,16 @@ A new backend is done when the suite passes with its entry added here and no tes
 
 from __future__ import annotations
 
+import uuid
+
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from headrace.layers import BaseChannelLayer, InMemoryChannelLayer, ManualClock
+from headrace.layers.redis import RedisChannelLayer
+from tests.redis_servers import servers
 
 LayerFactory = Callable[..., AsyncIterator[BaseChannelLayer]]
 
@@ -30,6 +34,22 @@ async def memory_layer(
         await layer.close()
 
 
+async def redis_layer(
+    request: pytest.FixtureRequest, clock: ManualClock, **config: Any
+) -> AsyncIterator[BaseChannelLayer]:
+    """A RedisChannelLayer on the session's own redis-server, under a prefix of its own."""
+    server = servers(request.config).standalone()
+    layer = RedisChannelLayer(
+        hosts=[server.url], prefix=f"test-{uuid.uuid4().hex[:12]}", clock=clock, **config
+    )
+    try:
+        yield layer
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
 LAYER_BACKENDS: dict[str, LayerFactory] = {
     "memory": memory_layer,
+    "redis": redis_layer,
 }

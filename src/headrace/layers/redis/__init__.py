@@ -1,0 +1,11 @@
+"""The Redis channel layer (extra ``redis``): see :class:`RedisChannelLayer`.
+
+Modules: :mod:`.layer` (the layer), :mod:`.scripts` (key layout, entry formats, Lua
+scripts), :mod:`.topology` (hosts, Sentinel, Cluster and the consistent hash).
+"""
+
+from __future__ import annotations
+
+from headrace.layers.redis.layer import RedisChannelLayer
+
+__all__ = ["RedisChannelLayer"]

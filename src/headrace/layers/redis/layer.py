@@ -1,0 +1,1016 @@
+"""The Redis channel layer: channels, groups and delays shared by many processes and machines.
+
+How it works (the key layout and the scripts are in :mod:`headrace.layers.redis.scripts`):
+
+- A normal channel is a Redis list; any process may read it (worker pools compete for it).
+- All process-specific channels (``name!client``) of one process share one *inbox* list; the
+  process takes entries in and fans them out to its local readers.
+- ``group_send`` is one script call: for each live process with members it appends the
+  serialized message once to that process's inbox; no member list travels and the sender's
+  cost does not depend on the group's size. The process knows its own members because
+  ``group_add``/``group_discard`` of its channels are written into the same inbox, in order,
+  before any later group message.
+- Commands issued in the same event-loop turn go out as one pipeline; a reader takes at most
+  as many entries as there are receive() calls waiting, so processes do not hoard messages.
+- Delayed messages wait in a sorted set and are taken atomically by whichever process is due.
+- Everything carries a Redis TTL as a safety net; the layer's clock decides expiry.
+
+Delivery is at most once: a message is taken from Redis before it is handed to a reader, so a
+process that dies in between loses it, and a command interrupted by a connection failure is
+not repeated (it may or may not have happened). See docs/redis-design.md.
+
+State that belongs to an event loop (connections, readers, the pumps that feed them) is kept
+per loop and closed with the loop, so a layer used from ``async_to_sync`` leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import heapq
+import logging
+import re
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Final
+
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from headrace.exceptions import (
+    ChannelFull,
+    ChannelLayerError,
+    ConfigurationError,
+    LayerConnectionError,
+)
+from headrace.layers import rules
+from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
+from headrace.layers.clock import Clock, TimerHandle
+from headrace.layers.codec import decode, encode
+from headrace.layers.groups import Membership
+from headrace.layers.redis import scripts
+from headrace.layers.redis.scripts import (
+    DECREMENT,
+    DELIVER,
+    GROUP_SEND,
+    MOVE_DUE,
+    PUSH_DIRECT,
+    SCHEDULE,
+    SCRIPTS,
+    Script,
+)
+from headrace.layers.redis.topology import Connections, Topology
+
+__all__ = ["RedisChannelLayer"]
+
+logger = logging.getLogger("headrace.layers.redis")
+
+Message = dict[str, Any]
+Command = tuple[Any, ...]
+
+_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_KIND_DIRECT: Final = ord("D")
+_KIND_GROUP: Final = ord("G")
+_KIND_ADD: Final = ord("A")
+_KIND_REMOVE: Final = ord("R")
+_MOVE_BATCH: Final = 500
+_SCAN_COUNT: Final = 1000
+_CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class _Batcher:
+    """Sends every command queued in one event-loop turn to one server as one pipeline.
+
+    Batches go out one after another on one connection, so commands reach Redis in the order
+    they were issued, and a burst of callers needs one connection, not one each.
+    """
+
+    __slots__ = ("client", "index", "layer", "queue", "task")
+
+    def __init__(self, layer: RedisChannelLayer, client: Any, index: int) -> None:
+        self.layer = layer
+        self.client = client
+        self.index = index
+        self.queue: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]] | None]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def call(self, *commands: Command) -> asyncio.Future[list[Any]]:
+        """Queue ``commands``; the future gets their results (exceptions included)."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue(commands, future)
+        return future
+
+    def call_nowait(self, *commands: Command) -> None:
+        """Queue ``commands`` nobody waits for (failures are logged)."""
+        self._queue(commands, None)
+
+    def _queue(
+        self, commands: tuple[Command, ...], future: asyncio.Future[list[Any]] | None
+    ) -> None:
+        self.queue.append((commands, future))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                try:
+                    results = await self._execute([c for commands, _ in batch for c in commands])
+                except BaseException as error:
+                    failure = error
+                    if isinstance(error, asyncio.CancelledError):
+                        failure = LayerConnectionError("the Redis layer was closed mid-command")
+                    for _, future in batch:
+                        if future is not None and not future.done():
+                            future.set_exception(failure)
+                        elif future is None:
+                            logger.warning("a background Redis command failed: %s", failure)
+                    if isinstance(error, asyncio.CancelledError):
+                        raise
+                    continue
+                offset = 0
+                for commands, future in batch:
+                    count = len(commands)
+                    if future is not None and not future.done():
+                        future.set_result(results[offset : offset + count])
+                    offset += count
+        finally:
+            self.task = None
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        layer = self.layer
+        deadline = time.monotonic() + layer.connect_timeout
+        pause = 0.02
+        reloaded = False
+        while True:
+            try:
+                if not layer._scripts_loaded[self.index]:
+                    for script in SCRIPTS:
+                        await self.client.script_load(script.source)
+                    layer._scripts_loaded[self.index] = True
+                pipe = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            except _CONNECTION_ERRORS as error:
+                layer._scripts_loaded[self.index] = False
+                if not _never_sent(error) or time.monotonic() >= deadline:
+                    raise LayerConnectionError(
+                        f"Redis ({layer._host_name(self.index)}) is unreachable: {error}"
+                    ) from error
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                continue
+            if not reloaded and any(isinstance(result, NoScriptError) for result in results):
+                # The server lost its scripts (restart or SCRIPT FLUSH): no script ran. Plain
+                # commands in the batch are idempotent, so running the batch again is safe.
+                layer._scripts_loaded[self.index] = False
+                reloaded = True
+                continue
+            return results
+
+
+def _never_sent(error: BaseException) -> bool:
+    """True when a command failed before reaching the server (so retrying cannot double it)."""
+    text = str(error).lower()
+    return "connecting to" in text or "connection refused" in text or "loading" in text
+
+
+class _LoopState:
+    """Everything of one layer that belongs to one event loop."""
+
+    def __init__(self, layer: RedisChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connections: Connections = layer._topology.connect()
+        self.batchers = [
+            _Batcher(layer, client, index) for index, client in enumerate(self.connections.clients)
+        ]
+        self.waiters: dict[str, deque[asyncio.Future[tuple[float, Message]]]] = {}
+        self.waiting: Counter[str] = Counter()  # per source (process name or normal channel)
+        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
+        self.memberships: dict[str, Membership] = {}
+        self.wakeups: dict[str, asyncio.Event] = {}
+        self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.timer: TimerHandle | None = None
+        self.timer_due = 0.0
+        self.closed = False
+        self.guard: AsyncGenerator[None, None] | None = None
+
+    def spawn(self, coroutine: Any) -> None:
+        task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("Redis layer background work failed: %s", task.exception())
+
+    async def aclose(self) -> None:
+        """Stop the pumps and timers, fail waiting readers, close the connections."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        running = [*self.pumps.values(), *self.tasks]
+        for task in running:
+            task.cancel()
+        pending = [batcher.task for batcher in self.batchers if batcher.task is not None]
+        for task in pending:
+            running.append(task)
+        await asyncio.gather(*running, return_exceptions=True)
+        closed = LayerConnectionError("the Redis layer was closed while receive() was waiting")
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(closed)
+                    waiter.exception()  # mark retrieved: nobody may be left to see it
+        self.waiters.clear()
+        await self.connections.aclose()
+
+
+async def _close_with_loop(state: _LoopState) -> AsyncGenerator[None, None]:
+    """Registered as an async generator of the loop, so loop shutdown closes the state."""
+    try:
+        yield
+    finally:
+        await state.aclose()
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """A channel layer on Redis, for several processes and machines.
+
+    CONFIG keys (those shared with channels_redis mean the same):
+
+    - ``hosts``: a list of ``redis://``/``rediss://``/``unix://`` URLs, ``(host, port)``
+      pairs, or dicts of redis-py arguments (``{"address": url, ...}``); a dict with
+      ``sentinels`` and ``master_name`` (and ``sentinel_kwargs``) for Sentinel. Several
+      hosts are independent shards chosen by a consistent hash. Default ``localhost:6379``.
+    - ``cluster``: True when ``hosts`` are start-up nodes of a Redis Cluster;
+      ``cluster_buckets`` (8) hash tags spread the keys over its masters.
+    - ``prefix`` (``"asgi"``): every key starts with it; ``flush()`` deletes only those.
+    - ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``, ``max_message_size``.
+    - ``symmetric_encryption_keys``: encrypt messages with Fernet; the first key encrypts,
+      all of them decrypt (rotate by putting the new key first).
+    - ``heartbeat_interval`` (10 s), ``block_timeout`` (5 s), ``connect_timeout`` (5 s):
+      how often a reading process proves it is alive, how long a blocking pop waits, and how
+      long a command keeps trying to connect before raising ``LayerConnectionError``.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush", "delay"]
+    process_wide: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        hosts: Sequence[object] | None = None,
+        *,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        cluster: bool = False,
+        cluster_buckets: int = 8,
+        heartbeat_interval: float = 10.0,
+        block_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        clock: Clock | None = None,
+        **unknown: object,
+    ) -> None:
+        if unknown:
+            raise ConfigurationError(
+                f"RedisChannelLayer got unknown CONFIG keys: {', '.join(sorted(unknown))}; it "
+                "accepts hosts, prefix, expiry, group_expiry, capacity, channel_capacity, "
+                "max_message_size, symmetric_encryption_keys, cluster, cluster_buckets, "
+                "heartbeat_interval, block_timeout, connect_timeout"
+            )
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            max_message_size=max_message_size,
+            clock=clock,
+        )
+        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+            raise ConfigurationError(
+                f"prefix must be 1-64 ASCII letters, digits, '.', '-' or '_', got {prefix!r}"
+            )
+        self.prefix = prefix
+        self.heartbeat_interval = rules.positive_seconds("heartbeat_interval", heartbeat_interval)
+        self.block_timeout = rules.positive_seconds("block_timeout", block_timeout)
+        self.connect_timeout = rules.positive_seconds("connect_timeout", connect_timeout)
+        self._crypter = _crypter(symmetric_encryption_keys)
+        self._topology = Topology(
+            hosts,
+            prefix=prefix,
+            cluster=bool(cluster),
+            cluster_buckets=cluster_buckets,
+            common={
+                "socket_connect_timeout": self.connect_timeout,
+                "socket_timeout": self.block_timeout + 10,
+                "socket_keepalive": True,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+        self._scripts_loaded = [False] * len(self._topology.hosts)
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Garbage-collection TTLs (milliseconds of real time; the clock decides expiry).
+        self._ttl_ms = int(max(self.expiry * 2, self.expiry + 300) * 1000)
+        self._group_ttl_ms = int((self.group_expiry + 300) * 1000)
+        self._alive_ms = int(self.heartbeat_interval * 3 * 1000)
+        self._pending: list[float] = []  # due times of this process's delayed messages
+        self._normal_groups: dict[str, set[str]] = {}
+        self._outage_logged = False
+        self._sent = self._received = self._rejected_full = self._dropped_full = 0
+        self._expired = self._group_sends = self._delayed = 0
+
+    # -- per-loop state ----------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None or state.closed:
+            state = _LoopState(self, loop)
+            self._states[loop] = state
+            guard = _close_with_loop(state)
+            state.guard = guard
+            starting = guard.asend(None)  # registers with the loop's async-generator hooks
+            try:
+                starting.send(None)
+            except StopIteration:
+                pass
+        return state
+
+    def _host_name(self, index: int) -> str:
+        hosts = self._topology.hosts
+        return hosts[min(index, len(hosts) - 1)].name
+
+    def _batcher(self, state: _LoopState, shard: int) -> _Batcher:
+        return state.batchers[self._topology.client_of[shard]]
+
+    async def _script(
+        self, state: _LoopState, shard: int, script: Script, keys: Sequence[str], *args: Any
+    ) -> Any:
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        (result,) = await self._batcher(state, shard).call(command)
+        if isinstance(result, Exception):
+            raise _translate(result)
+        return result
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def _freeze(self, message: object) -> bytes:
+        data = encode(rules.check_message(message))
+        rules.check_size(len(data), self.max_message_size)
+        if self._crypter is not None:
+            data = self._crypter.encrypt(data)
+        return data
+
+    def _thaw(self, payload: bytes) -> Message:
+        if self._crypter is not None:
+            payload = self._crypter.decrypt(payload)
+        return decode(payload)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        channel: str,
+        message: Message,
+        *,
+        delay: float | timedelta | None = None,
+        at: float | datetime | None = None,
+    ) -> None:
+        rules.check_channel_name(channel)
+        payload = self._freeze(message)
+        due = self._due_time(delay, at)
+        state = self._state()
+        if due is not None:
+            kind = b"p" if "!" in channel else b"c"
+            await self._schedule(state, kind, channel, payload, due)
+            return
+        now = self.clock.time()
+        if not await self._deliver(state, channel, payload, now + self.expiry, now, "send"):
+            self._rejected_full += 1
+            raise ChannelFull(f"channel {channel!r} is full (capacity {self.capacity_of(channel)})")
+
+    async def _deliver(
+        self,
+        state: _LoopState,
+        channel: str,
+        payload: bytes,
+        expires_at: float,
+        now: float,
+        mode: str,
+    ) -> bool:
+        """Queue one message on a channel; False when it is full (or, for a group member,
+        gone). Counts sent/expired; the caller counts the refusal."""
+        topology = self._topology
+        capacity = self.capacity_of(channel)
+        if "!" in channel:
+            process = rules.non_local_name(channel)
+            shard = topology.shard_of(process)
+            tag = topology.tags[shard]
+            entry = scripts.inbox_entry(b"D", expires_at, channel, payload)
+            queued = await self._script(
+                state,
+                shard,
+                PUSH_DIRECT,
+                (f"{tag}i:{process}", f"{tag}n:{process}"),
+                channel,
+                capacity,
+                entry,
+                self._ttl_ms,
+            )
+            if queued:
+                self._sent += 1
+            return bool(queued)
+        shard = topology.shard_of(channel)
+        tag = topology.tags[shard]
+        status, expired, groups = await self._script(
+            state,
+            shard,
+            DELIVER,
+            (f"{tag}c:{channel}", f"{tag}m:{channel}"),
+            repr(now),
+            capacity,
+            scripts.channel_entry(expires_at, payload),
+            self._ttl_ms,
+            mode,
+        )
+        if expired:
+            self._expired += expired
+        if groups:
+            await self._leave_groups(state, channel, [g.decode() for g in groups])
+        if status == 1:
+            self._sent += 1
+        return bool(status == 1)
+
+    async def _leave_groups(self, state: _LoopState, channel: str, groups: list[str]) -> None:
+        """Remove a normal channel from ``groups`` (it let a message expire unread)."""
+        calls = []
+        for group in groups:
+            shard = self._topology.shard_of(group)
+            tag = self._topology.tags[shard]
+            calls.append(
+                self._batcher(state, shard).call(("HDEL", f"{tag}g:{group}", f"c:{channel}"))
+            )
+            members = self._normal_groups.get(group)
+            if members is not None:
+                members.discard(channel)
+                if not members:
+                    del self._normal_groups[group]
+        await asyncio.gather(*calls)
+
+    async def group_send(
+        self,
+        group: str,
+        message: Message,
+        *,
+        delay: float | timedelta | None = None,
+        at: float | datetime | None = None,
+    ) -> None:
+        rules.check_group_name(group)
+        payload = self._freeze(message)
+        due = self._due_time(delay, at)
+        state = self._state()
+        if due is not None:
+            await self._schedule(state, b"g", group, payload, due)
+            return
+        self._group_sends += 1
+        now = self.clock.time()
+        await self._deliver_group(state, group, payload, now + self.expiry, now)
+
+    async def _deliver_group(
+        self, state: _LoopState, group: str, payload: bytes, expires_at: float, now: float
+    ) -> None:
+        shard = self._topology.shard_of(group)
+        tag = self._topology.tags[shard]
+        entry = scripts.inbox_entry(b"G", expires_at, group, payload)
+        _, normal = await self._script(
+            state, shard, GROUP_SEND, (f"{tag}g:{group}",), repr(now), entry, self._ttl_ms, tag
+        )
+        if not normal:
+            return
+        outcomes = await asyncio.gather(
+            *(
+                self._deliver(state, name.decode(), payload, expires_at, now, "group")
+                for name in normal
+            )
+        )
+        self._dropped_full += outcomes.count(False)
+
+    # -- groups ------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        rules.check_group_name(group)
+        rules.check_channel_name(channel)
+        state = self._state()
+        expires_at = self.clock.time() + self.group_expiry
+        topology = self._topology
+        shard = topology.shard_of(group)
+        tag = topology.tags[shard]
+        key = f"{tag}g:{group}"
+        if "!" in channel:
+            process = rules.non_local_name(channel)
+            inbox = f"{tag}i:{process}"
+            # The inbox learns first: a group send that sees the process already finds the
+            # membership ahead of its message.
+            results = await self._batcher(state, shard).call(
+                ("RPUSH", inbox, scripts.inbox_entry(b"A", expires_at, group, channel.encode())),
+                ("PEXPIRE", inbox, self._ttl_ms),
+                ("HSET", key, f"p:{process}", repr(expires_at)),
+                ("PEXPIRE", key, self._group_ttl_ms),
+                ("SET", f"{tag}a:{process}", b"1", "PX", self._alive_ms),
+            )
+        else:
+            channel_shard = topology.shard_of(channel)
+            index = f"{topology.tags[channel_shard]}m:{channel}"
+            both = await asyncio.gather(
+                self._batcher(state, shard).call(
+                    ("HSET", key, f"c:{channel}", repr(expires_at)),
+                    ("PEXPIRE", key, self._group_ttl_ms),
+                ),
+                self._batcher(state, channel_shard).call(
+                    ("SADD", index, group), ("PEXPIRE", index, self._group_ttl_ms)
+                ),
+            )
+            results = both[0] + both[1]
+            self._normal_groups.setdefault(group, set()).add(channel)
+        _raise_first(results)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        rules.check_group_name(group)
+        rules.check_channel_name(channel)
+        state = self._state()
+        topology = self._topology
+        shard = topology.shard_of(group)
+        tag = topology.tags[shard]
+        if "!" in channel:
+            process = rules.non_local_name(channel)
+            results = await self._batcher(state, shard).call(
+                (
+                    "RPUSH",
+                    f"{tag}i:{process}",
+                    scripts.inbox_entry(b"R", 0.0, group, channel.encode()),
+                ),
+                ("PEXPIRE", f"{tag}i:{process}", self._ttl_ms),
+            )
+        else:
+            channel_shard = topology.shard_of(channel)
+            both = await asyncio.gather(
+                self._batcher(state, shard).call(("HDEL", f"{tag}g:{group}", f"c:{channel}")),
+                self._batcher(state, channel_shard).call(
+                    ("SREM", f"{topology.tags[channel_shard]}m:{channel}", group)
+                ),
+            )
+            results = both[0] + both[1]
+            members = self._normal_groups.get(group)
+            if members is not None:
+                members.discard(channel)
+                if not members:
+                    del self._normal_groups[group]
+        _raise_first(results)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def receive(self, channel: str) -> Message:
+        rules.check_channel_name(channel)
+        state = self._state()
+        buffered = state.buffers.get(channel)
+        if buffered:
+            message = self._take_buffered(state, channel, buffered)
+            if message is not None:
+                self._received += 1
+                return message
+        source = rules.non_local_name(channel)
+        waiter: asyncio.Future[tuple[float, Message]] = state.loop.create_future()
+        state.waiters.setdefault(channel, deque()).append(waiter)
+        state.waiting[source] += 1
+        self._ensure_pumps(state, channel, source)
+        try:
+            _, message = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed to us just as we were cancelled: first in line for the next reader.
+                self._offer(state, channel, *waiter.result(), front=True)
+            else:
+                waiters = state.waiters.get(channel)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    state.waiting[source] -= 1
+                    if not waiters:
+                        del state.waiters[channel]
+            raise
+        self._received += 1
+        return message
+
+    def _take_buffered(
+        self, state: _LoopState, channel: str, buffered: deque[tuple[float, Message]]
+    ) -> Message | None:
+        now = self.clock.time()
+        if buffered[0][0] <= now:
+            self._expire_buffered(state, channel, buffered, now)
+        if not buffered:
+            del state.buffers[channel]
+            return None
+        message = buffered.popleft()[1]
+        if not buffered:
+            del state.buffers[channel]
+        return message
+
+    def _expire_buffered(
+        self, state: _LoopState, channel: str, buffered: deque[tuple[float, Message]], now: float
+    ) -> None:
+        while buffered and buffered[0][0] <= now:
+            buffered.popleft()
+            self._expired += 1
+        self._member_gone(state, channel)
+
+    def _member_gone(self, state: _LoopState, channel: str) -> None:
+        """``channel`` let a message expire unread: it leaves every group."""
+        if "!" in channel:
+            membership = state.memberships.get(rules.non_local_name(channel))
+            if membership is not None:
+                membership.drop_channel(channel)
+        else:
+            state.spawn(self._drop_normal_member(state, channel))
+
+    async def _drop_normal_member(self, state: _LoopState, channel: str) -> None:
+        shard = self._topology.shard_of(channel)
+        index = f"{self._topology.tags[shard]}m:{channel}"
+        groups, _ = await self._batcher(state, shard).call(("SMEMBERS", index), ("DEL", index))
+        if isinstance(groups, Exception):
+            raise _translate(groups)
+        if groups:
+            await self._leave_groups(state, channel, [g.decode() for g in groups])
+
+    def _offer(
+        self,
+        state: _LoopState,
+        channel: str,
+        expires_at: float,
+        message: Message,
+        *,
+        front: bool = False,
+    ) -> None:
+        """Hand a message to a waiting reader of this loop, or keep it for the next one."""
+        waiters = state.waiters.get(channel)
+        if waiters:
+            source = rules.non_local_name(channel)
+            while waiters:
+                waiter = waiters.popleft()
+                state.waiting[source] -= 1
+                if not waiter.done():
+                    waiter.set_result((expires_at, message))
+                    if not waiters:
+                        del state.waiters[channel]
+                    return
+            del state.waiters[channel]
+        buffered = state.buffers.get(channel)
+        if buffered is None:
+            buffered = state.buffers[channel] = deque()
+        if front:
+            buffered.appendleft((expires_at, message))
+        else:
+            buffered.append((expires_at, message))
+
+    def _ensure_pumps(self, state: _LoopState, channel: str, source: str) -> None:
+        if "!" in channel:
+            for shard in range(self._topology.shards):
+                if (source, shard) not in state.pumps:
+                    state.pumps[source, shard] = state.loop.create_task(
+                        self._pump(state, source, shard, process=True)
+                    )
+            wakeup = state.wakeups.get(source)
+            if wakeup is not None:
+                wakeup.set()
+        elif (source, 0) not in state.pumps:
+            shard = self._topology.shard_of(channel)
+            state.pumps[source, 0] = state.loop.create_task(
+                self._pump(state, source, shard, process=False)
+            )
+
+    async def _pump(self, state: _LoopState, source: str, shard: int, *, process: bool) -> None:
+        """Feed this loop's readers of ``source`` (a process name or a normal channel).
+
+        A process pump lives as long as the loop state and heartbeats; a channel pump ends
+        when nobody is waiting. Redis failures are logged once and retried with backoff.
+        """
+        tag = self._topology.tags[shard]
+        key = f"{tag}i:{source}" if process else f"{tag}c:{source}"
+        batcher = self._batcher(state, shard)
+        client = batcher.client
+        wakeup = state.wakeups.setdefault(source, asyncio.Event()) if process else None
+        next_beat = 0.0
+        pause = 0.05
+        failing = False
+        try:
+            while not state.closed:
+                try:
+                    if process and time.monotonic() >= next_beat:
+                        next_beat = time.monotonic() + self.heartbeat_interval
+                        await batcher.call(("SET", f"{tag}a:{source}", b"1", "PX", self._alive_ms))
+                        await self._move_due(state, [shard])
+                    wanted = state.waiting[source]
+                    if wanted <= 0:
+                        if wakeup is None:
+                            return
+                        wakeup.clear()
+                        try:
+                            await asyncio.wait_for(wakeup.wait(), self.heartbeat_interval)
+                        except TimeoutError:
+                            pass
+                        continue
+                    (entries,) = await batcher.call(("LPOP", key, wanted))
+                    if isinstance(entries, Exception):
+                        raise entries
+                    if not entries:
+                        popped = await client.blpop([key], timeout=self.block_timeout)
+                        entries = [popped[1]] if popped else []
+                except (*_CONNECTION_ERRORS, LayerConnectionError) as error:
+                    if not failing:
+                        failing = True
+                        logger.warning(
+                            "Redis layer lost its connection reading %r; reconnecting: %s",
+                            source,
+                            error,
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+                    continue
+                if failing:
+                    failing = False
+                    pause = 0.05
+                    logger.warning("Redis layer reconnected; reading %r again", source)
+                if entries:
+                    if process:
+                        self._take_in_process(state, source, shard, entries)
+                    else:
+                        self._take_in_channel(state, source, entries)
+        finally:
+            if state.pumps.get((source, shard if process else 0)) is asyncio.current_task():
+                del state.pumps[source, shard if process else 0]
+
+    def _take_in_channel(self, state: _LoopState, channel: str, entries: list[bytes]) -> None:
+        now = self.clock.time()
+        expired = 0
+        for entry in entries:
+            expires_at = scripts.unpack_double(entry)
+            if expires_at <= now:
+                expired += 1
+                continue
+            self._offer(state, channel, expires_at, self._thaw(entry[8:]))
+        if expired:
+            self._expired += expired
+            self._member_gone(state, channel)
+
+    def _take_in_process(
+        self, state: _LoopState, process: str, shard: int, entries: list[bytes]
+    ) -> None:
+        now = self.clock.time()
+        membership = state.memberships.get(process)
+        if membership is None:
+            membership = state.memberships[process] = Membership()
+        taken: Counter[str] = Counter()
+        for entry in entries:
+            kind, expires_at, name, body = scripts.parse_inbox_entry(entry)
+            if kind == _KIND_DIRECT:
+                taken[name] += 1
+                if expires_at <= now:
+                    self._expired += 1
+                    membership.drop_channel(name)
+                else:
+                    self._offer(state, name, expires_at, self._thaw(body))
+            elif kind == _KIND_GROUP:
+                self._fan_out(state, membership, name, expires_at, body, now)
+            elif kind == _KIND_ADD:
+                membership.add(name, body.decode("ascii"), expires_at)
+            elif kind == _KIND_REMOVE:
+                membership.discard(name, body.decode("ascii"))
+        if taken:
+            home = self._topology.shard_of(process)
+            args: list[Any] = []
+            for channel, count in taken.items():
+                args += [channel, count]
+            self._batcher(state, home).call_nowait(
+                ("EVALSHA", DECREMENT.sha, 1, f"{self._topology.tags[home]}n:{process}", *args)
+            )
+
+    def _fan_out(
+        self,
+        state: _LoopState,
+        membership: Membership,
+        group: str,
+        expires_at: float,
+        body: bytes,
+        now: float,
+    ) -> None:
+        """Deliver one group message to this process's members: decoded once, a shallow
+        copy each."""
+        members = membership.members(group, now)
+        if not members:
+            return
+        if expires_at <= now:
+            for member in members:
+                self._expired += 1
+                membership.drop_channel(member)
+            return
+        shared = self._thaw(body)
+        for member in members:
+            buffered = state.buffers.get(member)
+            if buffered:
+                if buffered[0][0] <= now:
+                    self._expire_buffered(state, member, buffered, now)
+                    continue
+                if len(buffered) >= self.capacity_of(member):
+                    self._dropped_full += 1
+                    continue
+            self._sent += 1
+            self._offer(state, member, expires_at, dict(shared))
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        return self._new_channel_name(prefix)
+
+    # -- delayed delivery --------------------------------------------------------------------
+
+    async def _schedule(
+        self, state: _LoopState, kind: bytes, target: str, payload: bytes, due: float
+    ) -> None:
+        owner = rules.non_local_name(target) if kind == b"p" else target
+        shard = self._topology.shard_of(owner)
+        tag = self._topology.tags[shard]
+        ttl = int((max(0.0, due - self.clock.time()) + self.expiry + 3600) * 1000)
+        await self._script(
+            state,
+            shard,
+            SCHEDULE,
+            (f"{tag}d", f"{tag}s"),
+            repr(due),
+            scripts.delayed_entry(kind, target, payload),
+            ttl,
+        )
+        self._delayed += 1
+        heapq.heappush(self._pending, due)
+        self._arm(state)
+
+    def _arm(self, state: _LoopState) -> None:
+        if not self._pending or state.closed:
+            return
+        due = self._pending[0]
+        if state.timer is not None:
+            if state.timer_due == due:
+                return
+            state.timer.cancel()
+        state.timer_due = due
+        state.timer = self.clock.call_at(due, lambda: self._on_due(state))
+
+    def _on_due(self, state: _LoopState) -> None:
+        state.timer = None
+        if not state.closed:
+            state.spawn(self._move_due(state, range(self._topology.shards)))
+
+    async def _move_due(self, state: _LoopState, shards: Iterable[int]) -> None:
+        """Take every delayed message now due from ``shards`` and deliver it."""
+        now = self.clock.time()
+        for shard in shards:
+            tag = self._topology.tags[shard]
+            while True:
+                due = await self._script(
+                    state, shard, MOVE_DUE, (f"{tag}d",), repr(now), _MOVE_BATCH
+                )
+                for index in range(0, len(due), 2):
+                    await self._deliver_late(state, due[index], float(due[index + 1]), now)
+                if len(due) < 2 * _MOVE_BATCH:
+                    break
+        while self._pending and self._pending[0] <= now:
+            heapq.heappop(self._pending)
+        self._arm(state)
+
+    async def _deliver_late(self, state: _LoopState, entry: bytes, due: float, now: float) -> None:
+        kind, target, payload = scripts.parse_delayed_entry(entry)
+        expires_at = max(due, now) + self.expiry  # as the in-memory layer: from delivery
+        if kind == ord("g"):
+            self._group_sends += 1
+            await self._deliver_group(state, target, payload, expires_at, now)
+        elif not await self._deliver(state, target, payload, expires_at, now, "send"):
+            self._dropped_full += 1
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every key under this layer's prefix (SCAN + UNLINK; never KEYS/FLUSHDB)."""
+        state = self._state()
+        pattern = f"{self.prefix}:*"
+        for client in state.connections.clients:
+            batch: list[Any] = []
+            async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                batch.append(key)
+                if len(batch) >= _SCAN_COUNT:
+                    await self._unlink(client, batch)
+                    batch = []
+            if batch:
+                await self._unlink(client, batch)
+        state.buffers.clear()
+        state.memberships.clear()
+        self._normal_groups.clear()
+        self._pending.clear()
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+
+    async def _unlink(self, client: Any, keys: list[Any]) -> None:
+        if self._topology.cluster:
+            for key in keys:  # keys of different slots: one at a time
+                await client.unlink(key)
+        else:
+            await client.unlink(*keys)
+
+    async def close(self) -> None:
+        """Close this event loop's connections and readers. Queued messages stay in Redis."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        state = self._states.pop(loop, None)
+        if state is None:
+            return
+        await state.aclose()
+        if state.guard is not None:
+            closing = state.guard.aclose()  # already closed: finishes without suspending
+            try:
+                closing.send(None)
+            except StopIteration:
+                pass
+
+    def statistics(self) -> LayerStatistics:
+        channels: set[str] = set()
+        groups: set[str] = set(self._normal_groups)
+        for state in list(self._states.values()):
+            channels.update(name for name, queue in state.buffers.items() if queue)
+            channels.update(name for name, waiters in state.waiters.items() if waiters)
+            for membership in state.memberships.values():
+                groups.update(membership._groups)
+        return LayerStatistics(
+            sent=self._sent,
+            received=self._received,
+            rejected_full=self._rejected_full,
+            dropped_full=self._dropped_full,
+            expired=self._expired,
+            group_sends=self._group_sends,
+            delayed=self._delayed,
+            delayed_pending=len(self._pending),
+            channels=len(channels),
+            groups=len(groups),
+        )
+
+
+def _raise_first(results: list[Any]) -> None:
+    for result in results:
+        if isinstance(result, Exception):
+            raise _translate(result)
+
+
+def _translate(error: Exception) -> Exception:
+    if isinstance(error, ChannelLayerError):
+        return error
+    if isinstance(error, _CONNECTION_ERRORS):
+        return LayerConnectionError(f"Redis connection failed: {error}")
+    if isinstance(error, RedisError):
+        return ChannelLayerError(f"Redis refused a channel layer command: {error}")
+    return error
+
+
+def _crypter(keys: Sequence[str | bytes] | None) -> Any:
+    """A MultiFernet over ``keys`` (each hashed to a Fernet key, as channels_redis does)."""
+    if keys is None:
+        return None
+    if isinstance(keys, str | bytes) or not keys:
+        raise ConfigurationError(
+            "symmetric_encryption_keys must be a non-empty list of keys (the first encrypts)"
+        )
+    from cryptography.fernet import Fernet, MultiFernet
+
+    fernets = []
+    for key in keys:
+        raw = key.encode() if isinstance(key, str) else key
+        if not isinstance(raw, bytes) or not raw:
+            raise ConfigurationError("each symmetric encryption key must be a non-empty str")
+        fernets.append(Fernet(base64.urlsafe_b64encode(hashlib.sha256(raw).digest())))
+    return MultiFernet(fernets)
