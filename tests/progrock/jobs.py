@@ -1,10 +1,12 @@
-"""Not in the seed: a background consumer for the multi-process worker tests and benches.
+"""Not in the seed: background consumers for the multi-process worker tests and benches.
 
 ``jobs`` records the id of every message it handles in ``$HEADRACE_JOBS_DIR/<pid>.ids`` (one
-line each, flushed at once), so a test can count which process handled what. ``noop`` does
-nothing at all: the worker benchmark's consumer.
+line each, flushed at once), so a test can count which process handled what. A ``job.slow``
+message is noted in ``<pid>.started`` first and takes ``seconds`` to finish (for the graceful
+stop test). ``noop`` does nothing at all: the worker benchmark's consumer.
 """
 
+import asyncio
 import os
 
 from headrace.consumer import AsyncConsumer
@@ -16,10 +18,19 @@ class JobRecorder(AsyncConsumer):
     async def job_run(self, message):
         cls = type(self)
         if cls._out is None:
-            directory = os.environ["HEADRACE_JOBS_DIR"]
-            path = os.path.join(directory, f"{os.getpid()}.ids")
-            cls._out = open(path, "a", buffering=1)  # noqa: ASYNC230, SIM115
+            cls._out = _open("ids")
         cls._out.write(f"{message['id']}\n")
+
+    async def job_slow(self, message):
+        with _open("started") as started:
+            started.write(f"{message['id']}\n")
+        await asyncio.sleep(message["seconds"])
+        await self.job_run(message)
+
+
+def _open(suffix):
+    path = os.path.join(os.environ["HEADRACE_JOBS_DIR"], f"{os.getpid()}.{suffix}")
+    return open(path, "a", buffering=1)
 
 
 class NoOp(AsyncConsumer):
