@@ -52,6 +52,16 @@ def test_embedded_workers_need_a_configured_layer() -> None:
     assert not embedded_workers_enabled("missing")
 
 
+def test_embedded_workers_are_off_with_a_layer_other_processes_share(settings) -> None:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "headrace.layers.redis.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},  # made, never connected
+        }
+    }
+    assert not embedded_workers_enabled()
+
+
 async def test_run_embedded_workers_does_nothing_when_switched_off(settings: Any) -> None:
     settings.HEADRACE_EMBEDDED_WORKERS = False
     async with asyncio.timeout(WAIT):
