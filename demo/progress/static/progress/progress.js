@@ -1,0 +1,138 @@
+/* headrace demo: the ProgRock page. Talks to /ws/progress/ (progress/consumers.py).
+ *
+ * The ids of this browser's jobs live in localStorage, so that after a reload (or a
+ * reconnect) the page asks the server to "watch" them again and every bar resumes.
+ */
+(function () {
+  "use strict";
+
+  var root = document.getElementById("progress");
+  var list = document.getElementById("jobs");
+  var goButton = document.getElementById("go-button");
+  var clearButton = document.getElementById("clear-button");
+  var noJobs = document.getElementById("no-jobs");
+  var hint = document.getElementById("hint");
+
+  var JOBS_KEY = "headrace-demo:jobs";
+  var KEEP = 12;
+  var jobs = loadJobs(); // [{id, started, progress, complete}], oldest first
+  var rows = {};
+
+  function loadJobs() {
+    try {
+      var saved = JSON.parse(window.localStorage.getItem(JOBS_KEY) || "[]");
+      return Array.isArray(saved) ? saved.filter(function (j) { return j && j.id; }) : [];
+    } catch (error) {
+      return [];
+    }
+  }
+
+  function saveJobs() {
+    jobs = jobs.slice(-KEEP);
+    window.localStorage.setItem(JOBS_KEY, JSON.stringify(jobs));
+  }
+
+  function find(id) {
+    for (var i = 0; i < jobs.length; i++) if (jobs[i].id === id) return jobs[i];
+    return null;
+  }
+
+  function row(job) {
+    var existing = rows[job.id];
+    if (existing) return existing;
+    var item = live.el("li", "job");
+    item.dataset.job = job.id;
+    var head = live.el("div", "job-head");
+    var name = live.el("span", "job-name", "Job " + job.id.slice(0, 6));
+    var status = live.el("span", "job-status", "queued");
+    head.appendChild(name);
+    head.appendChild(status);
+    var bar = live.el("div", "bar");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-label", "Job " + job.id.slice(0, 6));
+    var fill = live.el("div", "bar-fill");
+    bar.appendChild(fill);
+    var value = live.el("span", "job-value", "0%");
+    item.appendChild(head);
+    item.appendChild(bar);
+    item.appendChild(value);
+    list.insertBefore(item, list.firstChild);
+    rows[job.id] = { item: item, fill: fill, bar: bar, value: value, status: status };
+    noJobs.hidden = true;
+    return rows[job.id];
+  }
+
+  function paint(job) {
+    var r = row(job);
+    var pct = Math.max(0, Math.min(100, job.progress || 0));
+    r.fill.style.width = pct + "%";
+    r.bar.setAttribute("aria-valuenow", String(pct));
+    r.value.textContent = pct + "%";
+    r.item.classList.toggle("done", Boolean(job.complete));
+    r.status.textContent = job.complete ? "complete" : pct > 0 ? "rocking" : "starting";
+    clearButton.hidden = !jobs.some(function (j) { return j.complete; });
+  }
+
+  function forget(id) {
+    jobs = jobs.filter(function (j) { return j.id !== id; });
+    saveJobs();
+    if (rows[id]) {
+      rows[id].item.remove();
+      delete rows[id];
+    }
+    noJobs.hidden = jobs.length > 0;
+  }
+
+  function onMessage(data) {
+    var job;
+    switch (data.type) {
+      case "started":
+        job = { id: data.job, started: Date.now(), progress: 0, complete: false };
+        jobs.push(job);
+        saveJobs();
+        paint(job);
+        break;
+      case "progress":
+        job = find(data.job);
+        if (!job) return;
+        // Steps may cross a reconnect: never move a bar backwards.
+        job.progress = Math.max(job.progress || 0, data.progress);
+        job.complete = job.complete || data.complete;
+        saveJobs();
+        paint(job);
+        break;
+      case "gone":
+        forget(data.job);
+        break;
+      case "error":
+        hint.textContent = data.error;
+        break;
+    }
+  }
+
+  var socket = live.connect(root.dataset.socket, {
+    open: function (s) {
+      goButton.disabled = false;
+      var running = jobs.map(function (j) { return j.id; });
+      if (running.length) s.send({ action: "watch", jobs: running });
+    },
+    close: function () {
+      goButton.disabled = true;
+    },
+    message: onMessage,
+  });
+
+  goButton.addEventListener("click", function () {
+    if (!socket.send({ action: "start" })) hint.textContent = "Not connected: try again in a moment.";
+  });
+
+  clearButton.addEventListener("click", function () {
+    jobs.filter(function (j) { return j.complete; }).forEach(function (j) { forget(j.id); });
+    clearButton.hidden = true;
+  });
+
+  jobs.forEach(paint);
+  noJobs.hidden = jobs.length > 0;
+})();
