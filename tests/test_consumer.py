@@ -430,3 +430,53 @@ async def test_groups_without_a_layer_is_a_clear_error() -> None:
     comm = WebsocketCommunicator(NoLayer.as_asgi(), "/")
     assert await comm.connect() == (False, 1000)
     await comm.disconnect(code=1006)
+
+
+# -- the broadcast fast path -----------------------------------------------------------------
+
+
+async def test_shared_json_payload_is_encoded_once_per_group_send() -> None:
+    encoded: list[Any] = []
+
+    class Feed(AsyncJsonWebsocketConsumer):
+        groups = ["feed"]
+
+        @classmethod
+        async def encode_json(cls, content: Any) -> str:
+            encoded.append(content)
+            return await super().encode_json(content)
+
+        async def feed_item(self, event: dict[str, Any]) -> None:
+            await self.send_json(event["payload"])  # shared: encoded once
+            await self.send_json({"echo": event["payload"]["n"]})  # per member: not shared
+
+    layer = get_channel_layer()
+    members = [WebsocketCommunicator(Feed.as_asgi(), "/") for _ in range(3)]
+    for member in members:
+        assert (await member.connect())[0]
+    for n in (1, 2):
+        encoded.clear()
+        await layer.group_send("feed", {"type": "feed.item", "payload": {"n": n, "tags": ["a"]}})
+        for member in members:
+            assert await member.receive_json_from() == {"n": n, "tags": ["a"]}
+            assert await member.receive_json_from() == {"echo": n}
+        shared = [c for c in encoded if "tags" in c]
+        assert len(shared) == 1, "the shared payload is encoded once for all members"
+        assert len(encoded) == 1 + len(members)
+    for member in members:
+        await member.disconnect()
+
+
+async def test_send_json_of_a_mutated_object_is_never_stale() -> None:
+    class Stateful(AsyncJsonWebsocketConsumer):
+        async def receive_json(self, content: Any, **kwargs: Any) -> None:
+            state = {"n": 1}
+            await self.send_json(state)
+            state["n"] = 2
+            await self.send_json(state)
+
+    comm = WebsocketCommunicator(Stateful.as_asgi(), "/")
+    await comm.connect()
+    await comm.send_json_to({})
+    assert [await comm.receive_json_from() for _ in range(2)] == [{"n": 1}, {"n": 2}]
+    await comm.disconnect()

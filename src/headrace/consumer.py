@@ -46,6 +46,9 @@ class AsyncConsumer:
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
 
     scope: Scope
+    #: The channel-layer message being handled right now (``None`` for client events). Its
+    #: nested values may be shared with every other member of the group: treat it as read-only.
+    layer_message: Message | None = None
     channel_layer: Any
     channel_name: str
     base_send: Any
@@ -96,7 +99,11 @@ class AsyncConsumer:
             message = await receive(name)
             if self._failed:
                 continue  # a failed connection only waits for its disconnect
-            await self._dispatch_one(message, from_client=False)
+            self.layer_message = message
+            try:
+                await self._dispatch_one(message, from_client=False)
+            finally:
+                self.layer_message = None
             if self._stopped:
                 if main is not None:
                     self._stop_from_reader = True

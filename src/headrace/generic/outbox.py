@@ -1,4 +1,4 @@
-"""The bounded queue between a WebSocket consumer and a slow client.
+"""The bounded queue between a streaming consumer (WebSocket or SSE) and a slow client.
 
 A consumer never waits for the network: :meth:`Outbox.send` hands the frame to the server at
 once when the connection is keeping up (the common case costs no extra task switch), and only
@@ -6,8 +6,9 @@ when the server is still busy writing an earlier frame does the frame wait here.
 at most ``HEADRACE_WEBSOCKET_OUTBOX_SIZE`` frames; past that the connection's slow-client policy
 applies:
 
-* ``"close"`` (default): pending frames are discarded and the connection is closed with
-  **1013** (*try again later*), so the client knows to reconnect and resynchronise;
+* ``"close"`` (default): pending frames are discarded and the connection is closed — with
+  **1013** (*try again later*) for a WebSocket, by ending the response for server-sent events —
+  so the client knows to reconnect and resynchronise;
 * ``"drop-oldest"``: the oldest waiting frame is discarded (counted in :attr:`Outbox.dropped`),
   which suits feeds where only the latest state matters.
 
@@ -37,6 +38,7 @@ class Outbox:
 
     __slots__ = (
         "_limit",
+        "_overflow",
         "_policy",
         "_queue",
         "_send",
@@ -46,8 +48,20 @@ class Outbox:
         "dropped",
     )
 
-    def __init__(self, send: Send, *, limit: int, policy: SlowClientPolicy) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        limit: int,
+        policy: SlowClientPolicy,
+        overflow: Message | None = None,
+    ) -> None:
         self._send = send
+        self._overflow: Message = overflow or {
+            "type": "websocket.close",
+            "code": SLOW_CLIENT_CLOSE_CODE,
+            "reason": "client too slow",
+        }
         self._limit = limit
         self._policy = policy
         self._queue: deque[Message] = deque()
@@ -70,9 +84,11 @@ class Outbox:
         if self.closed:
             # After a close the server would raise; a frame racing a close is dropped quietly.
             return
-        if kind == "websocket.accept":
+        if kind in ("websocket.accept", "http.response.start"):
             self.accepted = True
-        elif kind == "websocket.close":
+        elif kind == "websocket.close" or (
+            kind == "http.response.body" and not message.get("more_body", False)
+        ):
             self.closed = True
         if self._writer is not None:
             self._enqueue(message)
@@ -107,7 +123,7 @@ class Outbox:
             self._start(self._queue.popleft())
 
     def _enqueue(self, message: Message) -> None:
-        if len(self._queue) < self._limit or message["type"] == "websocket.close":
+        if len(self._queue) < self._limit or self.closed:
             self._queue.append(message)
             return
         if self._policy == "drop-oldest":
@@ -122,15 +138,12 @@ class Outbox:
             self._queue.append(message)
             return
         logger.warning(
-            "WebSocket client is reading too slowly (%d frames waiting); closing with %d",
+            "client is reading too slowly (%d messages waiting); ending its connection",
             self._limit,
-            SLOW_CLIENT_CLOSE_CODE,
         )
         self._queue.clear()
         self.closed = True
         if self._writer is not None:
             # The frame in flight is stuck behind the client; abandon it so the close goes out.
             self._writer.cancel()
-        self._queue.append(
-            {"type": "websocket.close", "code": SLOW_CLIENT_CLOSE_CODE, "reason": "client too slow"}
-        )
+        self._queue.append(self._overflow)

@@ -32,6 +32,7 @@ from ..db import aclose_old_connections
 from ..exceptions import AcceptConnection, DenyConnection, InvalidChannelLayerError, StopConsumer
 from ..settings import limits
 from ..types import Message, Send
+from .broadcast import encode_shared
 from .outbox import Outbox
 
 __all__ = [
@@ -164,6 +165,12 @@ class WebsocketProtocol:
         if text_data is None:
             raise BadFrame(UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text")
         return text_data
+
+
+def _is_shared_value(content: Any, event: Message) -> bool:
+    if not isinstance(content, dict | list):
+        return False
+    return any(value is content for value in event.values())
 
 
 def _path(consumer: Any) -> str:
@@ -356,8 +363,18 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
         """Called with each decoded JSON frame."""
 
     async def send_json(self, content: Any, close: bool | int = False) -> None:
-        """Encode ``content`` as JSON and send it as a text frame."""
-        await super().send(text_data=await self.encode_json(content), close=close)
+        """Encode ``content`` as JSON and send it as a text frame.
+
+        When ``content`` is a value of the group message being handled (``send_json(
+        event["payload"])``), it is the same object for every member in this process, and it is
+        encoded once for all of them (see :mod:`headrace.generic.broadcast`).
+        """
+        event = self.layer_message
+        if event is not None and _is_shared_value(content, event):
+            text = await encode_shared(content, type(self), self.encode_json)
+        else:
+            text = await self.encode_json(content)
+        await super().send(text_data=text, close=close)
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
