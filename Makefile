@@ -15,7 +15,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3; do \
 
 PYTEST_ARGS ?=
 
-.PHONY: test check lint format typecheck bench system-deps install clean
+.PHONY: test check lint format typecheck bench demo system-deps install clean
 
 test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -44,6 +44,11 @@ bench: install system-deps
 		echo "# $$script" >&2; $(BIN)/python $$script || exit 1; \
 	done
 
+# The demo (chat, live progress, live blog) at http://127.0.0.1:8000; REDIS_URL=redis://... to
+# use the Redis layer with a separate worker process. Ctrl-C stops everything.
+demo: install
+	@DEMO_PYTHON=$(CURDIR)/$(BIN)/python demo/run.sh $(DEMO_ARGS)
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -58,6 +63,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@need=""; \
 	command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
+	[ -x /usr/bin/chromium ] || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \
 		echo "installing:$$need"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
