@@ -20,7 +20,7 @@ zlib. Prints one JSON document.
 
     python bench/ws_broadcast.py                     # 1000 clients, 3000 idle, all apps
     python bench/ws_broadcast.py --clients 200 --idle 500 --rounds 10   # a quick look
-    python bench/ws_broadcast.py --apps headrace,floor --redis
+    python bench/ws_broadcast.py --apps headrace,floor --redis   # + a private redis-server
 """
 
 from __future__ import annotations
@@ -335,12 +335,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--redis", action="store_true", help="also run headrace on Redis")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument(
+        "--redis-url", help="an existing Redis to use (default: start a private redis-server)"
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.redis_url)
         return
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    redis_process = None
+    if args.redis and not args.redis_url:
+        redis_port = _free_port()
+        redis_process = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        args.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    try:
+        print(json.dumps(asyncio.run(run(args)), indent=2))
+    finally:
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
 
 
 if __name__ == "__main__":
