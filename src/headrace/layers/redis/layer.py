@@ -31,6 +31,7 @@ import hashlib
 import heapq
 import logging
 import re
+import secrets
 import time
 import weakref
 from collections import Counter, deque
@@ -112,7 +113,9 @@ class _Batcher:
         self._queue(commands, None)
 
     def _queue(
-        self, commands: tuple[Command, ...], future: asyncio.Future[list[Any]] | None
+        self,
+        commands: tuple[Command, ...],
+        future: asyncio.Future[list[Any]] | None,
     ) -> None:
         self.queue.append((commands, future))
         if self.task is None:
@@ -200,6 +203,16 @@ class _LoopState:
         self.wakeups: dict[str, asyncio.Event] = {}
         self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Local hand-over bookkeeping (see RedisChannelLayer._can_hand_over). ``origin`` tags
+        # the entries this loop writes; ``pushed``/``unsettled`` count, per source, the entries
+        # written and those that may still be queued; ``group_epoch`` counts group operations
+        # and ``group_clean`` the epoch at which a process pump last found its inbox empty.
+        self.origin = secrets.token_bytes(4)
+        self.pushed: Counter[str] = Counter()
+        self.unsettled: Counter[str] = Counter()
+        self.group_epoch = 0
+        self.group_clean: dict[tuple[str, int], int] = {}
+        self.popping: dict[str, asyncio.Future[list[Any]]] = {}  # a pump's LPOP in flight
         self.timer: TimerHandle | None = None
         self.timer_due = 0.0
         self.closed = False
@@ -378,9 +391,10 @@ class RedisChannelLayer(BaseChannelLayer):
     def _freeze(self, message: object) -> bytes:
         data = encode(rules.check_message(message))
         rules.check_size(len(data), self.max_message_size)
-        if self._crypter is not None:
-            data = self._crypter.encrypt(data)
         return data
+
+    def _seal(self, data: bytes) -> bytes:
+        return data if self._crypter is None else self._crypter.encrypt(data)
 
     def _thaw(self, payload: bytes) -> Message:
         if self._crypter is not None:
@@ -398,17 +412,60 @@ class RedisChannelLayer(BaseChannelLayer):
         at: float | datetime | None = None,
     ) -> None:
         rules.check_channel_name(channel)
-        payload = self._freeze(message)
+        data = self._freeze(message)
         due = self._due_time(delay, at)
         state = self._state()
         if due is not None:
             kind = b"p" if "!" in channel else b"c"
-            await self._schedule(state, kind, channel, payload, due)
+            await self._schedule(state, kind, channel, self._seal(data), due)
             return
         now = self.clock.time()
+        local = self._can_hand_over(state, channel)
+        if not local:
+            popping = state.popping.get(rules.non_local_name(channel))
+            if popping is not None:
+                # This loop's reader is taking in what is queued (one round trip, never a
+                # blocking pop); once it has, the message can usually stay in this loop.
+                await asyncio.wait([popping])
+                local = self._can_hand_over(state, channel)
+        if local:
+            # This loop reads the channel and Redis holds nothing older for it: deliver here,
+            # as a pop would have.
+            self._sent += 1
+            self._offer(state, channel, now + self.expiry, decode(data))
+            await asyncio.sleep(0)  # let the reader run before the next send
+            return
+        payload = self._seal(data)
         if not await self._deliver(state, channel, payload, now + self.expiry, now, "send"):
             self._rejected_full += 1
             raise ChannelFull(f"channel {channel!r} is full (capacity {self.capacity_of(channel)})")
+
+    def _can_hand_over(self, state: _LoopState, channel: str) -> bool:
+        """True when a message for ``channel`` may be delivered inside this loop.
+
+        That needs a reader of this loop for the channel (its pump is running), none of this
+        loop's own earlier messages for it possibly still queued in Redis (they are counted
+        out when this loop's reader takes them in, and an empty pop settles everything written
+        before it, so the new message cannot overtake them), for a process channel no group
+        operation of this loop possibly still in its inboxes, and room in the local queue.
+        Messages from other processes may be queued: they were sent concurrently, so no order
+        is owed between them, and this loop's reader takes them in whenever it waits.
+        Otherwise the message goes through Redis.
+        """
+        if "!" not in channel:
+            if state.unsettled[channel] > 0 or (channel, 0) not in state.pumps:
+                return False
+        else:
+            source = rules.non_local_name(channel)
+            if state.unsettled[source] > 0:
+                return False
+            epoch = state.group_epoch
+            clean = state.group_clean
+            for shard in range(self._topology.shards):
+                if clean.get((source, shard)) != epoch:
+                    return False
+        buffered = state.buffers.get(channel)
+        return buffered is None or len(buffered) < self.capacity_of(channel)
 
     async def _deliver(
         self,
@@ -423,11 +480,14 @@ class RedisChannelLayer(BaseChannelLayer):
         gone). Counts sent/expired; the caller counts the refusal."""
         topology = self._topology
         capacity = self.capacity_of(channel)
+        origin = state.origin
         if "!" in channel:
             process = rules.non_local_name(channel)
+            state.pushed[process] += 1
+            state.unsettled[process] += 1
             shard = topology.shard_of(process)
             tag = topology.tags[shard]
-            entry = scripts.inbox_entry(b"D", expires_at, channel, payload)
+            entry = scripts.inbox_entry(b"D", expires_at, origin, channel, payload)
             queued = await self._script(
                 state,
                 shard,
@@ -440,7 +500,11 @@ class RedisChannelLayer(BaseChannelLayer):
             )
             if queued:
                 self._sent += 1
+            else:
+                state.unsettled[process] -= 1
             return bool(queued)
+        state.pushed[channel] += 1
+        state.unsettled[channel] += 1
         shard = topology.shard_of(channel)
         tag = topology.tags[shard]
         status, expired, groups = await self._script(
@@ -450,7 +514,7 @@ class RedisChannelLayer(BaseChannelLayer):
             (f"{tag}c:{channel}", f"{tag}m:{channel}"),
             repr(now),
             capacity,
-            scripts.channel_entry(expires_at, payload),
+            scripts.channel_entry(expires_at, origin, payload),
             self._ttl_ms,
             mode,
         )
@@ -460,6 +524,8 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._leave_groups(state, channel, [g.decode() for g in groups])
         if status == 1:
             self._sent += 1
+        else:
+            state.unsettled[channel] -= 1
         return bool(status == 1)
 
     async def _leave_groups(self, state: _LoopState, channel: str, groups: list[str]) -> None:
@@ -487,7 +553,7 @@ class RedisChannelLayer(BaseChannelLayer):
         at: float | datetime | None = None,
     ) -> None:
         rules.check_group_name(group)
-        payload = self._freeze(message)
+        payload = self._seal(self._freeze(message))
         due = self._due_time(delay, at)
         state = self._state()
         if due is not None:
@@ -502,7 +568,8 @@ class RedisChannelLayer(BaseChannelLayer):
     ) -> None:
         shard = self._topology.shard_of(group)
         tag = self._topology.tags[shard]
-        entry = scripts.inbox_entry(b"G", expires_at, group, payload)
+        entry = scripts.inbox_entry(b"G", expires_at, state.origin, group, payload)
+        state.group_epoch += 1
         _, normal = await self._script(
             state, shard, GROUP_SEND, (f"{tag}g:{group}",), repr(now), entry, self._ttl_ms, tag
         )
@@ -522,6 +589,7 @@ class RedisChannelLayer(BaseChannelLayer):
         rules.check_group_name(group)
         rules.check_channel_name(channel)
         state = self._state()
+        state.group_epoch += 1
         expires_at = self.clock.time() + self.group_expiry
         topology = self._topology
         shard = topology.shard_of(group)
@@ -533,7 +601,11 @@ class RedisChannelLayer(BaseChannelLayer):
             # The inbox learns first: a group send that sees the process already finds the
             # membership ahead of its message.
             results = await self._batcher(state, shard).call(
-                ("RPUSH", inbox, scripts.inbox_entry(b"A", expires_at, group, channel.encode())),
+                (
+                    "RPUSH",
+                    inbox,
+                    scripts.inbox_entry(b"A", expires_at, state.origin, group, channel.encode()),
+                ),
                 ("PEXPIRE", inbox, self._ttl_ms),
                 ("HSET", key, f"p:{process}", repr(expires_at)),
                 ("PEXPIRE", key, self._group_ttl_ms),
@@ -559,6 +631,7 @@ class RedisChannelLayer(BaseChannelLayer):
         rules.check_group_name(group)
         rules.check_channel_name(channel)
         state = self._state()
+        state.group_epoch += 1
         topology = self._topology
         shard = topology.shard_of(group)
         tag = topology.tags[shard]
@@ -568,7 +641,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 (
                     "RPUSH",
                     f"{tag}i:{process}",
-                    scripts.inbox_entry(b"R", 0.0, group, channel.encode()),
+                    scripts.inbox_entry(b"R", 0.0, state.origin, group, channel.encode()),
                 ),
                 ("PEXPIRE", f"{tag}i:{process}", self._ttl_ms),
             )
@@ -698,14 +771,14 @@ class RedisChannelLayer(BaseChannelLayer):
                     state.pumps[source, shard] = state.loop.create_task(
                         self._pump(state, source, shard, process=True)
                     )
-            wakeup = state.wakeups.get(source)
-            if wakeup is not None:
-                wakeup.set()
         elif (source, 0) not in state.pumps:
             shard = self._topology.shard_of(channel)
             state.pumps[source, 0] = state.loop.create_task(
                 self._pump(state, source, shard, process=False)
             )
+        wakeup = state.wakeups.get(source)
+        if wakeup is not None:
+            wakeup.set()
 
     async def _pump(self, state: _LoopState, source: str, shard: int, *, process: bool) -> None:
         """Feed this loop's readers of ``source`` (a process name or a normal channel).
@@ -717,7 +790,10 @@ class RedisChannelLayer(BaseChannelLayer):
         key = f"{tag}i:{source}" if process else f"{tag}c:{source}"
         batcher = self._batcher(state, shard)
         client = batcher.client
-        wakeup = state.wakeups.setdefault(source, asyncio.Event()) if process else None
+        wakeup = state.wakeups.setdefault(source, asyncio.Event())
+        linger = self.heartbeat_interval if process else self.block_timeout
+        pump_key = (source, shard if process else 0)
+        home = self._topology.shard_of(source)
         next_beat = 0.0
         pause = 0.05
         failing = False
@@ -730,18 +806,30 @@ class RedisChannelLayer(BaseChannelLayer):
                         await self._move_due(state, [shard])
                     wanted = state.waiting[source]
                     if wanted <= 0:
-                        if wakeup is None:
-                            return
+                        # Nobody waits: take nothing (no hoarding), wait for a reader.
                         wakeup.clear()
                         try:
-                            await asyncio.wait_for(wakeup.wait(), self.heartbeat_interval)
+                            await asyncio.wait_for(wakeup.wait(), linger)
                         except TimeoutError:
-                            pass
+                            if not process and state.waiting[source] <= 0:
+                                return
                         continue
-                    (entries,) = await batcher.call(("LPOP", key, wanted))
+                    pushed = state.pushed[source]
+                    group_epoch = state.group_epoch
+                    popping = state.popping[source] = batcher.call(("LPOP", key, wanted))
+                    try:
+                        (entries,) = await popping
+                    finally:
+                        if state.popping.get(source) is popping:
+                            del state.popping[source]
                     if isinstance(entries, Exception):
                         raise entries
                     if not entries:
+                        # Everything this loop wrote before the pop was taken: only what it
+                        # wrote since may still be queued.
+                        if shard == home:
+                            state.unsettled[source] = state.pushed[source] - pushed
+                        state.group_clean[pump_key] = group_epoch
                         popped = await client.blpop([key], timeout=self.block_timeout)
                         entries = [popped[1]] if popped else []
                 except (*_CONNECTION_ERRORS, LayerConnectionError) as error:
@@ -765,18 +853,26 @@ class RedisChannelLayer(BaseChannelLayer):
                     else:
                         self._take_in_channel(state, source, entries)
         finally:
-            if state.pumps.get((source, shard if process else 0)) is asyncio.current_task():
-                del state.pumps[source, shard if process else 0]
+            if state.pumps.get(pump_key) is asyncio.current_task():
+                del state.pumps[pump_key]
+                if not process:
+                    state.wakeups.pop(source, None)
 
     def _take_in_channel(self, state: _LoopState, channel: str, entries: list[bytes]) -> None:
         now = self.clock.time()
         expired = 0
+        origin = state.origin
+        own = 0
         for entry in entries:
+            if entry[8:12] == origin:
+                own += 1
             expires_at = scripts.unpack_double(entry)
             if expires_at <= now:
                 expired += 1
                 continue
-            self._offer(state, channel, expires_at, self._thaw(entry[8:]))
+            self._offer(state, channel, expires_at, self._thaw(entry[scripts.CHANNEL_HEADER :]))
+        if own:
+            state.unsettled[channel] = max(0, state.unsettled[channel] - own)
         if expired:
             self._expired += expired
             self._member_gone(state, channel)
@@ -789,10 +885,13 @@ class RedisChannelLayer(BaseChannelLayer):
         if membership is None:
             membership = state.memberships[process] = Membership()
         taken: Counter[str] = Counter()
+        own = 0
         for entry in entries:
-            kind, expires_at, name, body = scripts.parse_inbox_entry(entry)
+            kind, expires_at, origin, name, body = scripts.parse_inbox_entry(entry)
             if kind == _KIND_DIRECT:
                 taken[name] += 1
+                if origin == state.origin:
+                    own += 1
                 if expires_at <= now:
                     self._expired += 1
                     membership.drop_channel(name)
@@ -804,6 +903,8 @@ class RedisChannelLayer(BaseChannelLayer):
                 membership.add(name, body.decode("ascii"), expires_at)
             elif kind == _KIND_REMOVE:
                 membership.discard(name, body.decode("ascii"))
+        if own:
+            state.unsettled[process] = max(0, state.unsettled[process] - own)
         if taken:
             home = self._topology.shard_of(process)
             args: list[Any] = []

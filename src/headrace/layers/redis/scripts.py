@@ -42,9 +42,10 @@ Entry formats (binary; ``>d`` is a big-endian IEEE double, ``>B`` an unsigned by
 ====================================================================================
 
 channel entry
-    ``>d expires_at`` + payload
+    ``>d expires_at`` + origin (4 bytes) + payload
 inbox entry
-    kind (1 byte) + ``>d expires_at`` + ``>B len(name)`` + name + body, where kind is
+    kind (1 byte) + ``>d expires_at`` + origin (4 bytes) + ``>B len(name)`` + name + body,
+    where kind is
     ``D`` direct (name = channel, body = payload), ``G`` group message (name = group,
     body = payload), ``A`` membership added (name = group, body = channel, ``expires_at`` =
     when the membership expires), ``R`` membership removed (name = group, body = channel).
@@ -53,7 +54,10 @@ delayed entry
     ``>B len(target)`` + target + payload; the score is the due time.
 
 The payload is the msgpack encoding of the message (encrypted when
-``symmetric_encryption_keys`` is set). Times are the layer clock's epoch seconds.
+``symmetric_encryption_keys`` is set). Times are the layer clock's epoch seconds. The origin
+names the event loop (of one process) that wrote the entry: a reader that takes in its own
+loop's entries knows none of them is still queued, which allows the local hand-over (see
+``RedisChannelLayer.send``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "CHANNEL_HEADER",
     "DECREMENT",
     "DELIVER",
     "GROUP_SEND",
@@ -230,23 +235,28 @@ return 1
 SCRIPTS: Final = (DELIVER, PUSH_DIRECT, GROUP_SEND, SCHEDULE, MOVE_DUE, DECREMENT)
 
 
-def channel_entry(expires_at: float, payload: bytes) -> bytes:
-    return _DOUBLE.pack(expires_at) + payload
+#: Bytes before a channel entry's payload.
+CHANNEL_HEADER: Final = 12
 
 
-def inbox_entry(kind: bytes, expires_at: float, name: str, body: bytes) -> bytes:
+def channel_entry(expires_at: float, origin: bytes, payload: bytes) -> bytes:
+    return _DOUBLE.pack(expires_at) + origin + payload
+
+
+def inbox_entry(kind: bytes, expires_at: float, origin: bytes, name: str, body: bytes) -> bytes:
     encoded = name.encode("ascii")
-    return kind + _DOUBLE.pack(expires_at) + bytes((len(encoded),)) + encoded + body
+    return kind + _DOUBLE.pack(expires_at) + origin + bytes((len(encoded),)) + encoded + body
 
 
-def parse_inbox_entry(entry: bytes) -> tuple[int, float, str, bytes]:
-    """``(kind, expires_at, name, body)`` of an inbox entry; kind is the byte's value."""
-    length = entry[9]
+def parse_inbox_entry(entry: bytes) -> tuple[int, float, bytes, str, bytes]:
+    """``(kind, expires_at, origin, name, body)`` of an inbox entry; kind is the byte's value."""
+    length = entry[13]
     return (
         entry[0],
         _DOUBLE.unpack_from(entry, 1)[0],
-        entry[10 : 10 + length].decode("ascii"),
-        entry[10 + length :],
+        entry[9:13],
+        entry[14 : 14 + length].decode("ascii"),
+        entry[14 + length :],
     )
 
 
