@@ -61,6 +61,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "suspend_connection_cleanup",
     },
     "headrace.settings": {"Limits", "SlowClientPolicy", "limits"},
+    "headrace.checks": {"check_runserver_order"},
     "headrace.types": {
         "ASGIApp",
         "HTTPRequestEvent",

@@ -69,7 +69,8 @@ def test_uvicorn_gets_the_limits() -> None:
 
 
 @pytest.fixture
-def server() -> Iterator[LiveServer]:
+def server(transactional_db: None) -> Iterator[LiveServer]:
+    """The chat app on a live server, with small limits (it reaches the database for sessions)."""
     with (
         override_settings(
             HEADRACE_WEBSOCKET_MAX_MESSAGE_SIZE=4096, HEADRACE_WEBSOCKET_OUTBOX_SIZE=4
@@ -212,3 +213,16 @@ async def test_runserver_serves_http_websocket_and_static(reload: bool) -> None:
         output = _stop(process)
     assert "WebSocket CONNECT /ws/chat/room1/" in output
     assert "WebSocket DISCONNECT /ws/chat/room1/" in output
+
+
+def test_system_check_warns_when_staticfiles_shadows_runserver() -> None:
+    from django.core.checks import run_checks
+
+    assert not [m for m in run_checks() if m.id == "headrace.W001"]
+    with override_settings(
+        INSTALLED_APPS=["django.contrib.staticfiles", "headrace", "django.contrib.auth"]
+    ):
+        from headrace.checks import check_runserver_order
+
+        warnings = check_runserver_order()
+    assert [w.id for w in warnings] == ["headrace.W001"]

@@ -166,6 +166,7 @@ async def test_handler_failure_ends_only_that_stream(caplog: pytest.LogCaptureFi
 
 
 @pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 async def test_event_stream_over_a_real_socket() -> None:
     app = URLRouter([path("events/", News.as_asgi())])
     with LiveServer(app) as server:

@@ -10,3 +10,6 @@ __all__ = ["HeadraceConfig"]
 class HeadraceConfig(AppConfig):
     name = "headrace"
     verbose_name = "headrace"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks

@@ -93,19 +93,28 @@ class Outbox:
         if self._writer is not None:
             self._enqueue(message)
             return
-        self._start(message)
+        task = asyncio.Task(self._write(message), loop=asyncio.get_running_loop(), eager_start=True)
+        if task.done():
+            task.result()  # an error from the server surfaces here, as a direct await would
+            return
+        self._watch(task)
 
-    def _start(self, message: Message) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            task = asyncio.Task(self._write(message), loop=loop, eager_start=True)
-            if not task.done():
-                self._writer = task
-                task.add_done_callback(self._written)
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        self._writer = task
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writer = None
+        _report(task)
+        loop = task.get_loop()
+        while self._queue:
+            following = asyncio.Task(
+                self._write(self._queue.popleft()), loop=loop, eager_start=True
+            )
+            if not following.done():
+                self._watch(following)
                 return
-            if not self._queue:
-                return
-            message = self._queue.popleft()
+            _report(following)
 
     async def _write(self, message: Message) -> None:
         try:
@@ -114,13 +123,6 @@ class Outbox:
             # The client is gone; the server delivers websocket.disconnect to the consumer.
             self.closed = True
             self._queue.clear()
-
-    def _written(self, task: asyncio.Task[None]) -> None:
-        self._writer = None
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("sending to a WebSocket client failed", exc_info=task.exception())
-        if self._queue:
-            self._start(self._queue.popleft())
 
     def _enqueue(self, message: Message) -> None:
         if len(self._queue) < self._limit or self.closed:
@@ -147,3 +149,8 @@ class Outbox:
             # The frame in flight is stuck behind the client; abandon it so the close goes out.
             self._writer.cancel()
         self._queue.append(self._overflow)
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("sending to a client failed", exc_info=task.exception())

@@ -133,6 +133,7 @@ class WebsocketProtocol:
         kind = message.get("type")
         if isinstance(exc, BadFrame):
             logger.warning("closing WebSocket %s with %d: %s", _path(self), exc.code, exc.reason)
+            self._failed = True
             await self._outbox.send(self._close_message(exc.code, exc.reason))
             return True
         if isinstance(exc, TimeoutError) and kind == "websocket.connect":
