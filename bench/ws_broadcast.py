@@ -15,8 +15,8 @@ rounds), and each round's figure is the time from the send until every one of th
 received the message. Then, on a fresh server, ``--idle`` connections join the room and sit
 idle; the server's RSS growth divided by their number is the memory per idle connection.
 
-Clients connect without permessage-deflate, so the figures measure the frameworks rather than
-zlib. Prints one JSON document.
+Clients connect without permessage-deflate (``--deflate`` turns it on), so the figures measure
+the frameworks rather than zlib. Prints one JSON document.
 
     python bench/ws_broadcast.py                     # 1000 clients, 3000 idle, all apps
     python bench/ws_broadcast.py --clients 200 --idle 500 --rounds 10   # a quick look
@@ -202,6 +202,9 @@ class Started:
             self.process.wait()
 
 
+DEFLATE = False
+
+
 async def _open(url: str, n: int) -> list[Any]:
     from websockets.asyncio.client import connect
 
@@ -212,7 +215,7 @@ async def _open(url: str, n: int) -> list[Any]:
             *(
                 connect(
                     url,
-                    compression=None,
+                    compression="deflate" if DEFLATE else None,
                     proxy=None,
                     ping_interval=None,
                     open_timeout=30,
@@ -319,6 +322,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "idle_connections": args.idle,
         "rounds": args.rounds,
+        "permessage_deflate": args.deflate,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "results": results,
@@ -336,12 +340,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--redis", action="store_true", help="also run headrace on Redis")
     parser.add_argument(
+        "--deflate", action="store_true", help="clients negotiate permessage-deflate"
+    )
+    parser.add_argument(
         "--redis-url", help="an existing Redis to use (default: start a private redis-server)"
     )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.redis_url)
         return
+    global DEFLATE
+    DEFLATE = args.deflate
     redis_process = None
     if args.redis and not args.redis_url:
         redis_port = _free_port()
