@@ -31,32 +31,36 @@ import hashlib
 import heapq
 import logging
 import re
-import secrets
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from headrace.exceptions import (
     ChannelFull,
-    ChannelLayerError,
     ConfigurationError,
     LayerConnectionError,
 )
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
-from headrace.layers.clock import Clock, TimerHandle
+from headrace.layers.clock import Clock
 from headrace.layers.codec import decode, encode
 from headrace.layers.groups import Membership
 from headrace.layers.redis import scripts
+from headrace.layers.redis.connection import (
+    CONNECTION_ERRORS,
+    Batcher,
+    LoopState,
+    Message,
+    close_with_loop,
+    raise_first,
+    translate,
+)
 from headrace.layers.redis.scripts import (
     DECREMENT,
     DELIVER,
@@ -64,17 +68,13 @@ from headrace.layers.redis.scripts import (
     MOVE_DUE,
     PUSH_DIRECT,
     SCHEDULE,
-    SCRIPTS,
     Script,
 )
-from headrace.layers.redis.topology import Connections, Topology
+from headrace.layers.redis.topology import Topology
 
 __all__ = ["RedisChannelLayer"]
 
 logger = logging.getLogger("headrace.layers.redis")
-
-Message = dict[str, Any]
-Command = tuple[Any, ...]
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _KIND_DIRECT: Final = ord("D")
@@ -83,182 +83,6 @@ _KIND_ADD: Final = ord("A")
 _KIND_REMOVE: Final = ord("R")
 _MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
-_CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-class _Batcher:
-    """Sends every command queued in one event-loop turn to one server as one pipeline.
-
-    Batches go out one after another on one connection, so commands reach Redis in the order
-    they were issued, and a burst of callers needs one connection, not one each.
-    """
-
-    __slots__ = ("client", "index", "layer", "queue", "task")
-
-    def __init__(self, layer: RedisChannelLayer, client: Any, index: int) -> None:
-        self.layer = layer
-        self.client = client
-        self.index = index
-        self.queue: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]] | None]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    def call(self, *commands: Command) -> asyncio.Future[list[Any]]:
-        """Queue ``commands``; the future gets their results (exceptions included)."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue(commands, future)
-        return future
-
-    def call_nowait(self, *commands: Command) -> None:
-        """Queue ``commands`` nobody waits for (failures are logged)."""
-        self._queue(commands, None)
-
-    def _queue(
-        self,
-        commands: tuple[Command, ...],
-        future: asyncio.Future[list[Any]] | None,
-    ) -> None:
-        self.queue.append((commands, future))
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            while self.queue:
-                batch, self.queue = self.queue, []
-                try:
-                    results = await self._execute([c for commands, _ in batch for c in commands])
-                except BaseException as error:
-                    failure = error
-                    if isinstance(error, asyncio.CancelledError):
-                        failure = LayerConnectionError("the Redis layer was closed mid-command")
-                    for _, future in batch:
-                        if future is not None and not future.done():
-                            future.set_exception(failure)
-                        elif future is None:
-                            logger.warning("a background Redis command failed: %s", failure)
-                    if isinstance(error, asyncio.CancelledError):
-                        raise
-                    continue
-                offset = 0
-                for commands, future in batch:
-                    count = len(commands)
-                    if future is not None and not future.done():
-                        future.set_result(results[offset : offset + count])
-                    offset += count
-        finally:
-            self.task = None
-
-    async def _execute(self, commands: list[Command]) -> list[Any]:
-        layer = self.layer
-        deadline = time.monotonic() + layer.connect_timeout
-        pause = 0.02
-        reloaded = False
-        while True:
-            try:
-                if not layer._scripts_loaded[self.index]:
-                    for script in SCRIPTS:
-                        await self.client.script_load(script.source)
-                    layer._scripts_loaded[self.index] = True
-                pipe = self.client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            except _CONNECTION_ERRORS as error:
-                layer._scripts_loaded[self.index] = False
-                if not _never_sent(error) or time.monotonic() >= deadline:
-                    raise LayerConnectionError(
-                        f"Redis ({layer._host_name(self.index)}) is unreachable: {error}"
-                    ) from error
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.5)
-                continue
-            if not reloaded and any(isinstance(result, NoScriptError) for result in results):
-                # The server lost its scripts (restart or SCRIPT FLUSH): no script ran. Plain
-                # commands in the batch are idempotent, so running the batch again is safe.
-                layer._scripts_loaded[self.index] = False
-                reloaded = True
-                continue
-            return results
-
-
-def _never_sent(error: BaseException) -> bool:
-    """True when a command failed before reaching the server (so retrying cannot double it)."""
-    text = str(error).lower()
-    return "connecting to" in text or "connection refused" in text or "loading" in text
-
-
-class _LoopState:
-    """Everything of one layer that belongs to one event loop."""
-
-    def __init__(self, layer: RedisChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.connections: Connections = layer._topology.connect()
-        self.batchers = [
-            _Batcher(layer, client, index) for index, client in enumerate(self.connections.clients)
-        ]
-        self.waiters: dict[str, deque[asyncio.Future[tuple[float, Message]]]] = {}
-        self.waiting: Counter[str] = Counter()  # per source (process name or normal channel)
-        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
-        self.memberships: dict[str, Membership] = {}
-        self.wakeups: dict[str, asyncio.Event] = {}
-        self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self.tasks: set[asyncio.Task[Any]] = set()
-        # Local hand-over bookkeeping (see RedisChannelLayer._can_hand_over). ``origin`` tags
-        # the entries this loop writes; ``pushed``/``unsettled`` count, per source, the entries
-        # written and those that may still be queued; ``group_epoch`` counts group operations
-        # and ``group_clean`` the epoch at which a process pump last found its inbox empty.
-        self.origin = secrets.token_bytes(4)
-        self.pushed: Counter[str] = Counter()
-        self.unsettled: Counter[str] = Counter()
-        self.group_epoch = 0
-        self.group_clean: dict[tuple[str, int], int] = {}
-        self.popping: dict[str, asyncio.Future[list[Any]]] = {}  # a pump's LPOP in flight
-        self.timer: TimerHandle | None = None
-        self.timer_due = 0.0
-        self.closed = False
-        self.guard: AsyncGenerator[None, None] | None = None
-
-    def spawn(self, coroutine: Any) -> None:
-        task = self.loop.create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("Redis layer background work failed: %s", task.exception())
-
-    async def aclose(self) -> None:
-        """Stop the pumps and timers, fail waiting readers, close the connections."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        running = [*self.pumps.values(), *self.tasks]
-        for task in running:
-            task.cancel()
-        pending = [batcher.task for batcher in self.batchers if batcher.task is not None]
-        for task in pending:
-            running.append(task)
-        await asyncio.gather(*running, return_exceptions=True)
-        closed = LayerConnectionError("the Redis layer was closed while receive() was waiting")
-        for waiters in self.waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(closed)
-                    waiter.exception()  # mark retrieved: nobody may be left to see it
-        self.waiters.clear()
-        await self.connections.aclose()
-
-
-async def _close_with_loop(state: _LoopState) -> AsyncGenerator[None, None]:
-    """Registered as an async generator of the loop, so loop shutdown closes the state."""
-    try:
-        yield
-    finally:
-        await state.aclose()
 
 
 class RedisChannelLayer(BaseChannelLayer):
@@ -340,7 +164,7 @@ class RedisChannelLayer(BaseChannelLayer):
             },
         )
         self._scripts_loaded = [False] * len(self._topology.hosts)
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
             weakref.WeakKeyDictionary()
         )
         # Garbage-collection TTLs (milliseconds of real time; the clock decides expiry).
@@ -355,13 +179,13 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- per-loop state ----------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None or state.closed:
-            state = _LoopState(self, loop)
+            state = LoopState(self, loop)
             self._states[loop] = state
-            guard = _close_with_loop(state)
+            guard = close_with_loop(state)
             state.guard = guard
             starting = guard.asend(None)  # registers with the loop's async-generator hooks
             try:
@@ -374,16 +198,16 @@ class RedisChannelLayer(BaseChannelLayer):
         hosts = self._topology.hosts
         return hosts[min(index, len(hosts) - 1)].name
 
-    def _batcher(self, state: _LoopState, shard: int) -> _Batcher:
+    def _batcher(self, state: LoopState, shard: int) -> Batcher:
         return state.batchers[self._topology.client_of[shard]]
 
     async def _script(
-        self, state: _LoopState, shard: int, script: Script, keys: Sequence[str], *args: Any
+        self, state: LoopState, shard: int, script: Script, keys: Sequence[str], *args: Any
     ) -> Any:
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         (result,) = await self._batcher(state, shard).call(command)
         if isinstance(result, Exception):
-            raise _translate(result)
+            raise translate(result)
         return result
 
     # -- encoding ----------------------------------------------------------------------------
@@ -440,7 +264,7 @@ class RedisChannelLayer(BaseChannelLayer):
             self._rejected_full += 1
             raise ChannelFull(f"channel {channel!r} is full (capacity {self.capacity_of(channel)})")
 
-    def _can_hand_over(self, state: _LoopState, channel: str) -> bool:
+    def _can_hand_over(self, state: LoopState, channel: str) -> bool:
         """True when a message for ``channel`` may be delivered inside this loop.
 
         That needs a reader of this loop for the channel (its pump is running), none of this
@@ -469,7 +293,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def _deliver(
         self,
-        state: _LoopState,
+        state: LoopState,
         channel: str,
         payload: bytes,
         expires_at: float,
@@ -528,7 +352,7 @@ class RedisChannelLayer(BaseChannelLayer):
             state.unsettled[channel] -= 1
         return bool(status == 1)
 
-    async def _leave_groups(self, state: _LoopState, channel: str, groups: list[str]) -> None:
+    async def _leave_groups(self, state: LoopState, channel: str, groups: list[str]) -> None:
         """Remove a normal channel from ``groups`` (it let a message expire unread)."""
         calls = []
         for group in groups:
@@ -564,7 +388,7 @@ class RedisChannelLayer(BaseChannelLayer):
         await self._deliver_group(state, group, payload, now + self.expiry, now)
 
     async def _deliver_group(
-        self, state: _LoopState, group: str, payload: bytes, expires_at: float, now: float
+        self, state: LoopState, group: str, payload: bytes, expires_at: float, now: float
     ) -> None:
         shard = self._topology.shard_of(group)
         tag = self._topology.tags[shard]
@@ -625,7 +449,7 @@ class RedisChannelLayer(BaseChannelLayer):
             )
             results = both[0] + both[1]
             self._normal_groups.setdefault(group, set()).add(channel)
-        _raise_first(results)
+        raise_first(results)
 
     async def group_discard(self, group: str, channel: str) -> None:
         rules.check_group_name(group)
@@ -659,7 +483,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 members.discard(channel)
                 if not members:
                     del self._normal_groups[group]
-        _raise_first(results)
+        raise_first(results)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -695,7 +519,7 @@ class RedisChannelLayer(BaseChannelLayer):
         return message
 
     def _take_buffered(
-        self, state: _LoopState, channel: str, buffered: deque[tuple[float, Message]]
+        self, state: LoopState, channel: str, buffered: deque[tuple[float, Message]]
     ) -> Message | None:
         now = self.clock.time()
         if buffered[0][0] <= now:
@@ -709,14 +533,14 @@ class RedisChannelLayer(BaseChannelLayer):
         return message
 
     def _expire_buffered(
-        self, state: _LoopState, channel: str, buffered: deque[tuple[float, Message]], now: float
+        self, state: LoopState, channel: str, buffered: deque[tuple[float, Message]], now: float
     ) -> None:
         while buffered and buffered[0][0] <= now:
             buffered.popleft()
             self._expired += 1
         self._member_gone(state, channel)
 
-    def _member_gone(self, state: _LoopState, channel: str) -> None:
+    def _member_gone(self, state: LoopState, channel: str) -> None:
         """``channel`` let a message expire unread: it leaves every group."""
         if "!" in channel:
             membership = state.memberships.get(rules.non_local_name(channel))
@@ -725,18 +549,18 @@ class RedisChannelLayer(BaseChannelLayer):
         else:
             state.spawn(self._drop_normal_member(state, channel))
 
-    async def _drop_normal_member(self, state: _LoopState, channel: str) -> None:
+    async def _drop_normal_member(self, state: LoopState, channel: str) -> None:
         shard = self._topology.shard_of(channel)
         index = f"{self._topology.tags[shard]}m:{channel}"
         groups, _ = await self._batcher(state, shard).call(("SMEMBERS", index), ("DEL", index))
         if isinstance(groups, Exception):
-            raise _translate(groups)
+            raise translate(groups)
         if groups:
             await self._leave_groups(state, channel, [g.decode() for g in groups])
 
     def _offer(
         self,
-        state: _LoopState,
+        state: LoopState,
         channel: str,
         expires_at: float,
         message: Message,
@@ -764,7 +588,7 @@ class RedisChannelLayer(BaseChannelLayer):
         else:
             buffered.append((expires_at, message))
 
-    def _ensure_pumps(self, state: _LoopState, channel: str, source: str) -> None:
+    def _ensure_pumps(self, state: LoopState, channel: str, source: str) -> None:
         if "!" in channel:
             for shard in range(self._topology.shards):
                 if (source, shard) not in state.pumps:
@@ -780,7 +604,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if wakeup is not None:
             wakeup.set()
 
-    async def _pump(self, state: _LoopState, source: str, shard: int, *, process: bool) -> None:
+    async def _pump(self, state: LoopState, source: str, shard: int, *, process: bool) -> None:
         """Feed this loop's readers of ``source`` (a process name or a normal channel).
 
         A process pump lives as long as the loop state and heartbeats; a channel pump ends
@@ -832,7 +656,7 @@ class RedisChannelLayer(BaseChannelLayer):
                         state.group_clean[pump_key] = group_epoch
                         popped = await client.blpop([key], timeout=self.block_timeout)
                         entries = [popped[1]] if popped else []
-                except (*_CONNECTION_ERRORS, LayerConnectionError) as error:
+                except (*CONNECTION_ERRORS, LayerConnectionError) as error:
                     if not failing:
                         failing = True
                         logger.warning(
@@ -858,7 +682,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 if not process:
                     state.wakeups.pop(source, None)
 
-    def _take_in_channel(self, state: _LoopState, channel: str, entries: list[bytes]) -> None:
+    def _take_in_channel(self, state: LoopState, channel: str, entries: list[bytes]) -> None:
         now = self.clock.time()
         expired = 0
         origin = state.origin
@@ -878,7 +702,7 @@ class RedisChannelLayer(BaseChannelLayer):
             self._member_gone(state, channel)
 
     def _take_in_process(
-        self, state: _LoopState, process: str, shard: int, entries: list[bytes]
+        self, state: LoopState, process: str, shard: int, entries: list[bytes]
     ) -> None:
         now = self.clock.time()
         membership = state.memberships.get(process)
@@ -916,7 +740,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _fan_out(
         self,
-        state: _LoopState,
+        state: LoopState,
         membership: Membership,
         group: str,
         expires_at: float,
@@ -952,7 +776,7 @@ class RedisChannelLayer(BaseChannelLayer):
     # -- delayed delivery --------------------------------------------------------------------
 
     async def _schedule(
-        self, state: _LoopState, kind: bytes, target: str, payload: bytes, due: float
+        self, state: LoopState, kind: bytes, target: str, payload: bytes, due: float
     ) -> None:
         owner = rules.non_local_name(target) if kind == b"p" else target
         shard = self._topology.shard_of(owner)
@@ -971,7 +795,7 @@ class RedisChannelLayer(BaseChannelLayer):
         heapq.heappush(self._pending, due)
         self._arm(state)
 
-    def _arm(self, state: _LoopState) -> None:
+    def _arm(self, state: LoopState) -> None:
         if not self._pending or state.closed:
             return
         due = self._pending[0]
@@ -982,12 +806,12 @@ class RedisChannelLayer(BaseChannelLayer):
         state.timer_due = due
         state.timer = self.clock.call_at(due, lambda: self._on_due(state))
 
-    def _on_due(self, state: _LoopState) -> None:
+    def _on_due(self, state: LoopState) -> None:
         state.timer = None
         if not state.closed:
             state.spawn(self._move_due(state, range(self._topology.shards)))
 
-    async def _move_due(self, state: _LoopState, shards: Iterable[int]) -> None:
+    async def _move_due(self, state: LoopState, shards: Iterable[int]) -> None:
         """Take every delayed message now due from ``shards`` and deliver it."""
         now = self.clock.time()
         for shard in shards:
@@ -1004,7 +828,7 @@ class RedisChannelLayer(BaseChannelLayer):
             heapq.heappop(self._pending)
         self._arm(state)
 
-    async def _deliver_late(self, state: _LoopState, entry: bytes, due: float, now: float) -> None:
+    async def _deliver_late(self, state: LoopState, entry: bytes, due: float, now: float) -> None:
         kind, target, payload = scripts.parse_delayed_entry(entry)
         expires_at = max(due, now) + self.expiry  # as the in-memory layer: from delivery
         if kind == ord("g"):
@@ -1080,22 +904,6 @@ class RedisChannelLayer(BaseChannelLayer):
             channels=len(channels),
             groups=len(groups),
         )
-
-
-def _raise_first(results: list[Any]) -> None:
-    for result in results:
-        if isinstance(result, Exception):
-            raise _translate(result)
-
-
-def _translate(error: Exception) -> Exception:
-    if isinstance(error, ChannelLayerError):
-        return error
-    if isinstance(error, _CONNECTION_ERRORS):
-        return LayerConnectionError(f"Redis connection failed: {error}")
-    if isinstance(error, RedisError):
-        return ChannelLayerError(f"Redis refused a channel layer command: {error}")
-    return error
 
 
 def _crypter(keys: Sequence[str | bytes] | None) -> Any:

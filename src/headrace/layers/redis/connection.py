@@ -1,0 +1,238 @@
+"""Per-event-loop plumbing of the Redis layer: pipelined commands and the loop's state.
+
+redis-py's asyncio connections belong to the loop that opened them, so each event loop that
+uses a layer gets a :class:`LoopState`: its clients, one :class:`Batcher` per server, the
+readers waiting in that loop and the pumps feeding them. The state registers itself with the
+loop's async-generator hooks, so the loop's shutdown (``asyncio.run``, ``async_to_sync``)
+closes its connections and tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import AsyncGenerator
+from typing import Any, Final
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from headrace.exceptions import ChannelLayerError, LayerConnectionError
+from headrace.layers.clock import TimerHandle
+from headrace.layers.groups import Membership
+from headrace.layers.redis.scripts import SCRIPTS
+from headrace.layers.redis.topology import Connections
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "Batcher",
+    "Command",
+    "LoopState",
+    "Message",
+    "close_with_loop",
+    "never_sent",
+    "raise_first",
+    "translate",
+]
+
+logger = logging.getLogger("headrace.layers.redis")
+
+Message = dict[str, Any]
+Command = tuple[Any, ...]
+
+CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Batcher:
+    """Sends every command queued in one event-loop turn to one server as one pipeline.
+
+    Batches go out one after another on one connection, so commands reach Redis in the order
+    they were issued, and a burst of callers needs one connection, not one each.
+    """
+
+    __slots__ = ("client", "index", "layer", "queue", "task")
+
+    def __init__(self, layer: Any, client: Any, index: int) -> None:
+        self.layer = layer
+        self.client = client
+        self.index = index
+        self.queue: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]] | None]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def call(self, *commands: Command) -> asyncio.Future[list[Any]]:
+        """Queue ``commands``; the future gets their results (exceptions included)."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue(commands, future)
+        return future
+
+    def call_nowait(self, *commands: Command) -> None:
+        """Queue ``commands`` nobody waits for (failures are logged)."""
+        self._queue(commands, None)
+
+    def _queue(
+        self,
+        commands: tuple[Command, ...],
+        future: asyncio.Future[list[Any]] | None,
+    ) -> None:
+        self.queue.append((commands, future))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                try:
+                    results = await self._execute([c for commands, _ in batch for c in commands])
+                except BaseException as error:
+                    failure = error
+                    if isinstance(error, asyncio.CancelledError):
+                        failure = LayerConnectionError("the Redis layer was closed mid-command")
+                    for _, future in batch:
+                        if future is not None and not future.done():
+                            future.set_exception(failure)
+                        elif future is None:
+                            logger.warning("a background Redis command failed: %s", failure)
+                    if isinstance(error, asyncio.CancelledError):
+                        raise
+                    continue
+                offset = 0
+                for commands, future in batch:
+                    count = len(commands)
+                    if future is not None and not future.done():
+                        future.set_result(results[offset : offset + count])
+                    offset += count
+        finally:
+            self.task = None
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        layer = self.layer
+        deadline = time.monotonic() + layer.connect_timeout
+        pause = 0.02
+        reloaded = False
+        while True:
+            try:
+                if not layer._scripts_loaded[self.index]:
+                    for script in SCRIPTS:
+                        await self.client.script_load(script.source)
+                    layer._scripts_loaded[self.index] = True
+                pipe = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            except CONNECTION_ERRORS as error:
+                layer._scripts_loaded[self.index] = False
+                if not never_sent(error) or time.monotonic() >= deadline:
+                    raise LayerConnectionError(
+                        f"Redis ({layer._host_name(self.index)}) is unreachable: {error}"
+                    ) from error
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                continue
+            if not reloaded and any(isinstance(result, NoScriptError) for result in results):
+                # The server lost its scripts (restart or SCRIPT FLUSH): no script ran. Plain
+                # commands in the batch are idempotent, so running the batch again is safe.
+                layer._scripts_loaded[self.index] = False
+                reloaded = True
+                continue
+            return results
+
+
+def never_sent(error: BaseException) -> bool:
+    """True when a command failed before reaching the server (so retrying cannot double it)."""
+    text = str(error).lower()
+    return "connecting to" in text or "connection refused" in text or "loading" in text
+
+
+class LoopState:
+    """Everything of one layer that belongs to one event loop."""
+
+    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connections: Connections = layer._topology.connect()
+        self.batchers = [
+            Batcher(layer, client, index) for index, client in enumerate(self.connections.clients)
+        ]
+        self.waiters: dict[str, deque[asyncio.Future[tuple[float, Message]]]] = {}
+        self.waiting: Counter[str] = Counter()  # per source (process name or normal channel)
+        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
+        self.memberships: dict[str, Membership] = {}
+        self.wakeups: dict[str, asyncio.Event] = {}
+        self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        # Local hand-over bookkeeping (see RedisChannelLayer._can_hand_over). ``origin`` tags
+        # the entries this loop writes; ``pushed``/``unsettled`` count, per source, the entries
+        # written and those that may still be queued; ``group_epoch`` counts group operations
+        # and ``group_clean`` the epoch at which a process pump last found its inbox empty.
+        self.origin = secrets.token_bytes(4)
+        self.pushed: Counter[str] = Counter()
+        self.unsettled: Counter[str] = Counter()
+        self.group_epoch = 0
+        self.group_clean: dict[tuple[str, int], int] = {}
+        self.popping: dict[str, asyncio.Future[list[Any]]] = {}  # a pump's LPOP in flight
+        self.timer: TimerHandle | None = None
+        self.timer_due = 0.0
+        self.closed = False
+        self.guard: AsyncGenerator[None, None] | None = None
+
+    def spawn(self, coroutine: Any) -> None:
+        task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("Redis layer background work failed: %s", task.exception())
+
+    async def aclose(self) -> None:
+        """Stop the pumps and timers, fail waiting readers, close the connections."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        running = [*self.pumps.values(), *self.tasks]
+        for task in running:
+            task.cancel()
+        pending = [batcher.task for batcher in self.batchers if batcher.task is not None]
+        for task in pending:
+            running.append(task)
+        await asyncio.gather(*running, return_exceptions=True)
+        closed = LayerConnectionError("the Redis layer was closed while receive() was waiting")
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(closed)
+                    waiter.exception()  # mark retrieved: nobody may be left to see it
+        self.waiters.clear()
+        await self.connections.aclose()
+
+
+async def close_with_loop(state: LoopState) -> AsyncGenerator[None, None]:
+    """Registered as an async generator of the loop, so loop shutdown closes the state."""
+    try:
+        yield
+    finally:
+        await state.aclose()
+
+
+def raise_first(results: list[Any]) -> None:
+    for result in results:
+        if isinstance(result, Exception):
+            raise translate(result)
+
+
+def translate(error: Exception) -> Exception:
+    if isinstance(error, ChannelLayerError):
+        return error
+    if isinstance(error, CONNECTION_ERRORS):
+        return LayerConnectionError(f"Redis connection failed: {error}")
+    if isinstance(error, RedisError):
+        return ChannelLayerError(f"Redis refused a channel layer command: {error}")
+    return error
