@@ -480,3 +480,58 @@ async def test_send_json_of_a_mutated_object_is_never_stale() -> None:
     await comm.send_json_to({})
     assert [await comm.receive_json_from() for _ in range(2)] == [{"n": 1}, {"n": 2}]
     await comm.disconnect()
+
+
+# -- the outbox: a client that stops reading ---------------------------------------------------
+
+
+class GatedSend:
+    """An ASGI send that blocks until opened, like a server whose client stopped reading."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self.all_sent = asyncio.Event()
+        self.expect = 0
+
+    async def __call__(self, message: Any) -> None:
+        if message.get("text") != "fast":
+            await self.gate.wait()
+        self.sent.append(dict(message))
+        if len(self.sent) >= self.expect:
+            self.all_sent.set()
+
+
+def _frame(text: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": text}
+
+
+async def test_outbox_drop_oldest_keeps_the_newest_frames() -> None:
+    from headrace.generic.outbox import Outbox
+
+    send = GatedSend()
+    send.expect = 4
+    outbox = Outbox(send, limit=2, policy="drop-oldest")
+    await outbox.send(_frame("fast"))  # written at once
+    for text in ("1", "2", "3", "4"):
+        await outbox.send(_frame(text))  # "1" is stuck in flight; "2" is dropped
+    assert outbox.pending == 2
+    assert outbox.dropped == 1
+    send.gate.set()
+    await asyncio.wait_for(send.all_sent.wait(), 5)
+    assert [m["text"] for m in send.sent] == ["fast", "1", "3", "4"]
+
+
+async def test_outbox_close_policy_abandons_the_backlog_and_closes_1013() -> None:
+    from headrace.generic.outbox import Outbox
+
+    send = GatedSend()
+    send.expect = 1
+    outbox = Outbox(send, limit=2, policy="close")
+    for text in ("1", "2", "3", "4", "5"):
+        await outbox.send(_frame(text))
+    assert outbox.closed
+    await outbox.send(_frame("after close"))  # discarded quietly
+    send.gate.set()
+    await asyncio.wait_for(send.all_sent.wait(), 5)
+    assert send.sent == [{"type": "websocket.close", "code": 1013, "reason": "client too slow"}]
