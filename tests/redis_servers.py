@@ -1,9 +1,9 @@
 """Real Redis servers for the tests: started on free ports in temporary directories.
 
 Never the shared Redis on 6379. Servers start lazily, once per test session, and are killed
-(with their directories removed) when the session ends. Test modules enable the fixtures with
-``pytest_plugins = ["tests.redis_servers"]``; code that has only a ``request`` (the layer
-factory in tests/layer_backends.py) calls :func:`servers`.
+(with their directories removed) when the session ends. Everything goes through
+:func:`servers` (``servers(request.config)``), so the conformance suite's layer factory and
+the Redis test modules share the same servers.
 
 Kinds: standalone, password + ACL user, TLS (with a throwaway CA and certificate), Sentinel
 (master, replica, sentinel), several independent hosts, and a 3-master Redis Cluster.
@@ -19,7 +19,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,9 @@ class RedisServer:
     def _answers(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"redis-server on port {self.port} exited ({self.process.returncode})")
+            raise RuntimeError(
+                f"redis-server on port {self.port} exited ({self.process.returncode})"
+            )
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
             return True
 
@@ -202,11 +203,14 @@ class Servers:
         def make() -> list[RedisServer]:
             nodes = [
                 self.new(
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "3000",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "3000",
                     name=f"cluster{n}",
-                )  # fmt: skip
+                )
                 for n in range(3)
             ]
             ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
@@ -299,16 +303,3 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         )
     )
     return paths
-
-
-# -- fixtures (for modules that set pytest_plugins = ["tests.redis_servers"]) -----------------
-
-
-@pytest.fixture(scope="session")
-def redis_servers(pytestconfig: pytest.Config) -> Iterator[Servers]:
-    yield servers(pytestconfig)
-
-
-@pytest.fixture(scope="session")
-def redis_server(redis_servers: Servers) -> RedisServer:
-    return redis_servers.standalone()

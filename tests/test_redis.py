@@ -1,0 +1,360 @@
+"""The Redis layer's own promises, beyond the shared contract, against a real redis-server.
+
+Several layer instances on one prefix stand for several processes (each has its own process
+name, inbox and origin). Time is a ManualClock; "nothing arrived" is a bounded receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from headrace import exceptions
+from headrace.layers import ManualClock
+from headrace.layers.redis import RedisChannelLayer, scripts
+from tests.redis_servers import RedisServer, servers
+
+MakeLayer = Callable[..., RedisChannelLayer]
+
+
+async def receive(layer: RedisChannelLayer, channel: str) -> dict[str, Any]:
+    return await asyncio.wait_for(layer.receive(channel), 5)
+
+
+async def nothing_arrives(layer: RedisChannelLayer, channel: str) -> bool:
+    try:
+        message = await asyncio.wait_for(layer.receive(channel), 0.05)
+    except TimeoutError:
+        return True
+    pytest.fail(f"expected nothing on {channel!r}, got {message!r}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(pytestconfig: pytest.Config) -> RedisServer:
+    return servers(pytestconfig).standalone()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def make(
+    redis_server: RedisServer, clock: ManualClock, prefix: str
+) -> AsyncIterator[MakeLayer]:
+    """Makes layers ("processes") sharing one prefix; flushes and closes them afterwards."""
+    made: list[RedisChannelLayer] = []
+
+    def make(**config: Any) -> RedisChannelLayer:
+        config.setdefault("hosts", [redis_server.url])
+        layer = RedisChannelLayer(prefix=prefix, clock=clock, **config)
+        made.append(layer)
+        return layer
+
+    yield make
+    if made:
+        await made[0].flush()
+    for layer in made:
+        await layer.close()
+
+
+# -- groups across processes ----------------------------------------------------------------
+
+
+async def test_group_add_then_group_send_from_another_process_always_delivers(
+    make: MakeLayer,
+) -> None:
+    owner, other, sender = make(), make(), make()
+    for round_number in range(20):
+        channel = await owner.new_channel()
+        waiting = asyncio.create_task(owner.receive(channel)) if round_number % 2 else None
+        await other.group_add(f"room{round_number}", channel)  # any process may add
+        await sender.group_send(f"room{round_number}", {"type": "hi", "n": round_number})
+        got = await asyncio.wait_for(waiting, 5) if waiting else await receive(owner, channel)
+        assert got == {"type": "hi", "n": round_number}
+
+
+async def test_group_send_writes_the_message_once_per_process_and_no_member_list(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    first, second, sender = make(), make(), make()
+    members = {first: [await first.new_channel() for _ in range(30)]}
+    members[second] = [await second.new_channel() for _ in range(20)]
+    for channels in members.values():
+        for channel in channels:
+            await sender.group_add("big", channel)
+    await sender.group_send("big", {"type": "broadcast"})
+
+    group = await raw.hgetall(f"{prefix}:g:big")
+    assert sorted(group) == sorted(  # one field per process, never one per member
+        f"p:specific.{layer.client_prefix}!".encode() for layer in members
+    )
+    for layer in members:
+        process = f"specific.{layer.client_prefix}!"
+        entries = await raw.lrange(f"{prefix}:i:{process}", 0, -1)
+        kinds = [scripts.parse_inbox_entry(entry)[0] for entry in entries]
+        assert kinds.count(ord("G")) == 1  # the message, once for the whole process
+    for layer, channels in members.items():
+        for channel in channels:
+            assert await receive(layer, channel) == {"type": "broadcast"}
+
+
+async def test_sender_cost_of_group_send_does_not_grow_with_members(
+    make: MakeLayer, raw: aioredis.Redis
+) -> None:
+    owner, sender = make(), make()
+    for size, group in ((2, "small"), (400, "large")):
+        channels = [await owner.new_channel() for _ in range(size)]
+        for channel in channels:
+            await sender.group_add(group, channel)
+
+    async def bytes_sent_by(call: Any) -> int:
+        await sender.group_send("warm", {"type": "x"})  # connection and scripts ready
+        before = (await raw.info("stats"))["total_net_input_bytes"]
+        await call
+        after = (await raw.info("stats"))["total_net_input_bytes"]
+        return int(after - before)
+
+    small = await bytes_sent_by(sender.group_send("small", {"type": "x", "text": "same"}))
+    large = await bytes_sent_by(sender.group_send("large", {"type": "x", "text": "same"}))
+    assert abs(large - small) < 64  # only the group name differs, not 398 more members
+
+
+async def test_dead_process_is_skipped_and_forgotten(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    gone, alive, sender = make(), make(), make()
+    dead_channel = await gone.new_channel()
+    live_channel = await alive.new_channel()
+    await sender.group_add("room", dead_channel)
+    await sender.group_add("room", live_channel)
+    dead_process = f"specific.{gone.client_prefix}!"
+    await raw.delete(f"{prefix}:a:{dead_process}")  # its heartbeat key expired
+    await sender.group_send("room", {"type": "hello"})
+    assert await receive(alive, live_channel) == {"type": "hello"}
+    assert not await raw.hexists(f"{prefix}:g:room", f"p:{dead_process}")
+    inbox = await raw.lrange(f"{prefix}:i:{dead_process}", 0, -1)
+    assert ord("G") not in [scripts.parse_inbox_entry(entry)[0] for entry in inbox]
+
+
+async def test_every_key_carries_a_ttl(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str, clock: ManualClock
+) -> None:
+    layer, other = make(), make()
+    channel = await layer.new_channel()
+    await other.group_add("room", channel)
+    await other.group_add("room", "normal.member")
+    await other.group_send("room", {"type": "x"})
+    await other.send(channel, {"type": "direct"})
+    await other.send("normal.member", {"type": "direct"})
+    await other.send("later", {"type": "delayed"}, delay=30)
+    keys = [key async for key in raw.scan_iter(match=f"{prefix}:*")]
+    assert len(keys) >= 6
+    for key in keys:
+        assert await raw.pttl(key) > 0, key
+
+
+async def test_process_channel_membership_expires_and_drops_on_expiry(
+    make: MakeLayer, clock: ManualClock
+) -> None:
+    layer = make(expiry=10, group_expiry=100)
+    sender = make(expiry=10, group_expiry=100)
+    member = await layer.new_channel()
+    lazy = await layer.new_channel()
+    await sender.group_add("short", member)
+    await sender.group_add("both", lazy)
+    await sender.group_add("other", lazy)
+    await sender.group_send("both", {"type": "first"})
+    clock.advance(11)  # "lazy" never read "first": it leaves both groups
+    await sender.group_send("other", {"type": "after"})
+    assert await nothing_arrives(layer, lazy)
+    assert layer.statistics().expired >= 1
+    clock.advance(90)  # and "member"'s membership of "short" has expired
+    await sender.group_send("short", {"type": "late"})
+    assert await nothing_arrives(layer, member)
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+async def test_readers_take_no_more_than_are_waiting(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    worker, producer = make(), make()
+    for number in range(10):
+        await producer.send("jobs", {"type": "job", "n": number})
+    assert (await receive(worker, "jobs"))["n"] == 0
+    assert await raw.llen(f"{prefix}:c:jobs") == 9
+    three = await asyncio.wait_for(asyncio.gather(*(worker.receive("jobs") for _ in range(3))), 5)
+    assert sorted(message["n"] for message in three) == [1, 2, 3]
+    assert await raw.llen(f"{prefix}:c:jobs") == 6
+
+
+async def test_competing_workers_share_a_normal_channel(make: MakeLayer) -> None:
+    workers = [make() for _ in range(3)]
+    producer = make()
+    got: list[int] = []
+
+    async def work(layer: RedisChannelLayer) -> None:
+        while True:
+            got.append((await layer.receive("pool"))["n"])
+
+    tasks = [asyncio.create_task(work(layer)) for layer in workers for _ in range(2)]
+    for number in range(60):
+        await producer.send("pool", {"type": "job", "n": number})
+    for _ in range(500):
+        if len(got) == 60:
+            break
+        await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert sorted(got) == list(range(60))  # each exactly once
+
+
+async def test_local_and_remote_senders_each_keep_their_order(make: MakeLayer) -> None:
+    reader, remote = make(), make()
+    got: list[tuple[str, int]] = []
+
+    async def read() -> None:
+        for _ in range(400):
+            message = await reader.receive("mixed")
+            got.append((message["who"], message["n"]))
+
+    reading = asyncio.create_task(read())
+
+    async def send(layer: RedisChannelLayer, who: str) -> None:
+        for number in range(200):
+            while True:
+                try:
+                    await layer.send("mixed", {"type": "m", "who": who, "n": number})
+                    break
+                except exceptions.ChannelFull:
+                    await asyncio.sleep(0.001)
+
+    await asyncio.gather(send(reader, "local"), send(remote, "remote"))
+    await asyncio.wait_for(reading, 10)
+    for who in ("local", "remote"):
+        assert [n for sender, n in got if sender == who] == list(range(200))
+
+
+async def test_cancelled_reader_leaves_its_message_for_the_next(make: MakeLayer) -> None:
+    layer, sender = make(), make()
+    for attempt in range(10):
+        waiting = asyncio.create_task(layer.receive("handoff"))
+        await asyncio.sleep(0.002 * (attempt % 3))
+        await sender.send("handoff", {"type": "x", "n": attempt})
+        waiting.cancel()
+        try:
+            got = await waiting
+        except asyncio.CancelledError:
+            got = await receive(layer, "handoff")
+        assert got["n"] == attempt
+
+
+# -- delayed messages -------------------------------------------------------------------------
+
+
+async def test_several_movers_deliver_each_delayed_message_once(
+    make: MakeLayer, clock: ManualClock
+) -> None:
+    movers = [make() for _ in range(3)]
+    for number in range(30):
+        await movers[number % 3].send("due", {"type": "d", "n": number}, delay=5 + number % 4)
+    clock.advance(10)  # every mover's timer fires; they all race for the same set
+    await asyncio.gather(
+        *(layer._move_due(layer._state(), range(1)) for layer in movers)  # and once more
+    )
+    got = sorted([(await receive(movers[0], "due"))["n"] for _ in range(30)])
+    assert got == list(range(30))
+    assert await nothing_arrives(movers[0], "due")
+
+
+async def test_delayed_message_waits_for_a_reader_of_another_process(
+    make: MakeLayer, clock: ManualClock
+) -> None:
+    sender, reader = make(), make()
+    channel = await reader.new_channel()
+    await sender.send(channel, {"type": "later"}, delay=60)
+    clock.advance(61)
+    assert await receive(reader, channel) == {"type": "later"}
+
+
+# -- flush, encryption, configuration ---------------------------------------------------------
+
+
+async def test_flush_deletes_only_keys_under_its_own_prefix(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    layer = make()
+    neighbours = [f"{prefix}x:channel", f"other-{prefix}:c:x", prefix, "unrelated"]
+    for key in neighbours:
+        await raw.set(key, b"keep", ex=300)
+    await layer.send("a", {"type": "x"})
+    await layer.group_add("g", "a")
+    await layer.send("b", {"type": "x"}, delay=100)
+    await layer.flush()
+    assert [key async for key in raw.scan_iter(match=f"{prefix}:*")] == []
+    for key in neighbours:
+        assert await raw.get(key) == b"keep"
+    await raw.delete(*neighbours)
+
+
+async def test_encrypted_messages_are_unreadable_in_redis_and_keys_rotate(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    old = make(symmetric_encryption_keys=["old-key"])
+    rotated = make(symmetric_encryption_keys=["new-key", "old-key"])
+    await old.send("secret", {"type": "x", "text": "attack at dawn"})
+    stored = await raw.lrange(f"{prefix}:c:secret", 0, -1)
+    assert len(stored) == 1
+    assert b"attack at dawn" not in stored[0]
+    assert await receive(rotated, "secret") == {"type": "x", "text": "attack at dawn"}
+    channel = await rotated.new_channel()
+    await rotated.group_add("g", channel)
+    await old.group_send("g", {"type": "x", "text": "group too"})
+    assert await receive(rotated, channel) == {"type": "x", "text": "group too"}
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ({"prefix": "a:b"}, "prefix must be"),
+        ({"prefix": ""}, "prefix must be"),
+        ({"colour": "blue"}, "unknown CONFIG keys: colour"),
+        ({"hosts": "redis://localhost"}, "hosts must be a non-empty list"),
+        ({"hosts": []}, "hosts must be a non-empty list"),
+        ({"hosts": ["http://localhost"]}, "must start with redis://"),
+        ({"hosts": [("localhost", "6379")]}, r"must be \(str, int\)"),
+        ({"hosts": [{"sentinels": []}]}, "needs 'sentinels'"),
+        ({"hosts": ["redis://a:1", "redis://a:1"]}, "listed twice"),
+        ({"cluster": True, "cluster_buckets": 0}, "cluster_buckets"),
+        ({"symmetric_encryption_keys": "one"}, "non-empty list"),
+        ({"expiry": 0}, "expiry must be a positive"),
+        ({"heartbeat_interval": -1}, "heartbeat_interval"),
+    ],
+)
+def test_bad_configuration_is_refused_with_the_reason(config: dict[str, Any], says: str) -> None:
+    with pytest.raises(exceptions.ConfigurationError, match=says):
+        RedisChannelLayer(**config)
+
+
+def test_layer_is_exported_and_declares_its_capabilities() -> None:
+    import headrace.layers.redis as package
+
+    assert package.__all__ == ["RedisChannelLayer"]
+    assert {"groups", "flush", "delay"} <= set(RedisChannelLayer.extensions)
+    assert RedisChannelLayer.process_wide is False
