@@ -30,6 +30,8 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as _connect
 
+from tests.redis_servers import servers
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
 SCREENSHOTS = ROOT / "docs" / "img"
@@ -463,3 +465,46 @@ def test_pages_reconnect_after_the_server_restarts(browser: Browser, tmp_path: P
     finally:
         context.close()
         server.stop()
+
+
+# -- Redis mode ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_with_redis_url_the_worker_runs_in_its_own_process(
+    browser: Browser, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    redis = servers(request.config).new(name="demo")
+    server = DemoServer(tmp_path, env={"REDIS_URL": redis.url}).start()
+    context = browser.new_context(base_url=server.url)
+    try:
+        assert server.process is not None
+        pgid = server.process.pid
+        worker = subprocess.run(
+            ["pgrep", "-g", str(pgid), "-f", "manage.py runworker prog-rocker"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert worker.stdout.strip(), f"no worker process:\n{server.log()}"
+
+        page = context.new_page()
+        page.goto("/progress/")
+        expect(page.locator("footer")).to_contain_text("RedisChannelLayer")
+        expect_live(page)
+        page.click("#go-button")
+        expect(bar(page, 0)).to_have_attribute("aria-valuenow", "100")
+
+        reader = context.new_page()
+        reader.goto("/blog/")
+        expect_live(reader)
+        page.goto("/blog/")
+        page.fill("#id_title", "Through Redis")
+        page.fill("#id_body", "post_save in the server process, group_send through Redis.")
+        page.click("#publish")
+        expect(reader.locator(".post .post-title").first).to_have_text("Through Redis")
+    finally:
+        context.close()
+        assert server.stop() in (0, -signal.SIGINT, 128 + signal.SIGINT)
+    assert not group_alive(pgid), "Ctrl-C left the worker (or the server) running"
+    assert "worker stopped" in server.log()
