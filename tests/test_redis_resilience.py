@@ -1,0 +1,195 @@
+"""The Redis layer under failure and load: restarts, an unreachable server, bursts of
+consumers, and use from many event loops. Each test that breaks a server gets its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+
+from headrace.exceptions import LayerConnectionError
+from headrace.layers.redis import RedisChannelLayer
+from tests.redis_servers import RedisServer, servers, wait_until
+
+
+@pytest.fixture
+def own_server(pytestconfig: pytest.Config) -> Iterator[RedisServer]:
+    server = servers(pytestconfig).new(name="resilience")
+    yield server
+    server.stop()
+
+
+def layer_on(server: RedisServer, prefix: str, **config: object) -> RedisChannelLayer:
+    return RedisChannelLayer(hosts=[server.url], prefix=prefix, **config)  # type: ignore[arg-type]
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``check`` (bounded) without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def client_count(server: RedisServer) -> int:
+    with server.client() as client:
+        return len(client.client_list()) - 1  # not counting this one
+
+
+@pytest.mark.slow
+async def test_readers_and_senders_carry_on_after_redis_restarts(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader = layer_on(own_server, "restart", block_timeout=0.5)
+    sender = layer_on(own_server, "restart", connect_timeout=5)
+    got: list[int] = []
+
+    async def read() -> None:
+        while True:
+            got.append((await reader.receive("stream"))["n"])
+
+    reading = asyncio.create_task(read())
+    for number in range(5):
+        await sender.send("stream", {"type": "n", "n": number})
+    await eventually(lambda: len(got) == 5, "the first five messages")
+
+    await asyncio.to_thread(own_server.restart)  # the loop keeps running meanwhile
+
+    delivered = []
+    errors: list[str] = []
+    for number in range(5, 25):
+        try:
+            await asyncio.wait_for(sender.send("stream", {"type": "n", "n": number}), 10)
+        except LayerConnectionError as error:  # a clear error, never a hang
+            errors.append(str(error))
+            continue
+        delivered.append(number)
+    assert all("Redis" in error for error in errors)
+    assert len(delivered) >= 19  # at most one send may meet the stale connection
+    await eventually(lambda: set(delivered) <= set(got), "the messages sent after the restart")
+    assert got[5:] == sorted(got[5:])  # still in order
+
+    lost = [r for r in caplog.records if "lost its connection" in r.getMessage()]
+    assert len(lost) == 1  # logged once for the outage, not once per retry
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    await reader.flush()
+    await reader.close()
+    await sender.close()
+
+
+@pytest.mark.slow
+async def test_send_to_an_unreachable_redis_raises_a_clear_error_then_recovers(
+    pytestconfig: pytest.Config,
+) -> None:
+    server = servers(pytestconfig).new(name="down")
+    server.stop()
+    layer = layer_on(server, "down", connect_timeout=0.2)
+    try:
+        with pytest.raises(LayerConnectionError, match=r"Redis \(.*\) is unreachable"):
+            await asyncio.wait_for(layer.send("x", {"type": "x"}), 10)
+        with pytest.raises(LayerConnectionError):
+            await asyncio.wait_for(layer.group_add("g", "x"), 10)
+        await asyncio.to_thread(server.start)
+        await layer.send("x", {"type": "back"})
+        assert await asyncio.wait_for(layer.receive("x"), 5) == {"type": "back"}
+    finally:
+        await layer.flush()
+        await layer.close()
+        server.stop()
+
+
+@pytest.mark.slow
+async def test_a_thousand_consumers_come_and_go_without_leaking(own_server: RedisServer) -> None:
+    before = client_count(own_server)
+    prefix = f"burst-{uuid.uuid4().hex[:8]}"
+    server_side = layer_on(own_server, prefix)
+    sender = layer_on(own_server, prefix)
+
+    async def connect() -> str:
+        channel = await server_side.new_channel()
+        await server_side.group_add("lobby", channel)
+        return channel
+
+    # 1,000 simultaneous connects: no pool exhaustion, a handful of connections.
+    channels = await asyncio.gather(*(connect() for _ in range(1000)))
+    assert len(set(channels)) == 1000
+    assert client_count(own_server) <= before + 3
+
+    async def consume(channel: str) -> dict[str, object]:
+        message = await server_side.receive(channel)
+        await server_side.group_discard("lobby", channel)
+        return message
+
+    consumers = [asyncio.create_task(consume(channel)) for channel in channels]
+    await asyncio.sleep(0)
+    await sender.group_send("lobby", {"type": "hello"})
+    results = await asyncio.wait_for(asyncio.gather(*consumers), 30)
+    assert results == [{"type": "hello"}] * 1000
+
+    # A second wave that leaves without ever receiving anything (receive cancelled).
+    async def come_and_go() -> None:
+        channel = await connect()
+        waiting = asyncio.create_task(server_side.receive(channel))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await server_side.group_discard("lobby", channel)
+
+    await asyncio.gather(*(come_and_go() for _ in range(1000)))
+    assert client_count(own_server) <= before + 4
+    await server_side.flush()
+    await server_side.close()
+    await sender.close()
+    await eventually(lambda: client_count(own_server) <= before, "connections to close")
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+def test_layer_used_from_sync_code_through_async_to_sync_leaks_nothing(
+    pytestconfig: pytest.Config,
+) -> None:
+    server = servers(pytestconfig).standalone()
+    before = client_count(server)
+    layer = layer_on(server, f"sync-{uuid.uuid4().hex[:8]}")
+    for number in range(10):  # each call runs on a fresh event loop
+        async_to_sync(layer.send)("sync.channel", {"type": "n", "n": number})
+    got = [async_to_sync(layer.receive)("sync.channel")["n"] for _ in range(10)]
+    assert got == list(range(10))
+    async_to_sync(layer.group_add)("g", "sync.channel")
+    async_to_sync(layer.group_send)("g", {"type": "from.sync"})
+    assert async_to_sync(layer.receive)("sync.channel") == {"type": "from.sync"}
+    async_to_sync(layer.flush)()
+    wait_until(lambda: client_count(server) <= before, "each loop's connections to close")
+    assert all(state.closed for state in list(layer._states.values()))
+
+
+@pytest.mark.slow
+def test_redis_failure_never_leaks_a_redis_library_error(pytestconfig: pytest.Config) -> None:
+    server = servers(pytestconfig).new(name="gone")
+    server.stop()
+    layer = layer_on(server, "gone", connect_timeout=0.1)
+
+    async def send() -> None:
+        await layer.send("a", {"type": "x"})
+
+    async def group_send() -> None:
+        await layer.group_send("g", {"type": "x"})
+
+    async def group_discard() -> None:
+        await layer.group_discard("g", "a!b")
+
+    async def send_later() -> None:
+        await layer.send("a", {"type": "x"}, delay=5)
+
+    for call in (send, group_send, group_discard, send_later):
+        with pytest.raises(LayerConnectionError) as raised:
+            async_to_sync(call)()
+        assert not isinstance(raised.value, redis.RedisError)
