@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,38 @@ async def test_session_auth_from_a_real_login(headrace_live_server: LiveServer) 
     forged = {"Cookie": "sessionid=not-a-real-session"}
     async with ws_connect(f"{ws_base}/ws/whoami/", additional_headers=forged) as nobody:
         assert await recv_json(nobody) == {"authenticated": False, "username": ""}
+
+
+BROWSER = "/usr/bin/chromium"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_chat_and_event_stream_in_a_real_browser() -> None:
+    """Two Chromium pages chat through the ported consumer; both get news over EventSource."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from headrace.layers import get_channel_layer
+
+    with LiveServer() as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=BROWSER, args=BROWSER_ARGS)
+        try:
+            ada = browser.new_context().new_page()
+            bob = browser.new_context().new_page()
+            for page in (ada, bob):
+                page.goto(f"{server.url}/room/lobby/")
+                expect(page.locator("body")).to_have_attribute("data-socket", "open")
+                expect(page.locator("body")).to_have_attribute("data-events", "open")
+            ada.fill("#text", "hello from a browser")
+            ada.click("#send")
+            for page in (ada, bob):
+                expect(page.locator("#log li")).to_have_text(["hello from a browser"])
+            layer = get_channel_layer()
+            # Playwright's sync API holds this thread's event loop; send from another one.
+            news = {"type": "sse.event", "event": "news", "id": 7, "data": "extra"}
+            with ThreadPoolExecutor(1) as other_thread:
+                other_thread.submit(asyncio.run, layer.group_send("news", news)).result(5)
+            for page in (ada, bob):
+                expect(page.locator("#news li")).to_have_text(["7: extra"])
+        finally:
+            browser.close()

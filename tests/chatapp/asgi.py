@@ -3,6 +3,7 @@
 import os
 
 from django.core.asgi import get_asgi_application
+from django.urls import path, re_path
 
 from headrace.auth import AuthMiddlewareStack
 from headrace.routing import ProtocolTypeRouter, URLRouter
@@ -17,9 +18,14 @@ from tests.chatapp.routing import websocket_urlpatterns  # noqa: E402
 
 websocket_urlpatterns = websocket_urlpatterns + extra.websocket_urlpatterns
 
+# Not in the seed: server-sent events beside Django's views.
+http_application = URLRouter(
+    [path("events/", extra.NewsStream.as_asgi()), re_path(r"", django_asgi_app)]
+)
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_application,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.urls import re_path
 
+from headrace.generic.sse import AsyncSseConsumer
 from headrace.generic.websocket import AsyncJsonWebsocketConsumer, WebsocketConsumer
 
 
@@ -49,6 +50,12 @@ class SyncEchoConsumer(WebsocketConsumer):
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         self.send(text_data=f"sync:{text_data}")
+
+
+class NewsStream(AsyncSseConsumer):
+    """Server-sent events for the "news" group (forwarded ``sse.event`` messages)."""
+
+    groups = ["news"]
 
 
 websocket_urlpatterns = [

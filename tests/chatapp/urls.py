@@ -5,4 +5,5 @@ from . import views
 urlpatterns = [
     path("", views.index),
     path("login/", views.login_view),
+    path("room/<slug:room>/", views.room),
 ]

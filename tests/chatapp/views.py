@@ -2,6 +2,7 @@
 
 from django.contrib.auth import authenticate, login
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 
 def login_view(request: HttpRequest) -> HttpResponse:
@@ -16,3 +17,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 def index(request: HttpRequest) -> HttpResponse:
     return HttpResponse("chat index")
+
+
+def room(request: HttpRequest, room: str) -> HttpResponse:
+    return render(request, "chatapp/room.html", {"room": room})
