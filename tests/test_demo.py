@@ -338,6 +338,7 @@ def test_rock_out_fills_several_bars_and_a_reload_keeps_them(new_context: NewCon
     expect_live(page)
     go = page.locator("#go-button")
     expect(go).to_have_text("Rock Out")
+    expect(page.locator("#clear-button")).to_be_hidden()
 
     go.click()
     expect(page.locator(".job")).to_have_count(1)
@@ -374,6 +375,10 @@ def test_rock_out_fills_several_bars_and_a_reload_keeps_them(new_context: NewCon
     screenshot(page, "progress.png")
     for index in range(5):
         expect(bar(page, index)).to_have_attribute("aria-valuenow", "100")
+    page.click("#clear-button")
+    expect(page.locator(".job")).to_have_count(0)
+    expect(page.locator("#no-jobs")).to_be_visible()
+    expect(page.locator("#clear-button")).to_be_hidden()
 
 
 # -- live blog -----------------------------------------------------------------------------------
