@@ -446,17 +446,22 @@ def test_pages_reconnect_after_the_server_restarts(browser: Browser, tmp_path: P
         blog = context.new_page()
         blog.goto("/blog/")
         expect_live(blog)
+        progress = context.new_page()
+        progress.goto("/progress/")
+        expect_live(progress)
+        progress.click("#go-button")
+        expect(bar(progress, 0)).to_have_attribute("aria-valuenow", re.compile(r"^[1-9]\d?$"))
 
         pgid = server.process.pid if server.process else 0
         assert server.stop() in (0, -signal.SIGINT, 128 + signal.SIGINT)
         assert not group_alive(pgid), "Ctrl-C left a process of the demo running"
-        for page in (chat, blog):
+        for page in (chat, blog, progress):
             expect(page.locator("#conn")).to_have_attribute("data-state", "waiting")
             expect(page.locator("#conn")).to_contain_text(re.compile(r"Reconnecting in \d+ s"))
         expect(chat.locator("#message")).to_be_disabled()
 
         server.start()
-        for page in (chat, blog):
+        for page in (chat, blog, progress):
             expect_live(page)
         chat.fill("#message", "Back after a restart")
         chat.press("#message", "Enter")
@@ -467,6 +472,11 @@ def test_pages_reconnect_after_the_server_restarts(browser: Browser, tmp_path: P
         blog.fill("#id_body", "The page reconnected on its own.")
         blog.click("#publish")
         expect(blog.locator(".post .post-title").first).to_have_text("Still live")
+
+        # The restart lost the job's next step (the in-memory layer went with the process): the
+        # page notices the job went quiet, and the server resumes it from its stored progress.
+        expect(bar(progress, 0)).to_have_attribute("aria-valuenow", "100")
+        assert "resuming job" in server.log()
     finally:
         context.close()
         server.stop()

@@ -10,7 +10,9 @@ The article's design, on today's consumers:
    the article's "lather, rinse, recurse", with no thread put to sleep.
 3. Progress goes to a group per job, not to one connection: a reloaded page sends
    ``{"action": "watch", "jobs": [...]}`` with the job ids it remembers, gets each job's
-   stored progress at once, and re-joins the groups of the jobs still running.
+   stored progress at once, and re-joins the groups of the jobs still running. A job that has
+   not moved for a while (its next step was lost in a server restart) is resumed from its
+   stored progress by exactly one watcher.
 
 Frames, server to client: ``started``, ``progress`` (``job``, ``progress``, ``complete``),
 ``gone`` (a job this server does not know) and ``error``.
@@ -19,10 +21,13 @@ Frames, server to client: ``started``, ``progress`` (``job``, ``progress``, ``co
 from __future__ import annotations
 
 import json
+import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from headrace.consumer import AsyncConsumer
 from headrace.db import database_sync_to_async
@@ -41,6 +46,8 @@ MAX_JOBS_PER_CONNECTION = 20
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
+logger = logging.getLogger("demo.progress")
+
 
 def job_group(job_id: str) -> str:
     return f"job.{job_id}"
@@ -54,6 +61,25 @@ def _create_job() -> str:
 @database_sync_to_async
 def _jobs(ids: list[str]) -> dict[str, dict[str, Any]]:
     return {job.id: job.as_event() for job in Job.objects.filter(id__in=ids)}
+
+
+def stall_after() -> float:
+    """Seconds without a step after which a running job counts as lost (see ``_claim_stalled``)."""
+    return max(2.0, 10 * settings.DEMO_STEP_SECONDS)
+
+
+@database_sync_to_async
+def _claim_stalled(job_id: str) -> bool:
+    """Whether this caller should resume a job nobody has stepped for :func:`stall_after`.
+
+    With the in-memory layer a server restart loses the delayed message carrying a job's next
+    step. The update is conditional, so of several pages watching the job only one resumes it.
+    """
+    cutoff = timezone.now() - timedelta(seconds=stall_after())
+    claimed = Job.objects.filter(id=job_id, complete=False, updated__lt=cutoff).update(
+        updated=timezone.now()
+    )
+    return claimed == 1
 
 
 @database_sync_to_async
@@ -112,6 +138,12 @@ class ProgressConsumer(AsyncWebsocketConsumer):
                 continue
             if not state["complete"]:
                 await self.follow(job_id)
+                if await _claim_stalled(job_id):
+                    logger.info("resuming job %s at %d%%", job_id, state["progress"])
+                    await self.channel_layer.send(
+                        WORKER_CHANNEL,
+                        {"type": "rock.continue", "job": job_id, "progress": state["progress"]},
+                    )
             await self.send_json({"type": "progress", **state})
 
     async def follow(self, job_id: str) -> None:

@@ -17,6 +17,8 @@
   var KEEP = 12;
   var jobs = loadJobs(); // [{id, started, progress, complete}], oldest first
   var rows = {};
+  var quiet = {}; // job id -> when the page last heard of it
+  var QUIET_MS = 3000;
 
   function loadJobs() {
     try {
@@ -91,6 +93,7 @@
       case "started":
         job = { id: data.job, started: Date.now(), progress: 0, complete: false };
         jobs.push(job);
+        quiet[job.id] = Date.now();
         saveJobs();
         paint(job);
         break;
@@ -100,6 +103,7 @@
         // Steps may cross a reconnect: never move a bar backwards.
         job.progress = Math.max(job.progress || 0, data.progress);
         job.complete = job.complete || data.complete;
+        quiet[job.id] = Date.now();
         saveJobs();
         paint(job);
         break;
@@ -115,14 +119,27 @@
   var socket = live.connect(root.dataset.socket, {
     open: function (s) {
       goButton.disabled = false;
-      var running = jobs.map(function (j) { return j.id; });
-      if (running.length) s.send({ action: "watch", jobs: running });
+      var mine = jobs.map(function (j) { return j.id; });
+      mine.forEach(function (id) { quiet[id] = Date.now(); });
+      if (mine.length) s.send({ action: "watch", jobs: mine });
     },
     close: function () {
       goButton.disabled = true;
     },
     message: onMessage,
   });
+
+  // A running job that has gone quiet may have lost its next step (a server restart drops the
+  // in-memory layer's delayed messages): ask about it again; the server resumes it if so.
+  window.setInterval(function () {
+    var now = Date.now();
+    var stale = jobs.filter(function (j) {
+      return !j.complete && now - (quiet[j.id] || 0) > QUIET_MS;
+    });
+    if (!stale.length || !socket.isOpen()) return;
+    stale.forEach(function (j) { quiet[j.id] = now; });
+    socket.send({ action: "watch", jobs: stale.map(function (j) { return j.id; }) });
+  }, 1000);
 
   goButton.addEventListener("click", function () {
     if (!socket.send({ action: "start" })) hint.textContent = "Not connected: try again in a moment.";
