@@ -68,11 +68,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room = self.scope["url_route"]["kwargs"]["room"]
         self.group = group_name(self.room)
         user = self.scope.get("user")
-        self.authenticated = bool(user is not None and user.is_authenticated)
-        if self.authenticated:
-            assert user is not None
+        if user is not None and user.is_authenticated:
+            self.authenticated = True
             self.name = user.get_username()
         else:
+            self.authenticated = False
             query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
             self.name = clean_nickname(query.get("name", [""])[0])
         await self.channel_layer.group_add(self.group, self.channel_name)

@@ -66,7 +66,16 @@
     });
     window.addEventListener("pagehide", function () {
       self.stopped = true;
+      self.clearTimers();
       if (self.socket) self.socket.close(1000, "page closed");
+    });
+    window.addEventListener("pageshow", function (event) {
+      // Back from the back/forward cache: the old socket is gone, open a new one.
+      if (event.persisted && self.stopped) {
+        self.stopped = false;
+        self.attempt = 0;
+        self.open();
+      }
     });
   }
 
