@@ -204,7 +204,8 @@ class Worker:
         self.state = WorkerState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._wakeup: asyncio.Future[None] | None = None
+        self._receiving: dict[str, set[asyncio.Task[Message]]] = {c: set() for c in self.channels}
+        self._outstanding = self._outstanding_sync = 0
         self._handlers: set[asyncio.Task[None]] = set()
         self._running = self._running_sync = 0
         self._received = self._handled = self._failed = self._dropped = self._cancelled = 0
@@ -275,55 +276,95 @@ class Worker:
             self.layer_alias,
             self.concurrency,
         )
-        receives: dict[str, asyncio.Task[Message]] = {}
-        stop_wait = asyncio.ensure_future(self._stopping.wait())
         self._started.set()
         try:
-            while not self._stopping.is_set():
-                for channel in self.channels:
-                    if channel not in receives and self._can_start(channel):
-                        receives[channel] = asyncio.ensure_future(self._receive(layer, channel))
-                waits: list[asyncio.Future[Any]] = [*receives.values(), stop_wait]
-                if len(receives) < len(self.channels):
-                    self._wakeup = self._loop.create_future()
-                    waits.append(self._wakeup)
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                self._wakeup = None
-                for channel, task in list(receives.items()):
-                    if task.done():
-                        del receives[channel]
-                        self._start(layer, channel, task.result())
-                # At the bound: give back the waits we could no longer act on.
-                withdrawn = {c: t for c, t in receives.items() if not self._can_start(c)}
-                for channel in withdrawn:
-                    del receives[channel]
-                await self._withdraw(layer, withdrawn)
+            self._fill()
+            await self._stopping.wait()
         finally:
             self.state = WorkerState.STOPPING
-            stop_wait.cancel()
-            await self._withdraw(layer, receives)
+            await self._withdraw(self.channels)
             await self._drain()
             self.state = WorkerState.STOPPED
             logger.info("worker stopped (%s)", self.statistics())
+
+    # Waits on the layer: every channel that could start a handler has one receive waiting;
+    # further free slots add more receives (so a Redis layer pops several messages per round
+    # trip), never more in total than there are free slots. When the bound is reached, the
+    # receives left are cancelled (cancellation loses nothing: the layer keeps the message).
+    # A receive that completes in the same instant as the cancel is started anyway, so the
+    # bound can be passed by at most one message per channel, and only in that race.
 
     def _can_start(self, channel: str) -> bool:
         if self._running >= self.concurrency:
             return False
         return not (channel in self._sync_channels and self._running_sync >= self.sync_limit)
 
-    async def _withdraw(
-        self, layer: BaseChannelLayer, receives: dict[str, asyncio.Task[Message]]
-    ) -> None:
-        """Cancel waits on the layer; a message that arrived meanwhile is handled anyway."""
-        if not receives:
+    def _fill(self) -> None:
+        """Add the receives the free slots allow (see above)."""
+        if self.state is not WorkerState.RUNNING:
             return
-        for task in receives.values():
+        budget = self.concurrency - self._running - self._outstanding
+        sync_budget = self.sync_limit - self._running_sync - self._outstanding_sync
+        for channel in self.channels:
+            if not self._receiving[channel] and self._can_start(channel):
+                self._add_receive(channel)
+                budget -= 1
+                if channel in self._sync_channels:
+                    sync_budget -= 1
+        while budget > 0:
+            added = False
+            for channel in self.channels:
+                if budget <= 0:
+                    break
+                if channel in self._sync_channels:
+                    if sync_budget <= 0:
+                        continue
+                    sync_budget -= 1
+                self._add_receive(channel)
+                budget -= 1
+                added = True
+            if not added:
+                break
+
+    def _add_receive(self, channel: str) -> None:
+        assert self._layer is not None
+        task = asyncio.ensure_future(self._receive(self._layer, channel))
+        self._receiving[channel].add(task)
+        self._outstanding += 1
+        if channel in self._sync_channels:
+            self._outstanding_sync += 1
+        task.add_done_callback(functools.partial(self._on_received, channel))
+
+    def _on_received(self, channel: str, task: asyncio.Task[Message]) -> None:
+        self._receiving[channel].discard(task)
+        self._outstanding -= 1
+        if channel in self._sync_channels:
+            self._outstanding_sync -= 1
+        if task.cancelled():
+            self._fill()  # a slot may have freed while this receive was being withdrawn
+            return
+        assert self._layer is not None
+        self._start(self._layer, channel, task.result())
+        if self._running >= self.concurrency:
+            self._cancel_receives(self.channels)
+        elif self._running_sync >= self.sync_limit:
+            self._cancel_receives(self._sync_channels)
+        else:
+            self._fill()
+
+    def _cancel_receives(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            for task in self._receiving[channel]:
+                task.cancel()
+
+    async def _withdraw(self, channels: Iterable[str]) -> None:
+        """Cancel every receive on ``channels`` and wait until they are gone."""
+        tasks = [task for channel in channels for task in self._receiving[channel]]
+        if not tasks:
+            return
+        for task in tasks:
             task.cancel()
-        await asyncio.wait(receives.values())
-        for channel, task in receives.items():
-            if not task.cancelled() and task.exception() is None:
-                # It arrived as we cancelled: it is in hand now, so it must run.
-                self._start(layer, channel, task.result())
+        await asyncio.wait(tasks)
 
     async def _receive(self, layer: BaseChannelLayer, channel: str) -> Message:
         """The next message on ``channel``; layer failures are retried with backoff."""
@@ -365,9 +406,7 @@ class Worker:
             self._running_sync -= 1
         if task.cancelled():
             self._cancelled += 1
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        self._fill()
 
     async def _drain(self) -> None:
         if not self._handlers:
