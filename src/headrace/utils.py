@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,7 +29,10 @@ def get_handler_name(message: Mapping[str, Any]) -> str:
 
 def name_that_thing(thing: Any) -> str:
     """A dotted name for a function, class or instance, for log lines and errors."""
-    target = thing if isinstance(thing, type) or callable(thing) else type(thing)
+    is_named = isinstance(
+        thing, type | types.FunctionType | types.MethodType | types.BuiltinFunctionType
+    )
+    target = thing if is_named else type(thing)
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
     if qualname is None:
