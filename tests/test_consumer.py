@@ -535,3 +535,18 @@ async def test_outbox_close_policy_abandons_the_backlog_and_closes_1013() -> Non
     send.gate.set()
     await asyncio.wait_for(send.all_sent.wait(), 5)
     assert send.sent == [{"type": "websocket.close", "code": 1013, "reason": "client too slow"}]
+
+
+@override_settings(HEADRACE_WEBSOCKET_HANDSHAKE_TIMEOUT=0.05)
+async def test_sync_connect_that_never_answers_is_refused() -> None:
+    release = threading.Event()
+
+    class StuckSync(WebsocketConsumer):
+        def connect(self) -> None:
+            release.wait(5)
+            self.accept()  # too late: discarded, the handshake was already refused
+
+    comm = WebsocketCommunicator(StuckSync.as_asgi(), "/")
+    assert await comm.connect() == (False, 1000)
+    release.set()
+    await comm.disconnect(code=1006)

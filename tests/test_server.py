@@ -226,3 +226,36 @@ def test_system_check_warns_when_staticfiles_shadows_runserver() -> None:
 
         warnings = check_runserver_order()
     assert [w.id for w in warnings] == ["headrace.W001"]
+
+
+def test_background_coroutines_live_as_long_as_the_server() -> None:
+    """The seam runserver uses for in-process workers: started with the server, cancelled
+    when it stops."""
+    import threading
+
+    from headrace.server import Server
+
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def background() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("no requests in this test")
+
+    server = Server(
+        app,  # type: ignore[arg-type]
+        ServerOptions(port=0, log_level="warning", configure_logging=False),
+        background=[background],
+    )
+    server.start_in_thread()
+    assert started.wait(5)
+    assert not cancelled.is_set()
+    server.stop()
+    assert cancelled.wait(5)
