@@ -99,11 +99,7 @@ class AsyncConsumer:
             message = await receive(name)
             if self._failed:
                 continue  # a failed connection only waits for its disconnect
-            self.layer_message = message
-            try:
-                await self._dispatch_one(message, from_client=False)
-            finally:
-                self.layer_message = None
+            await self._dispatch_one(message, from_client=False)
             if self._stopped:
                 if main is not None:
                     self._stop_from_reader = True
@@ -115,6 +111,8 @@ class AsyncConsumer:
             if self._stopped:
                 return
             deadline = self._deadline_for(message) if from_client else None
+            if not from_client:
+                self.layer_message = message
             try:
                 if from_client and not self._sync:
                     await aclose_old_connections()
@@ -128,6 +126,8 @@ class AsyncConsumer:
             except Exception as exc:
                 if not await self._handler_failed(exc, message):
                     self._stopped = True
+            finally:
+                self.layer_message = None
 
     # -- hooks for the protocol consumers ------------------------------------------------------
 
