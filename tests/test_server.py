@@ -230,6 +230,7 @@ def test_system_check_warns_when_staticfiles_shadows_runserver() -> None:
     assert [w.id for w in warnings] == ["headrace.W001"]
 
 
+@pytest.mark.slow
 def test_background_coroutines_live_as_long_as_the_server() -> None:
     """The seam runserver uses for in-process workers: started with the server, cancelled
     when it stops."""
