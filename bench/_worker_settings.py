@@ -21,7 +21,14 @@ if _stack == "channels":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [_url], "capacity": 1_000_000, "expiry": 600},
+            # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis'
+            # blocking pop: an idle Channels worker then dies with TimeoutError. A longer
+            # timeout keeps the peer alive for the comparison.
+            "CONFIG": {
+                "hosts": [{"address": _url, "socket_timeout": 30}],
+                "capacity": 1_000_000,
+                "expiry": 600,
+            },
         }
     }
 else:

@@ -131,6 +131,10 @@ def run_one(stack: str, url: str, processes: int, count: int, concurrency: int) 
                     t_high = now
                 if done >= count:
                     break
+                for worker in workers:
+                    if worker.poll() is not None:
+                        _, err = worker.communicate()
+                        raise RuntimeError(f"a {stack} worker exited early:\n{err[-3000:]}")
                 time.sleep(0.002)
             time.sleep(0.5)  # let late (duplicate) deliveries show
             done = handled(Path(directory))
