@@ -14,6 +14,7 @@ from headrace.consumer import AsyncConsumer, SyncConsumer
 from headrace.exceptions import ConfigurationError
 from headrace.layers import InMemoryChannelLayer, channel_layers
 from headrace.routing import ChannelNameRouter, ProtocolTypeRouter
+from headrace.server import log_websocket_connections
 from headrace.worker import Worker, WorkerState, routed_channels
 
 WAIT = 5  # seconds a test waits for something that should happen at once
@@ -301,5 +302,6 @@ def test_routed_channels_are_found_through_routers_and_middleware() -> None:
 
     assert routed_channels(application) == ["jobs", "other", "plain", "sync-jobs"]
     assert routed_channels(Middleware(application)) == ["jobs", "other", "plain", "sync-jobs"]
+    assert routed_channels(log_websocket_connections(application)) == routed_channels(application)
     assert routed_channels(ProtocolTypeRouter({"websocket": plain_app})) == []
     assert routed_channels(plain_app) == []

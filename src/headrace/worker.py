@@ -104,8 +104,9 @@ class _Handled(BaseException):
 def _channel_router_mapping(application: object, depth: int = 0) -> dict[str, Any] | None:
     """The ``ChannelNameRouter`` mapping inside ``application``, or None when there is none.
 
-    Looks through ``ProtocolTypeRouter["channel"]`` and middleware that keeps its inner
-    application as ``inner``, ``app`` or ``application`` (the usual names).
+    Looks through ``ProtocolTypeRouter["channel"]``, middleware that keeps its inner
+    application as ``inner``, ``app`` or ``application`` (the usual names) or ``__wrapped__``,
+    and wrappers written as closures over the application.
     """
     from headrace.routing import ChannelNameRouter, ProtocolTypeRouter
 
@@ -115,9 +116,16 @@ def _channel_router_mapping(application: object, depth: int = 0) -> dict[str, An
         return dict(application.application_mapping)
     if isinstance(application, ProtocolTypeRouter):
         return _channel_router_mapping(application.application_mapping.get("channel"), depth + 1)
-    for attribute in ("inner", "app", "application"):
-        inner = getattr(application, attribute, None)
-        if inner is not None and inner is not application:
+    inners = [getattr(application, name, None) for name in ("inner", "app", "application")]
+    inners.append(getattr(application, "__wrapped__", None))
+    # A wrapper written as a closure (``def wrap(app): async def wrapped(...): ...``).
+    for cell in getattr(application, "__closure__", None) or ():
+        try:
+            inners.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    for inner in inners:
+        if inner is not None and inner is not application and callable(inner):
             found = _channel_router_mapping(inner, depth + 1)
             if found is not None:
                 return found
