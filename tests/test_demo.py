@@ -223,6 +223,12 @@ def test_index_says_what_each_page_shows_and_links_to_it(new_context: NewContext
         page.goto("/")
         page.locator(f"#card-{card} .button").click()
         page.wait_for_url(re.compile(re.escape(url) + "$"))
+    # The chat lobby turns any name into a room URL.
+    page.goto("/chat/")
+    page.fill("#room-name", "Team room!")
+    page.press("#room-name", "Enter")
+    page.wait_for_url(re.compile(r"/chat/Team-room/$"))
+    expect(page.locator("h1")).to_have_text("#Team-room")
 
 
 # -- chat ----------------------------------------------------------------------------------------
