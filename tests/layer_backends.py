@@ -10,7 +10,6 @@ A new backend is done when the suite passes with its entry added here and no tes
 from __future__ import annotations
 
 import uuid
-
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -49,7 +48,43 @@ async def redis_layer(
         await layer.close()
 
 
+async def redis_hosts_layer(
+    request: pytest.FixtureRequest, clock: ManualClock, **config: Any
+) -> AsyncIterator[BaseChannelLayer]:
+    """A RedisChannelLayer sharded over three independent redis-servers."""
+    hosts = [server.url for server in servers(request.config).several()]
+    layer = RedisChannelLayer(
+        hosts=hosts, prefix=f"test-{uuid.uuid4().hex[:12]}", clock=clock, **config
+    )
+    try:
+        yield layer
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
+async def redis_cluster_layer(
+    request: pytest.FixtureRequest, clock: ManualClock, **config: Any
+) -> AsyncIterator[BaseChannelLayer]:
+    """A RedisChannelLayer on a three-master Redis Cluster."""
+    nodes = servers(request.config).cluster()
+    layer = RedisChannelLayer(
+        hosts=[nodes[0].url],
+        cluster=True,
+        prefix=f"test-{uuid.uuid4().hex[:12]}",
+        clock=clock,
+        **config,
+    )
+    try:
+        yield layer
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
 LAYER_BACKENDS: dict[str, LayerFactory] = {
     "memory": memory_layer,
     "redis": redis_layer,
+    "redis-hosts": redis_hosts_layer,
+    "redis-cluster": redis_cluster_layer,
 }

@@ -32,10 +32,22 @@ ACL_PASSWORD = "wonderland-secret"
 DEFAULT_PASSWORD = "default-secret"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(*, with_bus: bool = False) -> int:
+    """A free port; ``with_bus``: port + 10000 (a cluster node's bus port) is free too."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not with_bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 def wait_until(check: object, what: str, timeout: float = 15.0) -> None:
@@ -80,8 +92,11 @@ class RedisServer:
             raise RuntimeError(
                 f"redis-server on port {self.port} exited ({self.process.returncode})"
             )
-        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-            return True
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            if self.tls:
+                return True
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -111,7 +126,16 @@ class Servers:
 
     def new(self, *extra: str, name: str = "server", tls: bool = False) -> RedisServer:
         """A fresh standalone server (the caller may restart or stop it)."""
-        port = free_port()
+        for attempt in range(5):  # a free port can be taken by someone else before we bind it
+            try:
+                return self._new(extra, name, tls)
+            except RuntimeError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _new(self, extra: tuple[str, ...], name: str, tls: bool) -> RedisServer:
+        port = free_port(with_bus="--cluster-enabled" in extra)
         directory = self.root / f"{name}-{port}"
         directory.mkdir()
         port_args = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
@@ -126,7 +150,13 @@ class Servers:
         ]  # fmt: skip
         server = RedisServer(directory, args, port=port, tls=tls)
         self.started.append(server)
-        server.start()
+        try:
+            server.start()
+        except RuntimeError:
+            server.stop()
+            self.started.remove(server)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         return server
 
     def _once(self, name: str, make: object) -> object:

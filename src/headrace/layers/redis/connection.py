@@ -17,8 +17,15 @@ from collections import Counter, deque
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from headrace.exceptions import ChannelLayerError, LayerConnectionError
@@ -44,7 +51,13 @@ logger = logging.getLogger("headrace.layers.redis")
 Message = dict[str, Any]
 Command = tuple[Any, ...]
 
-CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+CONNECTION_ERRORS: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    ClusterDownError,
+    OSError,
+)
 
 
 class Batcher:
@@ -124,6 +137,11 @@ class Batcher:
                 for command in commands:
                     pipe.execute_command(*command)
                 results: list[Any] = await pipe.execute(raise_on_error=False)
+            except (AuthenticationError, AuthorizationError) as error:
+                raise LayerConnectionError(
+                    f"Redis ({layer._host_name(self.index)}) refused the credentials: {error}; "
+                    "check the user and password in the host URL"
+                ) from error
             except CONNECTION_ERRORS as error:
                 layer._scripts_loaded[self.index] = False
                 if not never_sent(error) or time.monotonic() >= deadline:
@@ -145,7 +163,12 @@ class Batcher:
 def never_sent(error: BaseException) -> bool:
     """True when a command failed before reaching the server (so retrying cannot double it)."""
     text = str(error).lower()
-    return "connecting to" in text or "connection refused" in text or "loading" in text
+    if "certificate" in text or "ssl" in text:
+        return False  # a TLS failure will not go away by trying again
+    return any(
+        sign in text
+        for sign in ("connecting to", "connection refused", "loading", "cannot be connected")
+    )
 
 
 class LoopState:

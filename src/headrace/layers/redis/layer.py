@@ -171,7 +171,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._ttl_ms = int(max(self.expiry * 2, self.expiry + 300) * 1000)
         self._group_ttl_ms = int((self.group_expiry + 300) * 1000)
         self._alive_ms = int(self.heartbeat_interval * 3 * 1000)
-        self._pending: list[float] = []  # due times of this process's delayed messages
+        self._pending: list[tuple[float, int]] = []  # (due, shard) of own delayed messages
         self._normal_groups: dict[str, set[str]] = {}
         self._outage_logged = False
         self._sent = self._received = self._rejected_full = self._dropped_full = 0
@@ -792,13 +792,13 @@ class RedisChannelLayer(BaseChannelLayer):
             ttl,
         )
         self._delayed += 1
-        heapq.heappush(self._pending, due)
+        heapq.heappush(self._pending, (due, shard))
         self._arm(state)
 
     def _arm(self, state: LoopState) -> None:
         if not self._pending or state.closed:
             return
-        due = self._pending[0]
+        due = self._pending[0][0]
         if state.timer is not None:
             if state.timer_due == due:
                 return
@@ -809,11 +809,23 @@ class RedisChannelLayer(BaseChannelLayer):
     def _on_due(self, state: LoopState) -> None:
         state.timer = None
         if not state.closed:
-            state.spawn(self._move_due(state, range(self._topology.shards)))
+            state.spawn(self._move_due(state))
 
-    async def _move_due(self, state: LoopState, shards: Iterable[int]) -> None:
-        """Take every delayed message now due from ``shards`` and deliver it."""
+    async def _move_due(self, state: LoopState, shards: Iterable[int] | None = None) -> None:
+        """Take every delayed message now due from ``shards`` and deliver it.
+
+        Without ``shards``: the shards where this process's own due messages wait.
+        """
         now = self.clock.time()
+        pending = self._pending
+        if shards is None:
+            shards = sorted({shard for due, shard in pending if due <= now})
+        shards = list(shards)
+        # From here on this process's messages due by now are on their way, not pending.
+        kept = [(due, shard) for due, shard in pending if due > now or shard not in shards]
+        if len(kept) != len(pending):
+            heapq.heapify(kept)
+            self._pending = kept
         for shard in shards:
             tag = self._topology.tags[shard]
             while True:
@@ -824,8 +836,6 @@ class RedisChannelLayer(BaseChannelLayer):
                     await self._deliver_late(state, due[index], float(due[index + 1]), now)
                 if len(due) < 2 * _MOVE_BATCH:
                     break
-        while self._pending and self._pending[0] <= now:
-            heapq.heappop(self._pending)
         self._arm(state)
 
     async def _deliver_late(self, state: LoopState, entry: bytes, due: float, now: float) -> None:
