@@ -7,6 +7,18 @@ runs headrace's in-memory layer and, when the ``bench`` extra is installed, Chan
     python bench/layer.py                                  # the default comparison
     python bench/layer.py --layer headrace.layers.InMemoryChannelLayer --config '{"capacity": 100}'
     python bench/layer.py --quick                          # fewer rounds, for a smoke test
+    python bench/layer.py --redis                          # headrace Redis vs channels_redis
+
+With ``--redis`` it starts a private ``redis-server`` on a free port (or uses ``--redis-url``),
+runs headrace's ``RedisChannelLayer`` and channels_redis' ``RedisChannelLayer`` on it in the
+same run, and adds a multi-process mode (``--processes``, default 4) where the readers live in
+other processes, as they do in production:
+
+- ``multiprocess.fanout[N]``: N members spread over the worker processes, one sender in this
+  process; ``send_ms`` is the sender's ``group_send`` call, ``all_received_ms`` the time until
+  every member in every process has the message (each worker reports through a pipe).
+- ``multiprocess.p2p_msgs_per_s``: producer here, consumer in a worker, one normal channel.
+- ``multiprocess.rtt_p50_ms``: ping-pong between process channels of two processes.
 
 What is measured (each in one event loop, the way consumers use a layer):
 
@@ -179,16 +191,227 @@ def ratios(results: dict[str, dict[str, Any]], ours: str, theirs: str) -> dict[s
     return out
 
 
+# -- Redis: a private server, and the multi-process mode ------------------------------------
+
+REDIS_PEERS = {
+    "headrace-redis": ("headrace.layers.redis.RedisChannelLayer", {"prefix": "bench-hr"}),
+    "channels-redis": ("channels_redis.core.RedisChannelLayer", {"prefix": "bench-cr"}),
+}
+
+
+class PrivateRedis:
+    """A redis-server on a free port in a temporary directory (never a shared one)."""
+
+    def __init__(self) -> None:
+        import shutil
+        import socket
+        import subprocess
+        import tempfile
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.directory = tempfile.mkdtemp(prefix="headrace-bench-redis-")
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.directory],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def close(self) -> None:
+        import shutil
+
+        self.process.terminate()
+        self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _setup_django() -> None:
+    if not settings.configured:
+        settings.configure(CHANNEL_LAYERS={}, INSTALLED_APPS=[], USE_TZ=True)
+        django.setup()
+
+
+def _worker(path: str, config: dict[str, Any], connection: Any) -> None:
+    """A reader process: answers the commands of :func:`run_multiprocess` on ``connection``."""
+    _setup_django()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        layer = await make_layer(path, config)
+        channels: list[str] = []
+        while True:
+            command, argument = await loop.run_in_executor(None, connection.recv)
+            if command == "stop":
+                break
+            if command == "join":  # argument: (group name, members in this process)
+                group, members = argument
+                channels = [await layer.new_channel() for _ in range(members)]
+                for channel in channels:
+                    await layer.group_add(group, channel)
+                connection.send("ready")
+            elif command == "arm":  # every member waits for one group message
+                waiting = [asyncio.create_task(layer.receive(c)) for c in channels]
+                await asyncio.sleep(0.02)
+                connection.send("armed")
+                await asyncio.gather(*waiting)
+                connection.send("done")
+            elif command == "leave":
+                for channel in channels:
+                    await layer.group_discard(argument, channel)
+                connection.send("left")
+            elif command == "consume":  # argument: how many messages on bench.mp.p2p
+                connection.send("consuming")
+                for _ in range(argument):
+                    await layer.receive("bench.mp.p2p")
+                connection.send("done")
+            elif command == "echo":  # argument: rounds; ping here, pong named in each ping
+                ping = await layer.new_channel()
+                connection.send(ping)
+                for _ in range(argument):
+                    message = await layer.receive(ping)
+                    await layer.send(message["reply"], {"type": "pong"})
+                connection.send("done")
+        await close_layer(layer)
+
+    asyncio.run(serve())
+
+
+async def run_multiprocess(
+    path: str, config: dict[str, Any], processes: int, quick: bool
+) -> dict[str, Any]:
+    """Fan-out, point-to-point and round trip with the readers in other processes."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    loop = asyncio.get_running_loop()
+    sizes = (100, 1000) if quick else (100, 1000, 5000)
+    pipes = []
+    workers = []
+    for _ in range(processes):
+        mine, theirs = context.Pipe()
+        worker = context.Process(target=_worker, args=(path, config, theirs), daemon=True)
+        worker.start()
+        pipes.append(mine)
+        workers.append(worker)
+
+    async def ask(connection: Any, command: str, argument: Any = None) -> Any:
+        connection.send((command, argument))
+        return await loop.run_in_executor(None, connection.recv)
+
+    layer = await make_layer(path, config)
+    result: dict[str, Any] = {"processes": processes, "fanout": {}}
+    try:
+        for size in sizes:
+            group = f"bench-mp-{size}"
+            per_worker = size // processes
+            await asyncio.gather(
+                *(ask(connection, "join", (group, per_worker)) for connection in pipes)
+            )
+            send_times: list[float] = []
+            receive_times: list[float] = []
+            rounds = 3 if quick else (5 if size >= 5000 else 10)
+            for number in range(rounds):
+                await asyncio.gather(*(ask(connection, "arm") for connection in pipes))
+                gc.collect()
+                started = time.perf_counter()
+                await layer.group_send(group, {"type": "bench.broadcast", "n": number})
+                send_times.append((time.perf_counter() - started) * 1000)
+                await asyncio.gather(
+                    *(loop.run_in_executor(None, connection.recv) for connection in pipes)
+                )
+                receive_times.append((time.perf_counter() - started) * 1000)
+            await asyncio.gather(*(ask(connection, "leave", group) for connection in pipes))
+            result["fanout"][str(per_worker * processes)] = {
+                "send_ms": round(statistics.median(send_times), 3),
+                "all_received_ms": round(statistics.median(receive_times), 3),
+            }
+
+        count = 2_000 if quick else 20_000
+        await ask(pipes[0], "consume", count)
+        full = getattr(layer, "ChannelFull", Exception)
+        started = time.perf_counter()
+        for number in range(count):
+            while True:
+                try:
+                    await layer.send("bench.mp.p2p", {"type": "bench.message", "n": number})
+                    break
+                except full:
+                    await asyncio.sleep(0.0005)
+        await loop.run_in_executor(None, pipes[0].recv)
+        result["p2p_msgs_per_s"] = round(count / (time.perf_counter() - started))
+
+        rounds = 200 if quick else 2_000
+        ping = await ask(pipes[0], "echo", rounds)
+        pong = await layer.new_channel()
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await layer.send(ping, {"type": "ping", "reply": pong})
+            await layer.receive(pong)
+            samples.append((time.perf_counter() - started) * 1000)
+        await loop.run_in_executor(None, pipes[0].recv)
+        samples.sort()
+        result["rtt_p50_ms"] = round(statistics.median(samples), 4)
+        result["rtt_p99_ms"] = round(samples[int(len(samples) * 0.99) - 1], 4)
+    finally:
+        for connection in pipes:
+            connection.send(("stop", None))
+        for worker in workers:
+            worker.join(30)
+        await close_layer(layer)
+    return result
+
+
+def redis_ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """headrace-redis against channels-redis, in the same run (higher is better for us)."""
+    out = ratios(results, "headrace-redis", "channels-redis")
+    ours = results["headrace-redis"]["multiprocess"]
+    theirs = results["channels-redis"]["multiprocess"]
+    out["multiprocess_p2p_throughput_x"] = round(
+        ours["p2p_msgs_per_s"] / theirs["p2p_msgs_per_s"], 2
+    )
+    out["multiprocess_rtt_p50_x"] = round(theirs["rtt_p50_ms"] / ours["rtt_p50_ms"], 2)
+    for size, figures in ours["fanout"].items():
+        if size in theirs["fanout"]:
+            out[f"multiprocess_fanout_{size}_all_received_x"] = round(
+                theirs["fanout"][size]["all_received_ms"] / figures["all_received_ms"], 2
+            )
+    sends = [figures["send_ms"] for figures in ours["fanout"].values()]
+    out["headrace_group_send_ms_smallest_to_largest_group"] = [min(sends), max(sends)]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layer", help="dotted path of a layer class (default: the comparison)")
     parser.add_argument("--config", default="{}", help="JSON CONFIG for --layer")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
+    parser.add_argument(
+        "--redis", action="store_true", help="headrace's Redis layer vs channels_redis"
+    )
+    parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
+    parser.add_argument("--processes", type=int, default=4, help="reader processes (--redis)")
     args = parser.parse_args()
 
-    if not settings.configured:
-        settings.configure(CHANNEL_LAYERS={}, INSTALLED_APPS=[], USE_TZ=True)
-        django.setup()
+    _setup_django()
+    if args.redis:
+        main_redis(args)
+        return
 
     if args.layer:
         runs = {args.layer: (args.layer, json.loads(args.config))}
@@ -219,6 +442,40 @@ def main() -> None:
         report["headrace_vs_channels_memory"] = ratios(
             results, "headrace-memory", "channels-memory"
         )
+    print(json.dumps(report, indent=2))
+
+
+def main_redis(args: argparse.Namespace) -> None:
+    server = None if args.redis_url else PrivateRedis()
+    url = args.redis_url or (server.url if server else "")
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name, (path, config) in REDIS_PEERS.items():
+            try:
+                load_layer_class(path)
+            except ImportError:
+                print(
+                    f"# {name}: not installed, skipped (pip install -e '.[bench]')", file=sys.stderr
+                )
+                continue
+            config = {**config, "hosts": [url]}
+            print(f"# running {name}", file=sys.stderr)
+            results[name] = asyncio.run(run_one(path, config, args.quick))
+            print(f"# running {name} over {args.processes} processes", file=sys.stderr)
+            results[name]["multiprocess"] = asyncio.run(
+                run_multiprocess(path, config, args.processes, args.quick)
+            )
+    finally:
+        if server is not None:
+            server.close()
+    report: dict[str, Any] = {
+        "benchmark": "layer-redis",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "results": results,
+    }
+    if len(results) == 2:
+        report["headrace_redis_vs_channels_redis"] = redis_ratios(results)
     print(json.dumps(report, indent=2))
 
 
