@@ -24,6 +24,7 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -64,10 +65,12 @@ class Batcher:
     """Sends every command queued in one event-loop turn to one server as one pipeline.
 
     Batches go out one after another on one connection, so commands reach Redis in the order
-    they were issued, and a burst of callers needs one connection, not one each.
+    they were issued, and a burst of callers needs one connection, not one each. When nothing
+    is in flight, :meth:`run` sends at once from the caller's task (no extra hop); whatever is
+    issued meanwhile goes out as the next batch.
     """
 
-    __slots__ = ("client", "index", "layer", "queue", "task")
+    __slots__ = ("busy", "client", "index", "layer", "queue", "task")
 
     def __init__(self, layer: Any, client: Any, index: int) -> None:
         self.layer = layer
@@ -75,6 +78,19 @@ class Batcher:
         self.index = index
         self.queue: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]] | None]] = []
         self.task: asyncio.Task[None] | None = None
+        self.busy = False
+
+    async def run(self, *commands: Command) -> list[Any]:
+        """Send ``commands`` and return their results (exceptions included)."""
+        if self.busy or self.task is not None:
+            return await self.call(*commands)
+        self.busy = True
+        try:
+            return await self._execute(list(commands))
+        finally:
+            self.busy = False
+            if self.queue and self.task is None:
+                self.task = asyncio.get_running_loop().create_task(self._run())
 
     def call(self, *commands: Command) -> asyncio.Future[list[Any]]:
         """Queue ``commands``; the future gets their results (exceptions included)."""
@@ -92,7 +108,7 @@ class Batcher:
         future: asyncio.Future[list[Any]] | None,
     ) -> None:
         self.queue.append((commands, future))
-        if self.task is None:
+        if self.task is None and not self.busy:
             self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -133,10 +149,17 @@ class Batcher:
                     for script in SCRIPTS:
                         await self.client.script_load(script.source)
                     layer._scripts_loaded[self.index] = True
-                pipe = self.client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
+                results: list[Any]
+                if len(commands) == 1:
+                    try:
+                        results = [await self.client.execute_command(*commands[0])]
+                    except ResponseError as error:
+                        results = [error]
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    results = await pipe.execute(raise_on_error=False)
             except (AuthenticationError, AuthorizationError) as error:
                 raise LayerConnectionError(
                     f"Redis ({layer._host_name(self.index)}) refused the credentials: {error}; "

@@ -205,7 +205,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self, state: LoopState, shard: int, script: Script, keys: Sequence[str], *args: Any
     ) -> Any:
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        (result,) = await self._batcher(state, shard).call(command)
+        (result,) = await self._batcher(state, shard).run(command)
         if isinstance(result, Exception):
             raise translate(result)
         return result
@@ -424,7 +424,7 @@ class RedisChannelLayer(BaseChannelLayer):
             inbox = f"{tag}i:{process}"
             # The inbox learns first: a group send that sees the process already finds the
             # membership ahead of its message.
-            results = await self._batcher(state, shard).call(
+            results = await self._batcher(state, shard).run(
                 (
                     "RPUSH",
                     inbox,
@@ -461,7 +461,7 @@ class RedisChannelLayer(BaseChannelLayer):
         tag = topology.tags[shard]
         if "!" in channel:
             process = rules.non_local_name(channel)
-            results = await self._batcher(state, shard).call(
+            results = await self._batcher(state, shard).run(
                 (
                     "RPUSH",
                     f"{tag}i:{process}",
@@ -552,7 +552,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _drop_normal_member(self, state: LoopState, channel: str) -> None:
         shard = self._topology.shard_of(channel)
         index = f"{self._topology.tags[shard]}m:{channel}"
-        groups, _ = await self._batcher(state, shard).call(("SMEMBERS", index), ("DEL", index))
+        groups, _ = await self._batcher(state, shard).run(("SMEMBERS", index), ("DEL", index))
         if isinstance(groups, Exception):
             raise translate(groups)
         if groups:
