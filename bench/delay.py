@@ -51,6 +51,8 @@ REDIS_URL = ""  # set by main() when a redis bench runs
 def summary(lateness: list[float], expected: int) -> dict[str, Any]:
     ordered = sorted(lateness)
     ms = [value * 1000 for value in ordered]
+    if not ms:
+        return {"messages": expected, "arrived": 0}
     return {
         "messages": expected,
         "arrived": len(ms),
