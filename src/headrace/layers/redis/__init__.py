@@ -1,6 +1,7 @@
 """The Redis channel layer (extra ``redis``): see :class:`RedisChannelLayer`.
 
-Modules: :mod:`.layer` (the layer), :mod:`.scripts` (key layout, entry formats, Lua
+Modules: :mod:`.layer` (the layer), :mod:`.reading` (pumps and local fan-out),
+:mod:`.connection` (per-loop pipelines and state), :mod:`.scripts` (key layout, entry formats, Lua
 scripts), :mod:`.topology` (hosts, Sentinel, Cluster and the consistent hash).
 """
 

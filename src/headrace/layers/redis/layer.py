@@ -31,9 +31,8 @@ import hashlib
 import heapq
 import logging
 import re
-import time
 import weakref
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
@@ -44,16 +43,13 @@ from redis.retry import Retry
 from headrace.exceptions import (
     ChannelFull,
     ConfigurationError,
-    LayerConnectionError,
 )
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock
 from headrace.layers.codec import decode, encode
-from headrace.layers.groups import Membership
 from headrace.layers.redis import scripts
 from headrace.layers.redis.connection import (
-    CONNECTION_ERRORS,
     Batcher,
     LoopState,
     Message,
@@ -61,8 +57,8 @@ from headrace.layers.redis.connection import (
     raise_first,
     translate,
 )
+from headrace.layers.redis.reading import Reading
 from headrace.layers.redis.scripts import (
-    DECREMENT,
     DELIVER,
     GROUP_SEND,
     MOVE_DUE,
@@ -85,7 +81,7 @@ _MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(Reading, BaseChannelLayer):
     """A channel layer on Redis, for several processes and machines.
 
     CONFIG keys (those shared with channels_redis mean the same):
@@ -517,258 +513,6 @@ class RedisChannelLayer(BaseChannelLayer):
             raise
         self._received += 1
         return message
-
-    def _take_buffered(
-        self, state: LoopState, channel: str, buffered: deque[tuple[float, Message]]
-    ) -> Message | None:
-        now = self.clock.time()
-        if buffered[0][0] <= now:
-            self._expire_buffered(state, channel, buffered, now)
-        if not buffered:
-            del state.buffers[channel]
-            return None
-        message = buffered.popleft()[1]
-        if not buffered:
-            del state.buffers[channel]
-        return message
-
-    def _expire_buffered(
-        self, state: LoopState, channel: str, buffered: deque[tuple[float, Message]], now: float
-    ) -> None:
-        while buffered and buffered[0][0] <= now:
-            buffered.popleft()
-            self._expired += 1
-        self._member_gone(state, channel)
-
-    def _member_gone(self, state: LoopState, channel: str) -> None:
-        """``channel`` let a message expire unread: it leaves every group."""
-        if "!" in channel:
-            membership = state.memberships.get(rules.non_local_name(channel))
-            if membership is not None:
-                membership.drop_channel(channel)
-        else:
-            state.spawn(self._drop_normal_member(state, channel))
-
-    async def _drop_normal_member(self, state: LoopState, channel: str) -> None:
-        shard = self._topology.shard_of(channel)
-        index = f"{self._topology.tags[shard]}m:{channel}"
-        groups, _ = await self._batcher(state, shard).run(("SMEMBERS", index), ("DEL", index))
-        if isinstance(groups, Exception):
-            raise translate(groups)
-        if groups:
-            await self._leave_groups(state, channel, [g.decode() for g in groups])
-
-    def _offer(
-        self,
-        state: LoopState,
-        channel: str,
-        expires_at: float,
-        message: Message,
-        *,
-        front: bool = False,
-    ) -> None:
-        """Hand a message to a waiting reader of this loop, or keep it for the next one."""
-        waiters = state.waiters.get(channel)
-        if waiters:
-            source = rules.non_local_name(channel)
-            while waiters:
-                waiter = waiters.popleft()
-                state.waiting[source] -= 1
-                if not waiter.done():
-                    waiter.set_result((expires_at, message))
-                    if not waiters:
-                        del state.waiters[channel]
-                    return
-            del state.waiters[channel]
-        buffered = state.buffers.get(channel)
-        if buffered is None:
-            buffered = state.buffers[channel] = deque()
-        if front:
-            buffered.appendleft((expires_at, message))
-        else:
-            buffered.append((expires_at, message))
-
-    def _ensure_pumps(self, state: LoopState, channel: str, source: str) -> None:
-        if "!" in channel:
-            for shard in range(self._topology.shards):
-                if (source, shard) not in state.pumps:
-                    state.pumps[source, shard] = state.loop.create_task(
-                        self._pump(state, source, shard, process=True)
-                    )
-        elif (source, 0) not in state.pumps:
-            shard = self._topology.shard_of(channel)
-            state.pumps[source, 0] = state.loop.create_task(
-                self._pump(state, source, shard, process=False)
-            )
-        wakeup = state.wakeups.get(source)
-        if wakeup is not None:
-            wakeup.set()
-
-    async def _pump(self, state: LoopState, source: str, shard: int, *, process: bool) -> None:
-        """Feed this loop's readers of ``source`` (a process name or a normal channel).
-
-        A process pump lives as long as the loop state and heartbeats; a channel pump ends
-        when nobody is waiting. Redis failures are logged once and retried with backoff.
-        """
-        tag = self._topology.tags[shard]
-        key = f"{tag}i:{source}" if process else f"{tag}c:{source}"
-        batcher = self._batcher(state, shard)
-        client = batcher.client
-        wakeup = state.wakeups.setdefault(source, asyncio.Event())
-        linger = self.heartbeat_interval if process else self.block_timeout
-        pump_key = (source, shard if process else 0)
-        home = self._topology.shard_of(source)
-        next_beat = 0.0
-        pause = 0.05
-        failing = False
-        try:
-            while not state.closed:
-                try:
-                    if process and time.monotonic() >= next_beat:
-                        next_beat = time.monotonic() + self.heartbeat_interval
-                        await batcher.call(("SET", f"{tag}a:{source}", b"1", "PX", self._alive_ms))
-                        await self._move_due(state, [shard])
-                    wanted = state.waiting[source]
-                    if wanted <= 0:
-                        # Nobody waits: take nothing (no hoarding), wait for a reader.
-                        wakeup.clear()
-                        try:
-                            await asyncio.wait_for(wakeup.wait(), linger)
-                        except TimeoutError:
-                            if not process and state.waiting[source] <= 0:
-                                return
-                        continue
-                    pushed = state.pushed[source]
-                    group_epoch = state.group_epoch
-                    popping = state.popping[source] = batcher.call(("LPOP", key, wanted))
-                    try:
-                        (entries,) = await popping
-                    finally:
-                        if state.popping.get(source) is popping:
-                            del state.popping[source]
-                    if isinstance(entries, Exception):
-                        raise entries
-                    if not entries:
-                        # Everything this loop wrote before the pop was taken: only what it
-                        # wrote since may still be queued.
-                        if shard == home:
-                            state.unsettled[source] = state.pushed[source] - pushed
-                        state.group_clean[pump_key] = group_epoch
-                        popped = await client.blpop([key], timeout=self.block_timeout)
-                        entries = [popped[1]] if popped else []
-                except (*CONNECTION_ERRORS, LayerConnectionError) as error:
-                    if not failing:
-                        failing = True
-                        logger.warning(
-                            "Redis layer lost its connection reading %r; reconnecting: %s",
-                            source,
-                            error,
-                        )
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 2.0)
-                    continue
-                if failing:
-                    failing = False
-                    pause = 0.05
-                    logger.warning("Redis layer reconnected; reading %r again", source)
-                if entries:
-                    if process:
-                        self._take_in_process(state, source, shard, entries)
-                    else:
-                        self._take_in_channel(state, source, entries)
-        finally:
-            if state.pumps.get(pump_key) is asyncio.current_task():
-                del state.pumps[pump_key]
-                if not process:
-                    state.wakeups.pop(source, None)
-
-    def _take_in_channel(self, state: LoopState, channel: str, entries: list[bytes]) -> None:
-        now = self.clock.time()
-        expired = 0
-        origin = state.origin
-        own = 0
-        for entry in entries:
-            if entry[8:12] == origin:
-                own += 1
-            expires_at = scripts.unpack_double(entry)
-            if expires_at <= now:
-                expired += 1
-                continue
-            self._offer(state, channel, expires_at, self._thaw(entry[scripts.CHANNEL_HEADER :]))
-        if own:
-            state.unsettled[channel] = max(0, state.unsettled[channel] - own)
-        if expired:
-            self._expired += expired
-            self._member_gone(state, channel)
-
-    def _take_in_process(
-        self, state: LoopState, process: str, shard: int, entries: list[bytes]
-    ) -> None:
-        now = self.clock.time()
-        membership = state.memberships.get(process)
-        if membership is None:
-            membership = state.memberships[process] = Membership()
-        taken: Counter[str] = Counter()
-        own = 0
-        for entry in entries:
-            kind, expires_at, origin, name, body = scripts.parse_inbox_entry(entry)
-            if kind == _KIND_DIRECT:
-                taken[name] += 1
-                if origin == state.origin:
-                    own += 1
-                if expires_at <= now:
-                    self._expired += 1
-                    membership.drop_channel(name)
-                else:
-                    self._offer(state, name, expires_at, self._thaw(body))
-            elif kind == _KIND_GROUP:
-                self._fan_out(state, membership, name, expires_at, body, now)
-            elif kind == _KIND_ADD:
-                membership.add(name, body.decode("ascii"), expires_at)
-            elif kind == _KIND_REMOVE:
-                membership.discard(name, body.decode("ascii"))
-        if own:
-            state.unsettled[process] = max(0, state.unsettled[process] - own)
-        if taken:
-            home = self._topology.shard_of(process)
-            args: list[Any] = []
-            for channel, count in taken.items():
-                args += [channel, count]
-            self._batcher(state, home).call_nowait(
-                ("EVALSHA", DECREMENT.sha, 1, f"{self._topology.tags[home]}n:{process}", *args)
-            )
-
-    def _fan_out(
-        self,
-        state: LoopState,
-        membership: Membership,
-        group: str,
-        expires_at: float,
-        body: bytes,
-        now: float,
-    ) -> None:
-        """Deliver one group message to this process's members: decoded once, a shallow
-        copy each."""
-        members = membership.members(group, now)
-        if not members:
-            return
-        if expires_at <= now:
-            for member in members:
-                self._expired += 1
-                membership.drop_channel(member)
-            return
-        shared = self._thaw(body)
-        for member in members:
-            buffered = state.buffers.get(member)
-            if buffered:
-                if buffered[0][0] <= now:
-                    self._expire_buffered(state, member, buffered, now)
-                    continue
-                if len(buffered) >= self.capacity_of(member):
-                    self._dropped_full += 1
-                    continue
-            self._sent += 1
-            self._offer(state, member, expires_at, dict(shared))
 
     async def new_channel(self, prefix: str = "specific") -> str:
         return self._new_channel_name(prefix)
