@@ -40,6 +40,17 @@ def test_runworker_refuses_an_unknown_layer() -> None:
         call_command("runworker", "asgi.delay", "--layer", "elsewhere")
 
 
+def test_rundelay_refuses_an_unknown_layer() -> None:
+    with pytest.raises(CommandError, match="no channel layer 'elsewhere'"):
+        call_command("rundelay", "--layer", "elsewhere")
+
+
+def test_runworker_reports_a_broken_layer_setting(settings) -> None:
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "no.such.Layer"}}
+    with pytest.raises(CommandError, match="cannot be imported"):
+        call_command("runworker", "asgi.delay")
+
+
 def test_runworker_needs_a_channel() -> None:
     with pytest.raises(CommandError, match="channels"):
         call_command("runworker")

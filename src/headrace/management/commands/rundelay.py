@@ -31,6 +31,7 @@ class Command(RunworkerCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(int(options.get("verbosity", 1)))
+        self.check_layer(options["layer"])
         worker = Worker(
             None,
             [DELAY_CHANNEL],

@@ -108,6 +108,14 @@ class Command(BaseCommand):
             f"(default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
         )
 
+    def check_layer(self, alias: str) -> None:
+        try:
+            layer = get_channel_layer(alias)
+        except ConfigurationError as error:
+            raise CommandError(str(error)) from error
+        if layer is None:
+            raise CommandError(f"there is no channel layer {alias!r} in CHANNEL_LAYERS")
+
     def application(self, channels: list[str]) -> ASGIApp | None:
         if all(channel == DELAY_CHANNEL for channel in channels):
             return None
@@ -121,8 +129,7 @@ class Command(BaseCommand):
         if options.get("serve_delay", False) and DELAY_CHANNEL not in channels:
             channels.append(DELAY_CHANNEL)
         alias = options["layer"]
-        if get_channel_layer(alias) is None:
-            raise CommandError(f"there is no channel layer {alias!r} in CHANNEL_LAYERS")
+        self.check_layer(alias)
         try:
             worker = Worker(
                 self.application(channels),
