@@ -243,6 +243,14 @@ async def test_stop_from_another_thread(layer) -> None:
     assert worker.state is WorkerState.STOPPED
 
 
+async def test_stop_before_run_makes_run_return_at_once(layer) -> None:
+    worker = Worker(application, ["jobs"])
+    worker.stop()
+    async with asyncio.timeout(WAIT):
+        await worker.run()
+    assert worker.state is WorkerState.STOPPED
+
+
 class FlakyLayer(InMemoryChannelLayer):
     """A real in-memory layer whose first ``failures`` receives fail like a lost connection."""
 

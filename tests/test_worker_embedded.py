@@ -40,6 +40,13 @@ async def test_embedded_workers_serve_the_routed_channels_and_asgi_delay(memory_
     assert worker.state is WorkerState.STOPPED
 
 
+async def test_an_embedded_block_that_ends_at_once_stops_its_worker(memory_layer) -> None:
+    async with asyncio.timeout(WAIT):
+        async with embedded_workers(application) as worker:
+            pass
+    assert worker.state is WorkerState.STOPPED
+
+
 def test_embedded_workers_are_on_by_default_with_the_in_memory_layer(
     memory_layer, settings
 ) -> None:

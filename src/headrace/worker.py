@@ -219,6 +219,7 @@ class Worker:
         self._received = self._handled = self._failed = self._dropped = self._cancelled = 0
         self._failing: set[str] = set()
         self._started = threading.Event()
+        self._stop_requested = self._stop_now = False
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -232,7 +233,11 @@ class Worker:
         Safe to call from any thread, and more than once.
         """
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None:  # not running yet: run() will return at once
+            self._stop_requested = True
+            self._stop_now = self._stop_now or now
+            return
+        if loop.is_closed():
             return
         try:
             running = asyncio.get_running_loop()
@@ -285,6 +290,8 @@ class Worker:
             self.concurrency,
         )
         self._started.set()
+        if self._stop_requested:
+            self._stop(self._stop_now)
         try:
             self._fill()
             await self._stopping.wait()
