@@ -160,8 +160,11 @@ async def test_unknown_path_is_refused_and_http_404(server: LiveServer) -> None:
 # -- runserver -------------------------------------------------------------------------------
 
 
-def _start_runserver(*extra: str) -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="tests.settings")
+def _start_runserver(
+    *extra: str, settings: str = "tests.settings", **environ: str
+) -> tuple[subprocess.Popen[str], int, str]:
+    """Start runserver on a free port; returns the process, the port and what it printed."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE=settings, **environ)
     process = subprocess.Popen(
         [sys.executable, "-m", "django", "runserver", *extra, "127.0.0.1:0"],
         cwd=ROOT,
@@ -171,10 +174,12 @@ def _start_runserver(*extra: str) -> tuple[subprocess.Popen[str], int]:
         text=True,
     )
     assert process.stdout is not None
+    printed = []
     for line in process.stdout:
+        printed.append(line)
         found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
         if found:
-            return process, int(found.group(1))
+            return process, int(found.group(1)), "".join(printed)
     process.kill()
     raise AssertionError("runserver exited before listening")
 
@@ -199,7 +204,7 @@ def _get(url: str) -> tuple[int, bytes]:
 async def test_runserver_serves_http_websocket_and_static(reload: bool) -> None:
     # With the reloader the system checks are skipped, without it they run: both paths work.
     mode = ["--skip-checks"] if reload else ["--noreload"]
-    process, port = _start_runserver("--insecure", *mode)
+    process, port, _ = _start_runserver("--insecure", *mode)
     try:
         status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/")
         assert (status, body) == (200, b"chat index")
@@ -262,3 +267,32 @@ def test_background_coroutines_live_as_long_as_the_server() -> None:
     assert not cancelled.is_set()
     server.stop()
     assert cancelled.wait(5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedded", [True, False], ids=["embedded", "switched-off"])
+async def test_runserver_runs_the_routed_workers_in_process(embedded: bool) -> None:
+    """One command runs the whole system: ProgRock's worker channel and asgi.delay are served
+    inside runserver on the in-memory layer, unless HEADRACE_EMBEDDED_WORKERS is off."""
+    environ = {"PROGROCK_DELAY_MS": "10", "PROGROCK_STEP": "25"}
+    settings = "tests.progrock.settings"
+    if not embedded:
+        settings = "tests.test_server_no_workers_settings"
+    process, port, printed = _start_runserver("--noreload", settings=settings, **environ)
+    try:
+        async with ws_connect(f"ws://127.0.0.1:{port}/prog/") as ws:
+            assert await recv_json(ws) == {"accept": True}
+            await ws.send(json.dumps({"action": "start"}))
+            if embedded:
+                progress = [await recv_json(ws) for _ in range(5)]
+                assert progress[-1] == {"complete": True, "progress": 100}
+            else:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.5)
+    finally:
+        output = _stop(process)
+    announced = re.search(
+        r"running workers in this process for .*prog-rocker.*asgi\.delay", printed
+    )
+    assert bool(announced) is embedded
+    assert "Traceback" not in output

@@ -12,14 +12,16 @@ communicators therefore run applications with :func:`connection_cleanup_suspende
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.db import close_old_connections
 
 __all__ = [
+    "CLEANUP_INTERVAL",
     "DatabaseSyncToAsync",
     "aclose_old_connections",
     "close_old_connections_unless_suspended",
@@ -78,7 +80,23 @@ def database_sync_to_async(  # noqa: UP047 - one style with the class above
     return DatabaseSyncToAsync(func, thread_sensitive=thread_sensitive)
 
 
+#: An async consumer hops to the ORM's thread to close old connections at most this often.
+CLEANUP_INTERVAL: Final = 1.0
+_last_cleanup = -CLEANUP_INTERVAL
+
+
 async def aclose_old_connections() -> None:
-    """``close_old_connections`` from async code, on the thread Django's ORM uses."""
-    if not _suspended.get():
-        await sync_to_async(close_old_connections)()
+    """``close_old_connections`` from async code, on the thread Django's ORM uses.
+
+    The hop to that thread is shared by every handler of the process, so it happens at most
+    once per :data:`CLEANUP_INTERVAL` seconds: connections past ``CONN_MAX_AGE`` or broken are
+    still closed promptly, and a busy worker or consumer does not queue behind the hop.
+    """
+    global _last_cleanup
+    if _suspended.get():
+        return
+    now = time.monotonic()
+    if now - _last_cleanup < CLEANUP_INTERVAL:
+        return
+    _last_cleanup = now
+    await sync_to_async(close_old_connections)()

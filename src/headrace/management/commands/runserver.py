@@ -6,9 +6,12 @@ static files served in ``DEBUG`` (or with ``--insecure``), and every WebSocket c
 disconnect logged. The application is ``ASGI_APPLICATION``, or Django's plain ASGI handler
 when that setting is absent.
 
-Background coroutines that should live as long as the server (workers, the delay mover) are
-collected by :meth:`Command.get_background_tasks`; it returns an empty list here and is the
-seam later features extend.
+Background coroutines that live as long as the server are collected by
+:meth:`Command.get_background_tasks`. With the in-memory layer that is the embedded workers:
+every channel the project's ``ChannelNameRouter`` routes, plus ``asgi.delay``, is served inside
+this process, so one command runs the whole system in development. Set
+``HEADRACE_EMBEDDED_WORKERS = False`` to run them with ``manage.py runworker`` instead; with any
+other layer they never run here.
 """
 
 from __future__ import annotations
@@ -68,8 +71,14 @@ class Command(BaseCommand):
         return log_websocket_connections(application)
 
     def get_background_tasks(self, **options: Any) -> list[BackgroundFactory]:
-        """Coroutine factories to run beside the server for its lifetime (none yet)."""
-        return []
+        """Coroutine factories to run beside the server for its lifetime."""
+        if not getattr(settings, "ASGI_APPLICATION", None):
+            return []  # Django's plain ASGI handler routes no background channels
+        from ...routing import get_default_application
+        from ...worker import run_embedded_workers
+
+        application = get_default_application()
+        return [lambda: run_embedded_workers(application)]
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         autoreload.raise_last_exception()
