@@ -15,7 +15,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3; do \
 
 PYTEST_ARGS ?=
 
-.PHONY: test check lint format typecheck bench demo system-deps install clean
+.PHONY: test check lint format typecheck bench demo screenshots system-deps install clean
 
 test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -58,6 +58,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
+
+# Refresh docs/img/*.png (the README's screenshots) from the browser tests.
+screenshots: install system-deps
+	HEADRACE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q tests/test_demo.py
 
 # System programs the tests start themselves (never a shared, already-running server).
 system-deps:
