@@ -608,6 +608,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 await self._unlink(client, batch)
         state.buffers.clear()
         state.memberships.clear()
+        state.unsettled.clear()  # nothing of this loop's is queued any more
         self._normal_groups.clear()
         self._pending.clear()
         if state.timer is not None:

@@ -154,7 +154,6 @@ class Reading:
         tag = self._topology.tags[shard]
         key = f"{tag}i:{source}" if process else f"{tag}c:{source}"
         batcher = self._batcher(state, shard)
-        client = batcher.client
         wakeup = state.wakeups.setdefault(source, asyncio.Event())
         linger = self.heartbeat_interval if process else self.block_timeout
         pump_key = (source, shard if process else 0)
@@ -179,24 +178,9 @@ class Reading:
                             if not process and state.waiting[source] <= 0:
                                 return
                         continue
-                    pushed = state.pushed[source]
-                    group_epoch = state.group_epoch
-                    popping = state.popping[source] = batcher.call(("LPOP", key, wanted))
-                    try:
-                        (entries,) = await popping
-                    finally:
-                        if state.popping.get(source) is popping:
-                            del state.popping[source]
-                    if isinstance(entries, Exception):
-                        raise entries
-                    if not entries:
-                        # Everything this loop wrote before the pop was taken: only what it
-                        # wrote since may still be queued.
-                        if shard == home:
-                            state.unsettled[source] = state.pushed[source] - pushed
-                        state.group_clean[pump_key] = group_epoch
-                        popped = await client.blpop([key], timeout=self.block_timeout)
-                        entries = [popped[1]] if popped else []
+                    entries = await self._pop(
+                        state, source, key, batcher, wanted, pump_key, settle=shard == home
+                    )
                 except (*CONNECTION_ERRORS, LayerConnectionError) as error:
                     if not failing:
                         failing = True
@@ -222,6 +206,46 @@ class Reading:
                 del state.pumps[pump_key]
                 if not process:
                     state.wakeups.pop(source, None)
+
+    async def _pop(
+        self,
+        state: LoopState,
+        source: str,
+        key: str,
+        batcher: Batcher,
+        wanted: int,
+        pump_key: tuple[str, int],
+        *,
+        settle: bool,
+    ) -> list[bytes]:
+        """Take up to ``wanted`` entries from ``key``, blocking (up to ``block_timeout``)
+        while it is empty, and settle the local hand-over bookkeeping on the way."""
+        client = batcher.client
+        if wanted == 1 and "!" in source and state.group_clean.get(pump_key) == state.group_epoch:
+            # One reader and nothing to settle: only this process reads its inbox, so its own
+            # entries are counted out exactly as they come in. Block at once: a pop first
+            # would cost a round trip per receive.
+            popped = await client.blpop([key], timeout=self.block_timeout)
+            return [popped[1]] if popped else []
+        pushed = state.pushed[source]
+        group_epoch = state.group_epoch
+        popping = state.popping[source] = batcher.call(("LPOP", key, wanted))
+        try:
+            (entries,) = await popping
+        finally:
+            if state.popping.get(source) is popping:
+                del state.popping[source]
+        if isinstance(entries, Exception):
+            raise entries
+        if entries:
+            return list(entries)
+        # Everything this loop wrote before the pop was taken: only what it wrote since may
+        # still be queued.
+        if settle:
+            state.unsettled[source] = state.pushed[source] - pushed
+        state.group_clean[pump_key] = group_epoch
+        popped = await client.blpop([key], timeout=self.block_timeout)
+        return [popped[1]] if popped else []
 
     def _take_in_channel(self, state: LoopState, channel: str, entries: list[bytes]) -> None:
         now = self.clock.time()
