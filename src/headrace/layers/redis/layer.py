@@ -641,12 +641,13 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
 
     def statistics(self) -> LayerStatistics:
         channels: set[str] = set()
-        groups: set[str] = set(self._normal_groups)
+        # Groups this process knows to have members: those it added normal channels to, and
+        # those its processes' inboxes announced (a group spanning two inboxes counts twice).
+        groups = len(self._normal_groups)
         for state in list(self._states.values()):
             channels.update(name for name, queue in state.buffers.items() if queue)
             channels.update(name for name, waiters in state.waiters.items() if waiters)
-            for membership in state.memberships.values():
-                groups.update(membership._groups)
+            groups += sum(len(membership) for membership in state.memberships.values())
         return LayerStatistics(
             sent=self._sent,
             received=self._received,
@@ -657,7 +658,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             delayed=self._delayed,
             delayed_pending=len(self._pending),
             channels=len(channels),
-            groups=len(groups),
+            groups=groups,
         )
 
 

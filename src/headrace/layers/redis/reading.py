@@ -323,9 +323,21 @@ class Reading:
                 membership.drop_channel(member)
             return
         shared = self._thaw(body)
+        # The hot loop of a large group: a waiting reader takes its copy directly; anything
+        # else (buffered messages, expiry, capacity) goes the general way.
+        buffers = state.buffers
+        all_waiters = state.waiters
+        handed = 0
         for member in members:
-            buffered = state.buffers.get(member)
-            if buffered:
+            if member not in buffers:
+                waiters = all_waiters.get(member)
+                if waiters and len(waiters) == 1 and not waiters[0].done():
+                    del all_waiters[member]
+                    waiters[0].set_result((expires_at, dict(shared)))
+                    handed += 1
+                    continue
+            else:
+                buffered = buffers[member]
                 if buffered[0][0] <= now:
                     self._expire_buffered(state, member, buffered, now)
                     continue
@@ -334,3 +346,6 @@ class Reading:
                     continue
             self._sent += 1
             self._offer(state, member, expires_at, dict(shared))
+        if handed:
+            self._sent += handed
+            state.waiting[rules.non_local_name(members[0])] -= handed
