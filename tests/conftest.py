@@ -7,7 +7,7 @@ with a :class:`~headrace.layers.ManualClock` (``clock``) so expiry and delay nev
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,3 +49,17 @@ async def _finish(generator: AsyncIterator[BaseChannelLayer]) -> None:
 async def layer(make_layer: MakeLayer) -> BaseChannelLayer:
     """A fresh layer of the current backend with the default CONFIG."""
     return await make_layer()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _database_reachable_from_handler_threads(django_db_blocker: Any) -> Iterator[None]:
+    """Let consumers close old database connections in any test, as they do in production.
+
+    Consumers (ours and Channels') call ``close_old_connections`` on the ORM's shared thread.
+    A test that used the database leaves that thread holding a connection, and in a later test
+    that did not ask for the database pytest-django's blocker would turn the routine cleanup
+    into an error in whichever handler ran it. Tests that need tables still ask for ``db`` or
+    ``transactional_db``; without them there are no tables, so stray queries still fail.
+    """
+    with django_db_blocker.unblock():
+        yield
