@@ -10,8 +10,10 @@ How it works (the key layout and the scripts are in :mod:`headrace.layers.redis.
   cost does not depend on the group's size. The process knows its own members because
   ``group_add``/``group_discard`` of its channels are written into the same inbox, in order,
   before any later group message.
-- Commands issued in the same event-loop turn go out as one pipeline; a reader takes at most
-  as many entries as there are receive() calls waiting, so processes do not hoard messages.
+- Commands issued while a batch is in flight go out together as the next pipeline; a reader
+  takes at most as many entries as there are receive() calls waiting (no hoarding).
+- A send to a channel this loop itself reads, with nothing older of this loop's queued for
+  it in Redis, is handed to the local reader directly (see ``_can_hand_over``).
 - Delayed messages wait in a sorted set and are taken atomically by whichever process is due.
 - Everything carries a Redis TTL as a safety net; the layer's clock decides expiry.
 
@@ -29,7 +31,6 @@ import asyncio
 import base64
 import hashlib
 import heapq
-import logging
 import re
 import weakref
 from collections import deque
@@ -70,13 +71,8 @@ from headrace.layers.redis.topology import Topology
 
 __all__ = ["RedisChannelLayer"]
 
-logger = logging.getLogger("headrace.layers.redis")
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_KIND_DIRECT: Final = ord("D")
-_KIND_GROUP: Final = ord("G")
-_KIND_ADD: Final = ord("A")
-_KIND_REMOVE: Final = ord("R")
 _MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
 
