@@ -473,6 +473,29 @@ async def test_delayed_messages_arrive_in_due_order(
     assert got == [0, 1, 2, 22, 3]
 
 
+@pytest.mark.slow
+async def test_many_delayed_messages_arrive_once_each_in_due_order(
+    make_layer: MakeLayer, clock: ManualClock
+) -> None:
+    layer = await make_layer(capacity=1000)
+    delays = [(number * 37) % 100 / 10 for number in range(200)]  # 0.0 .. 9.9 s, shuffled
+    for number, delay in enumerate(delays):
+        await layer.send("many", {"type": "n", "n": number}, delay=delay)
+    got: list[int] = []
+    for _ in range(20):  # time moves in steps while messages are still being moved
+        clock.advance(0.5)
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive("many"), QUIET)
+            except TimeoutError:
+                break
+            got.append(message["n"])
+    assert sorted(got) == list(range(200))
+    expected = sorted(range(200), key=lambda number: (delays[number], number))
+    assert got == expected
+    assert layer.statistics().delayed_pending == 0
+
+
 async def test_delay_at_an_absolute_time(layer: BaseChannelLayer, clock: ManualClock) -> None:
     when = datetime.fromtimestamp(clock.time() + 30, tz=UTC)
     await layer.send("d", {"type": "at"}, at=when)

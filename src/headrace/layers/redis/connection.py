@@ -222,6 +222,8 @@ class LoopState:
         self.popping: dict[str, asyncio.Future[list[Any]]] = {}  # a pump's LPOP in flight
         self.timer: TimerHandle | None = None
         self.timer_due = 0.0
+        self.moving = False  # a move of due delayed messages is in flight
+        self.move_again = False  # a timer fired meanwhile: look again when it is done
         self.closed = False
         self.guard: AsyncGenerator[None, None] | None = None
 

@@ -548,8 +548,24 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
 
     def _on_due(self, state: LoopState) -> None:
         state.timer = None
-        if not state.closed:
-            state.spawn(self._move_due(state))
+        if state.closed:
+            return
+        if state.moving:
+            state.move_again = True  # one mover at a time: under load each move takes more
+            return
+        state.moving = True
+        state.spawn(self._keep_moving(state))
+
+    async def _keep_moving(self, state: LoopState) -> None:
+        """Move due messages until no timer fired during the last move."""
+        try:
+            while True:
+                state.move_again = False
+                await self._move_due(state)
+                if not state.move_again or state.closed:
+                    return
+        finally:
+            state.moving = False
 
     async def _move_due(self, state: LoopState, shards: Iterable[int] | None = None) -> None:
         """Take every delayed message now due from ``shards`` and deliver it.
@@ -558,22 +574,31 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         """
         now = self.clock.time()
         pending = self._pending
+        # From here on this process's messages due by now are on their way, not pending. The
+        # heap is popped, never rebuilt: with thousands of delayed messages in flight a full
+        # pass per timer made every move cost O(pending).
+        due_here: list[tuple[float, int]] = []
+        while pending and pending[0][0] <= now:
+            due_here.append(heapq.heappop(pending))
         if shards is None:
-            shards = sorted({shard for due, shard in pending if due <= now})
-        shards = list(shards)
-        # From here on this process's messages due by now are on their way, not pending.
-        kept = [(due, shard) for due, shard in pending if due > now or shard not in shards]
-        if len(kept) != len(pending):
-            heapq.heapify(kept)
-            self._pending = kept
+            shards = sorted({shard for _, shard in due_here})
+        else:
+            shards = list(shards)
+            for entry in due_here:
+                if entry[1] not in shards:
+                    heapq.heappush(pending, entry)  # due elsewhere: that shard's move takes it
         for shard in shards:
             tag = self._topology.tags[shard]
             while True:
                 due = await self._script(
                     state, shard, MOVE_DUE, (f"{tag}d",), repr(now), _MOVE_BATCH
                 )
-                for index in range(0, len(due), 2):
-                    await self._deliver_late(state, due[index], float(due[index + 1]), now)
+                await asyncio.gather(
+                    *(
+                        self._deliver_late(state, due[index], float(due[index + 1]), now)
+                        for index in range(0, len(due), 2)
+                    )
+                )
                 if len(due) < 2 * _MOVE_BATCH:
                     break
         self._arm(state)
