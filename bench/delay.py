@@ -219,6 +219,11 @@ def main() -> None:
     if not settings.configured:
         settings.configure(INSTALLED_APPS=["headrace"], USE_TZ=True, CHANNEL_LAYERS={})
         django.setup()
+    # What runserver, runworker and rundelay do once started; the same for every variant.
+    from headrace.layers.redis import RedisChannelLayer  # noqa: F401 - loaded before freezing
+    from headrace.process import freeze_startup_objects
+
+    freeze_startup_objects()
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         if any(name.startswith("redis") for name in names):

@@ -15,6 +15,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from headrace.delay import DELAY_CHANNEL
+from headrace.process import freeze_startup_objects
 from headrace.worker import DEFAULT_CONCURRENCY, Worker
 
 from .runworker import Command as RunworkerCommand
@@ -39,4 +40,5 @@ class Command(RunworkerCommand):
             concurrency=DEFAULT_CONCURRENCY,
             shutdown_timeout=options["shutdown_timeout"],
         )
+        freeze_startup_objects()
         asyncio.run(serve_until_signalled(worker))

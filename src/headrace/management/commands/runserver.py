@@ -28,6 +28,7 @@ from django.core.management.commands.runserver import Command as DjangoRunserver
 from django.db import connections
 from django.utils import autoreload
 
+from ...process import freeze_startup_objects
 from ...server import BackgroundFactory, Server, ServerOptions, log_websocket_connections
 from ...types import ASGIApp
 
@@ -107,6 +108,7 @@ class Command(BaseCommand):
                 serve_options,
                 background=self.get_background_tasks(**options),
             )
+            freeze_startup_objects()
             server.run()
         except OSError as exc:
             messages = {

@@ -21,6 +21,7 @@ from headrace.delay import DELAY_CHANNEL
 from headrace.exceptions import ConfigurationError
 from headrace.layers import get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
+from headrace.process import freeze_startup_objects
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
@@ -140,4 +141,5 @@ class Command(BaseCommand):
             )
         except ConfigurationError as error:
             raise CommandError(str(error)) from error
+        freeze_startup_objects()
         asyncio.run(serve_until_signalled(worker))
