@@ -404,7 +404,7 @@ async def test_group_send_reaches_every_member_once(layer: BaseChannelLayer) -> 
     await layer.group_send("room", {"type": "chat.message", "text": "hi"})
     for member in members:
         assert await receive(layer, member) == {"type": "chat.message", "text": "hi"}
-        assert await nothing_arrives(layer, member)
+    assert all(await asyncio.gather(*(nothing_arrives(layer, member) for member in members)))
 
 
 async def test_group_discard_stops_delivery(layer: BaseChannelLayer) -> None:
