@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from headrace import exceptions
 from headrace.layers import rules
 from headrace.layers.clock import Clock, SystemClock
+from headrace.layers.codec import encode
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "BaseChannelLayer", "LayerStatistics"]
 
@@ -143,6 +144,16 @@ class BaseChannelLayer(ABC):
         """This layer's counters: see :class:`LayerStatistics`."""
 
     # -- shared helpers ---------------------------------------------------------------------------
+
+    def _freeze(self, message: object) -> bytes:
+        """Check and encode ``message`` once: every receiver's copy is made from these bytes.
+
+        Raises InvalidMessage or MessageTooLarge; every backend sends what this returns.
+        """
+        data = encode(rules.check_message(message))
+        if len(data) > self.max_message_size:
+            rules.check_size(len(data), self.max_message_size)
+        return data
 
     def _new_channel_name(self, prefix: str) -> str:
         prefix = rules.check_channel_name(prefix.rstrip(".") or "specific")

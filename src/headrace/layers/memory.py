@@ -29,7 +29,7 @@ from headrace.exceptions import ChannelFull, ConfigurationError
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock, SystemClock, TimerHandle
-from headrace.layers.codec import decode, encode
+from headrace.layers.codec import decode
 from headrace.layers.groups import Membership
 from headrace.layers.schedule import DelaySchedule
 
@@ -99,13 +99,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._expired = self._group_sends = self._delayed = 0
 
     # -- sending -----------------------------------------------------------------------------
-
-    def _freeze(self, message: object) -> bytes:
-        """Check and encode ``message`` once: the copy every receiver is made from."""
-        data = encode(rules.check_message(message))
-        if len(data) > self.max_message_size:
-            rules.check_size(len(data), self.max_message_size)
-        return data
 
     async def send(
         self,

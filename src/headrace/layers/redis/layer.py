@@ -48,7 +48,7 @@ from headrace.exceptions import (
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock
-from headrace.layers.codec import decode, encode
+from headrace.layers.codec import decode
 from headrace.layers.redis import scripts
 from headrace.layers.redis.connection import (
     Batcher,
@@ -203,11 +203,6 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         return result
 
     # -- encoding ----------------------------------------------------------------------------
-
-    def _freeze(self, message: object) -> bytes:
-        data = encode(rules.check_message(message))
-        rules.check_size(len(data), self.max_message_size)
-        return data
 
     def _seal(self, data: bytes) -> bytes:
         return data if self._crypter is None else self._crypter.encrypt(data)
