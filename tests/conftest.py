@@ -6,7 +6,6 @@ with a :class:`~headrace.layers.ManualClock` (``clock``) so expiry and delay nev
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -29,20 +28,17 @@ async def make_layer(
 ) -> AsyncIterator[MakeLayer]:
     """An async function that makes a fresh layer of the current backend with extra CONFIG."""
     factory = LAYER_BACKENDS[request.param]
-    async with contextlib.AsyncExitStack() as stack:
+    made: list[BaseChannelLayer] = []
 
-        async def make(**config: Any) -> BaseChannelLayer:
-            generator = factory(request, clock, **config)
-            layer = await anext(generator)
-            stack.push_async_callback(_finish, generator)
-            return layer
+    async def make(**config: Any) -> BaseChannelLayer:
+        layer = factory(request, clock, **config)
+        made.append(layer)
+        return layer
 
-        yield make
-
-
-async def _finish(generator: AsyncIterator[BaseChannelLayer]) -> None:
-    with contextlib.suppress(StopAsyncIteration):
-        await anext(generator)
+    yield make
+    for layer in made:
+        await layer.flush()
+        await layer.close()
 
 
 @pytest.fixture

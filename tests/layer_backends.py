@@ -1,8 +1,8 @@
 """The channel layers the conformance suite runs against.
 
-Each entry is an async generator function ``factory(request, clock, **config)`` that yields
-a ready, empty layer and cleans it up afterwards. ``request`` is pytest's FixtureRequest, so a
-backend can use fixtures such as a server it starts (``request.getfixturevalue(...)``).
+Each entry is a function ``factory(request, clock, **config)`` that returns a ready, empty
+layer; the ``make_layer`` fixture flushes and closes it afterwards. ``request`` is pytest's
+FixtureRequest, so a backend can use fixtures such as a server it starts.
 
 A new backend is done when the suite passes with its entry added here and no test edited.
 """
@@ -10,7 +10,7 @@ A new backend is done when the suite passes with its entry added here and no tes
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,67 +19,47 @@ from headrace.layers import BaseChannelLayer, InMemoryChannelLayer, ManualClock
 from headrace.layers.redis import RedisChannelLayer
 from tests.redis_servers import servers
 
-LayerFactory = Callable[..., AsyncIterator[BaseChannelLayer]]
+LayerFactory = Callable[..., BaseChannelLayer]
 
 
-async def memory_layer(
+def memory_layer(
     request: pytest.FixtureRequest, clock: ManualClock, **config: Any
-) -> AsyncIterator[BaseChannelLayer]:
-    layer = InMemoryChannelLayer(clock=clock, **config)
-    try:
-        yield layer
-    finally:
-        await layer.flush()
-        await layer.close()
+) -> BaseChannelLayer:
+    return InMemoryChannelLayer(clock=clock, **config)
 
 
-async def redis_layer(
+def redis_layer(
     request: pytest.FixtureRequest, clock: ManualClock, **config: Any
-) -> AsyncIterator[BaseChannelLayer]:
+) -> BaseChannelLayer:
     """A RedisChannelLayer on the session's own redis-server, under a prefix of its own."""
     server = servers(request.config).standalone()
-    layer = RedisChannelLayer(
+    return RedisChannelLayer(
         hosts=[server.url], prefix=f"test-{uuid.uuid4().hex[:12]}", clock=clock, **config
     )
-    try:
-        yield layer
-    finally:
-        await layer.flush()
-        await layer.close()
 
 
-async def redis_hosts_layer(
+def redis_hosts_layer(
     request: pytest.FixtureRequest, clock: ManualClock, **config: Any
-) -> AsyncIterator[BaseChannelLayer]:
+) -> BaseChannelLayer:
     """A RedisChannelLayer sharded over three independent redis-servers."""
     hosts = [server.url for server in servers(request.config).several()]
-    layer = RedisChannelLayer(
+    return RedisChannelLayer(
         hosts=hosts, prefix=f"test-{uuid.uuid4().hex[:12]}", clock=clock, **config
     )
-    try:
-        yield layer
-    finally:
-        await layer.flush()
-        await layer.close()
 
 
-async def redis_cluster_layer(
+def redis_cluster_layer(
     request: pytest.FixtureRequest, clock: ManualClock, **config: Any
-) -> AsyncIterator[BaseChannelLayer]:
+) -> BaseChannelLayer:
     """A RedisChannelLayer on a three-master Redis Cluster."""
     nodes = servers(request.config).cluster()
-    layer = RedisChannelLayer(
+    return RedisChannelLayer(
         hosts=[nodes[0].url],
         cluster=True,
         prefix=f"test-{uuid.uuid4().hex[:12]}",
         clock=clock,
         **config,
     )
-    try:
-        yield layer
-    finally:
-        await layer.flush()
-        await layer.close()
 
 
 LAYER_BACKENDS: dict[str, LayerFactory] = {
