@@ -173,6 +173,13 @@ async def test_a_raising_handler_is_logged_with_channel_and_type(layer, start, c
     await layer.send("jobs", {"type": "job.run", "n": 1})
     rec.release.set()
     await rec.wait_for(lambda: rec.finished == [1])
+
+    # Handlers run concurrently and are counted when they return: wait until all four are.
+    def settled() -> int:
+        stats = worker.statistics()
+        return stats.handled + stats.failed + stats.dropped
+
+    await rec.wait_for(lambda: settled() == 4)
     stats = worker.statistics()
     assert (stats.failed, stats.dropped, stats.handled) == (2, 1, 1)
     worker_lines = [r.getMessage() for r in caplog.records if r.name == "headrace.worker"]
@@ -186,7 +193,7 @@ async def test_a_plain_asgi_function_that_raises_is_logged(layer, start, caplog)
     await layer.send("plain", {"type": "x"})  # no "n": KeyError in the app
     await layer.send("plain", {"type": "x", "n": 2})
     await rec.wait_for(lambda: len(rec.started) == 1)
-    assert worker.statistics().failed == 1
+    await rec.wait_for(lambda: worker.statistics().failed == 1)
     assert any(
         "'plain'" in r.getMessage() and "'x'" in r.getMessage() and r.exc_info
         for r in caplog.records
