@@ -530,6 +530,26 @@ async def test_delayed_group_send(layer: BaseChannelLayer, clock: ManualClock) -
     assert stats.delayed_pending == 0
 
 
+@pytest.mark.parametrize("process_channel", [False, True], ids=["normal", "process"])
+async def test_delayed_message_for_a_full_channel_is_dropped_and_counted(
+    make_layer: MakeLayer, clock: ManualClock, process_channel: bool
+) -> None:
+    layer = await make_layer(capacity=1)
+    channel = await layer.new_channel() if process_channel else "full.later"
+    await layer.send(channel, {"type": "first"})
+    await layer.send(channel, {"type": "late"}, delay=10)  # accepted now: room is checked when due
+    clock.advance(10)
+    for _ in range(100):  # the move runs in the background once the timer fires
+        if layer.statistics().delayed_pending == 0 and layer.statistics().dropped_full:
+            break
+        await asyncio.sleep(0.01)
+    assert await receive(layer, channel) == {"type": "first"}
+    assert await nothing_arrives(layer, channel)
+    stats = layer.statistics()
+    assert stats.dropped_full == 1
+    assert stats.rejected_full == 0
+
+
 async def test_delayed_message_expires_counting_from_its_due_time(
     make_layer: MakeLayer, clock: ManualClock
 ) -> None:

@@ -268,6 +268,64 @@ async def test_cancelled_reader_leaves_its_message_for_the_next(make: MakeLayer)
 # -- delayed messages -------------------------------------------------------------------------
 
 
+async def _script_calls(raw: aioredis.Redis) -> int:
+    return int((await raw.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_sends_of_one_batch_share_one_script_call_first_come_first_served(
+    make: MakeLayer, raw: aioredis.Redis
+) -> None:
+    sender, reader = make(capacity=4), make(capacity=4)
+    await sender.send("warm", {"type": "w"})  # connection made and scripts loaded
+    before = await _script_calls(raw)
+    outcomes = await asyncio.gather(
+        *(sender.send("burst", {"type": "b", "n": n}) for n in range(10)),
+        return_exceptions=True,
+    )
+    # The first send goes out at once; the nine issued while it is in flight become one
+    # call, which takes as many as there is room for, in the order they were sent.
+    assert await _script_calls(raw) - before == 2
+    assert [type(outcome).__name__ for outcome in outcomes] == ["NoneType"] * 4 + [
+        "ChannelFull"
+    ] * 6
+    assert "'burst' is full" in str(outcomes[4])
+    assert [(await receive(reader, "burst"))["n"] for _ in range(4)] == [0, 1, 2, 3]
+    assert await nothing_arrives(reader, "burst")
+
+
+async def test_merged_sends_to_one_process_keep_each_channels_capacity(make: MakeLayer) -> None:
+    sender, reader = make(capacity=2), make(capacity=2)
+    one, two = await reader.new_channel(), await reader.new_channel()
+    await sender.send("warm", {"type": "w"})
+    outcomes = await asyncio.gather(
+        *(sender.send(channel, {"type": "m", "n": n}) for n in range(3) for channel in (one, two)),
+        return_exceptions=True,
+    )
+    refused = [isinstance(outcome, exceptions.ChannelFull) for outcome in outcomes]
+    assert refused == [False, False, False, False, True, True]  # the third of each channel
+    assert [(await receive(reader, one))["n"] for _ in range(2)] == [0, 1]
+    assert [(await receive(reader, two))["n"] for _ in range(2)] == [0, 1]
+    assert await nothing_arrives(reader, one)
+
+
+async def test_a_delayed_message_is_moved_inside_redis_and_an_expired_reader_leaves_its_groups(
+    make: MakeLayer, clock: ManualClock
+) -> None:
+    sender, reader = make(expiry=5), make(expiry=5)
+    await reader.group_add("room", "gone.reader")
+    await sender.send("gone.reader", {"type": "never read"})
+    await sender.send("gone.reader", {"type": "late"}, delay=10)
+    clock.advance(10)  # the first message has expired unread by the time the second is due
+    for _ in range(100):
+        if sender.statistics().expired:
+            break
+        await asyncio.sleep(0.01)
+    assert sender.statistics().expired == 1
+    assert await receive(reader, "gone.reader") == {"type": "late"}
+    await sender.group_send("room", {"type": "to the room"})
+    assert await nothing_arrives(reader, "gone.reader")  # it left the room
+
+
 async def test_several_movers_deliver_each_delayed_message_once(
     make: MakeLayer, clock: ManualClock
 ) -> None:

@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Hashable
 from typing import Any, Final
 
 from redis.exceptions import (
@@ -39,6 +39,7 @@ __all__ = [
     "CONNECTION_ERRORS",
     "Batcher",
     "Command",
+    "Link",
     "LoopState",
     "Message",
     "close_with_loop",
@@ -61,6 +62,84 @@ CONNECTION_ERRORS: Final = (
 )
 
 
+class Link:
+    """A connection of its own to one server, for one batcher or one reader.
+
+    Through redis-py's connection API (which connects, speaks TLS, authenticates and asks
+    Sentinel for the master) but not its client layer: no pool checkout, retry wrapper or
+    reply callbacks per command, which halves the client's cost of a round trip. A Redis
+    Cluster client has no single connection: there the client runs the commands.
+    """
+
+    __slots__ = ("client", "connection")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        pool = getattr(client, "connection_pool", None)
+        self.connection: Any = None if pool is None else pool.make_connection()
+
+    async def execute(self, commands: list[Command]) -> list[Any]:
+        """Run ``commands`` in one write; their results, error replies included."""
+        connection = self.connection
+        if connection is None:
+            return await self._execute_on_client(commands)
+        # The connection reconnects by itself when needed, and drops itself on any failure
+        # (or cancellation) half-way, so it is never left with replies unread.
+        await connection.send_packed_command(
+            connection.pack_commands(commands) if len(commands) > 1 else
+            connection.pack_command(*commands[0]),
+            check_health=False,
+        )  # fmt: skip
+        results: list[Any] = []
+        for _ in commands:
+            try:
+                results.append(await connection.read_response())
+            except ResponseError as error:
+                results.append(error)
+        return results
+
+    async def load_scripts(self) -> None:
+        """Load the layer's scripts where this link's commands go (every node of a cluster;
+        after a Sentinel fail-over, the new master)."""
+        if self.connection is None:
+            for script in SCRIPTS:
+                await self.client.script_load(script.source)
+        else:
+            raise_first(await self.execute([("SCRIPT", "LOAD", s.source) for s in SCRIPTS]))
+
+    async def _execute_on_client(self, commands: list[Command]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [await self.client.execute_command(*commands[0])]
+            except ResponseError as error:
+                return [error]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def aclose(self) -> None:
+        if self.connection is not None:
+            await self.connection.disconnect()
+
+
+class _Merged:
+    """One script call that collects the arguments of many callers (see Batcher.merge)."""
+
+    __slots__ = ("args", "count", "head")
+
+    def __init__(self, head: Command) -> None:
+        self.head = head
+        self.args: list[Any] = []
+        self.count = 0
+
+    def command(self) -> Command:
+        return (*self.head, *self.args)
+
+
+_Item = tuple[tuple[Command, ...] | _Merged, "asyncio.Future[list[Any]] | None"]
+
+
 class Batcher:
     """Sends every command queued in one event-loop turn to one server as one pipeline.
 
@@ -68,15 +147,23 @@ class Batcher:
     they were issued, and a burst of callers needs one connection, not one each. When nothing
     is in flight, :meth:`run` sends at once from the caller's task (no extra hop); whatever is
     issued meanwhile goes out as the next batch.
+
+    :meth:`merge` goes further for the hot paths: calls of one script on one key that wait for
+    the same batch become a single call carrying all their arguments, so a burst of sends to
+    one channel costs Redis and the client one command, not one each.
     """
 
-    __slots__ = ("busy", "client", "index", "layer", "queue", "task")
+    __slots__ = ("busy", "client", "index", "layer", "link", "merging", "queue", "task")
 
     def __init__(self, layer: Any, client: Any, index: int) -> None:
         self.layer = layer
         self.client = client
+        self.link = Link(client)
         self.index = index
-        self.queue: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]] | None]] = []
+        self.queue: list[_Item] = []
+        # Merged calls of the queued batch still taking arguments, by key; any other command
+        # queued after them closes them, so nothing overtakes a command issued before it.
+        self.merging: dict[Hashable, tuple[_Merged, asyncio.Future[list[Any]]]] = {}
         self.task: asyncio.Task[None] | None = None
         self.busy = False
 
@@ -102,12 +189,37 @@ class Batcher:
         """Queue ``commands`` nobody waits for (failures are logged)."""
         self._queue(commands, None)
 
+    async def merge(self, key: Hashable, head: Command, args: Command) -> tuple[Any, int]:
+        """Run ``head + args``, merged with the calls of the same ``key`` in the next batch.
+
+        Calls with the same ``key`` must share ``head`` (script, keys, common arguments);
+        their ``args`` are appended in calling order. Returns the script's result (or the
+        exception) and this caller's position among the merged callers.
+        """
+        if not self.busy and self.task is None:
+            (result,) = await self.run((*head, *args))
+            return result, 0
+        open_call = self.merging.get(key)
+        if open_call is None:
+            merged = _Merged(head)
+            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self.queue.append((merged, future))
+            self.merging[key] = open_call = (merged, future)
+        merged, future = open_call
+        merged.args += args
+        position = merged.count
+        merged.count += 1
+        (result,) = await future
+        return result, position
+
     def _queue(
         self,
         commands: tuple[Command, ...],
         future: asyncio.Future[list[Any]] | None,
     ) -> None:
         self.queue.append((commands, future))
+        if self.merging:
+            self.merging.clear()
         if self.task is None and not self.busy:
             self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -115,8 +227,15 @@ class Batcher:
         try:
             while self.queue:
                 batch, self.queue = self.queue, []
+                self.merging.clear()
+                commands_out: list[Command] = []
+                for commands, _ in batch:
+                    if isinstance(commands, _Merged):
+                        commands_out.append(commands.command())
+                    else:
+                        commands_out += commands
                 try:
-                    results = await self._execute([c for commands, _ in batch for c in commands])
+                    results = await self._execute(commands_out)
                 except BaseException as error:
                     failure = error
                     if isinstance(error, asyncio.CancelledError):
@@ -131,7 +250,7 @@ class Batcher:
                     continue
                 offset = 0
                 for commands, future in batch:
-                    count = len(commands)
+                    count = 1 if isinstance(commands, _Merged) else len(commands)
                     if future is not None and not future.done():
                         future.set_result(results[offset : offset + count])
                     offset += count
@@ -146,20 +265,9 @@ class Batcher:
         while True:
             try:
                 if not layer._scripts_loaded[self.index]:
-                    for script in SCRIPTS:
-                        await self.client.script_load(script.source)
+                    await self.link.load_scripts()
                     layer._scripts_loaded[self.index] = True
-                results: list[Any]
-                if len(commands) == 1:
-                    try:
-                        results = [await self.client.execute_command(*commands[0])]
-                    except ResponseError as error:
-                        results = [error]
-                else:
-                    pipe = self.client.pipeline(transaction=False)
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    results = await pipe.execute(raise_on_error=False)
+                results = await self.link.execute(commands)
             except (AuthenticationError, AuthorizationError) as error:
                 raise LayerConnectionError(
                     f"Redis ({layer._host_name(self.index)}) refused the credentials: {error}; "
@@ -203,6 +311,7 @@ class LoopState:
         self.batchers = [
             Batcher(layer, client, index) for index, client in enumerate(self.connections.clients)
         ]
+        self.links: set[Link] = set()  # the readers' own connections
         self.waiters: dict[str, deque[asyncio.Future[tuple[float, Message]]]] = {}
         self.waiting: Counter[str] = Counter()  # per source (process name or normal channel)
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
@@ -259,6 +368,9 @@ class LoopState:
                     waiter.set_exception(closed)
                     waiter.exception()  # mark retrieved: nobody may be left to see it
         self.waiters.clear()
+        for link in [*self.links, *(batcher.link for batcher in self.batchers)]:
+            await link.aclose()
+        self.links.clear()
         await self.connections.aclose()
 
 

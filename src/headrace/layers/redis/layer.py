@@ -75,6 +75,8 @@ __all__ = ["RedisChannelLayer"]
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
+_MAX_STORED_CAPACITY: Final = 2**32 - 1  # a delayed entry stores its target's capacity in 4 bytes
+_NO_ORIGIN: Final = bytes(4)  # moved entries belong to no loop's hand-over bookkeeping
 
 
 class RedisChannelLayer(Reading, BaseChannelLayer):
@@ -202,6 +204,30 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             raise translate(result)
         return result
 
+    async def _merged_script(
+        self,
+        state: LoopState,
+        shard: int,
+        script: Script,
+        keys: tuple[str, ...],
+        common: tuple[Any, ...],
+        args: tuple[Any, ...],
+        variant: str = "",
+    ) -> tuple[Any, int]:
+        """Run ``script`` merged with the calls on the same keys (and ``variant``) waiting
+        for the same batch.
+
+        ``common`` arguments are taken from the first of the merged calls; ``args`` of each
+        are appended in calling order. Returns the result and this call's position.
+        """
+        head = ("EVALSHA", script.sha, len(keys), *keys, *common)
+        result, position = await self._batcher(state, shard).merge(
+            (script.name, variant, *keys), head, args
+        )
+        if isinstance(result, Exception):
+            raise translate(result)
+        return result, position
+
     # -- encoding ----------------------------------------------------------------------------
 
     def _seal(self, data: bytes) -> bytes:
@@ -299,45 +325,43 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             shard = topology.shard_of(process)
             tag = topology.tags[shard]
             entry = scripts.inbox_entry(b"D", expires_at, origin, channel, payload)
-            queued = await self._script(
+            statuses, position = await self._merged_script(
                 state,
                 shard,
                 PUSH_DIRECT,
                 (f"{tag}i:{process}", f"{tag}n:{process}"),
-                channel,
-                capacity,
-                entry,
-                self._ttl_ms,
+                (self._ttl_ms,),
+                (channel, capacity, entry),
             )
+            queued = bool(statuses[position] == 1)
             if queued:
                 self._sent += 1
             else:
                 state.unsettled[process] -= 1
-            return bool(queued)
+            return queued
         state.pushed[channel] += 1
         state.unsettled[channel] += 1
         shard = topology.shard_of(channel)
         tag = topology.tags[shard]
-        status, expired, groups = await self._script(
+        (expired, groups, taken), position = await self._merged_script(
             state,
             shard,
             DELIVER,
             (f"{tag}c:{channel}", f"{tag}m:{channel}"),
-            repr(now),
-            capacity,
-            scripts.channel_entry(expires_at, origin, payload),
-            self._ttl_ms,
+            (repr(now), capacity, self._ttl_ms, mode),
+            (scripts.channel_entry(expires_at, origin, payload),),
             mode,
         )
-        if expired:
-            self._expired += expired
-        if groups:
-            await self._leave_groups(state, channel, [g.decode() for g in groups])
-        if status == 1:
+        if position == 0:  # the merged call's outcome for the channel is reported once
+            if expired:
+                self._expired += expired
+            if groups:
+                await self._leave_groups(state, channel, [g.decode() for g in groups])
+        if position < taken:
             self._sent += 1
-        else:
-            state.unsettled[channel] -= 1
-        return bool(status == 1)
+            return True
+        state.unsettled[channel] -= 1
+        return False
 
     async def _leave_groups(self, state: LoopState, channel: str, groups: list[str]) -> None:
         """Remove a normal channel from ``groups`` (it let a message expire unread)."""
@@ -517,14 +541,14 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         shard = self._topology.shard_of(owner)
         tag = self._topology.tags[shard]
         ttl = int((max(0.0, due - self.clock.time()) + self.expiry + 3600) * 1000)
-        await self._script(
+        capacity = 0 if kind == b"g" else min(self.capacity_of(target), _MAX_STORED_CAPACITY)
+        await self._merged_script(
             state,
             shard,
             SCHEDULE,
             (f"{tag}d", f"{tag}s"),
-            repr(due),
-            scripts.delayed_entry(kind, target, payload),
-            ttl,
+            (),
+            (repr(due), scripts.delayed_entry(kind, capacity, target, payload), ttl),
         )
         self._delayed += 1
         heapq.heappush(self._pending, (due, shard))
@@ -585,27 +609,46 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         for shard in shards:
             tag = self._topology.tags[shard]
             while True:
-                due = await self._script(
-                    state, shard, MOVE_DUE, (f"{tag}d",), repr(now), _MOVE_BATCH
+                taken, delivered, refused, expired, groups, left = await self._script(
+                    state,
+                    shard,
+                    MOVE_DUE,
+                    (f"{tag}d",),
+                    repr(now),
+                    _MOVE_BATCH,
+                    repr(self.expiry),
+                    self._ttl_ms,
+                    tag,
+                    _NO_ORIGIN,
                 )
-                await asyncio.gather(
-                    *(
-                        self._deliver_late(state, due[index], float(due[index + 1]), now)
-                        for index in range(0, len(due), 2)
+                self._sent += delivered
+                self._dropped_full += refused
+                self._expired += expired
+                # What the script leaves to us: group messages (their normal channel members
+                # live on other shards), and the groups of channels found with an expired head.
+                work = [
+                    self._deliver_late_group(state, groups[index], float(groups[index + 1]), now)
+                    for index in range(0, len(groups), 2)
+                ]
+                work += [
+                    self._leave_groups(
+                        state, left[index].decode(), [g.decode() for g in left[index + 1]]
                     )
-                )
-                if len(due) < 2 * _MOVE_BATCH:
+                    for index in range(0, len(left), 2)
+                ]
+                if work:
+                    await asyncio.gather(*work)
+                if taken < _MOVE_BATCH:
                     break
         self._arm(state)
 
-    async def _deliver_late(self, state: LoopState, entry: bytes, due: float, now: float) -> None:
-        kind, target, payload = scripts.parse_delayed_entry(entry)
+    async def _deliver_late_group(
+        self, state: LoopState, entry: bytes, due: float, now: float
+    ) -> None:
+        _, group, payload = scripts.parse_delayed_entry(entry)
         expires_at = max(due, now) + self.expiry  # as the in-memory layer: from delivery
-        if kind == ord("g"):
-            self._group_sends += 1
-            await self._deliver_group(state, target, payload, expires_at, now)
-        elif not await self._deliver(state, target, payload, expires_at, now, "send"):
-            self._dropped_full += 1
+        self._group_sends += 1
+        await self._deliver_group(state, group, payload, expires_at, now)
 
     # -- housekeeping ------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from headrace.layers.redis import scripts
 from headrace.layers.redis.connection import (
     CONNECTION_ERRORS,
     Batcher,
+    Link,
     LoopState,
     Message,
     translate,
@@ -161,6 +162,8 @@ class Reading:
         next_beat = 0.0
         pause = 0.05
         failing = False
+        link = Link(batcher.client)  # blocking pops hold a connection: one of its own
+        state.links.add(link)
         try:
             while not state.closed:
                 try:
@@ -179,7 +182,7 @@ class Reading:
                                 return
                         continue
                     entries = await self._pop(
-                        state, source, key, batcher, wanted, pump_key, settle=shard == home
+                        state, source, key, batcher, link, wanted, pump_key, settle=shard == home
                     )
                 except (*CONNECTION_ERRORS, LayerConnectionError) as error:
                     if not failing:
@@ -202,6 +205,8 @@ class Reading:
                     else:
                         self._take_in_channel(state, source, entries)
         finally:
+            state.links.discard(link)
+            await link.aclose()
             if state.pumps.get(pump_key) is asyncio.current_task():
                 del state.pumps[pump_key]
                 if not process:
@@ -213,6 +218,7 @@ class Reading:
         source: str,
         key: str,
         batcher: Batcher,
+        link: Link,
         wanted: int,
         pump_key: tuple[str, int],
         *,
@@ -220,12 +226,12 @@ class Reading:
     ) -> list[bytes]:
         """Take up to ``wanted`` entries from ``key``, blocking (up to ``block_timeout``)
         while it is empty, and settle the local hand-over bookkeeping on the way."""
-        client = batcher.client
+        blpop = ("BLPOP", key, self.block_timeout)
         if wanted == 1 and "!" in source and state.group_clean.get(pump_key) == state.group_epoch:
             # One reader and nothing to settle: only this process reads its inbox, so its own
             # entries are counted out exactly as they come in. Block at once: a pop first
             # would cost a round trip per receive.
-            popped = await client.blpop([key], timeout=self.block_timeout)
+            (popped,) = await link.execute([blpop])
             return [popped[1]] if popped else []
         pushed = state.pushed[source]
         group_epoch = state.group_epoch
@@ -244,7 +250,7 @@ class Reading:
         if settle:
             state.unsettled[source] = state.pushed[source] - pushed
         state.group_clean[pump_key] = group_epoch
-        popped = await client.blpop([key], timeout=self.block_timeout)
+        (popped,) = await link.execute([blpop])
         return [popped[1]] if popped else []
 
     def _take_in_channel(self, state: LoopState, channel: str, entries: list[bytes]) -> None:

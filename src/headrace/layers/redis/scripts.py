@@ -51,7 +51,8 @@ inbox entry
     when the membership expires), ``R`` membership removed (name = group, body = channel).
 delayed entry
     ``>d sequence`` + kind (``c`` normal channel, ``p`` process channel, ``g`` group) +
-    ``>B len(target)`` + target + payload; the score is the due time.
+    ``>I`` the target's capacity (0 for a group) + ``>B len(target)`` + target + payload;
+    the score is the due time.
 
 The payload is the msgpack encoding of the message (encrypted when
 ``symmetric_encryption_keys`` is set). Times are the layer clock's epoch seconds. The origin
@@ -64,7 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
 ]
 
 _DOUBLE: Final = struct.Struct(">d")
+_CAPACITY: Final = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,60 +96,99 @@ class Script:
 
     name: str
     source: str
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+    def __post_init__(self) -> None:
+        digest = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        object.__setattr__(self, "sha", digest)
 
 
-#: Deliver one channel entry to a normal channel.
+#: Lua shared by the scripts that deliver to a normal channel: remove the expired entries at
+#: the head of the list ``key``; if there were any, the channel's reader is gone, so the
+#: channel leaves its groups (its index ``index`` is deleted). Returns how many expired and the
+#: groups it left.
+_EXPIRE_HEAD: Final = """
+local function expire_head(key, index, now)
+  local expired = 0
+  local head = redis.call('LINDEX', key, 0)
+  while head do
+    if struct.unpack('>d', head) > now then break end
+    redis.call('LPOP', key)
+    expired = expired + 1
+    head = redis.call('LINDEX', key, 0)
+  end
+  local groups = {}
+  if expired > 0 then
+    groups = redis.call('SMEMBERS', index)
+    redis.call('DEL', index)
+  end
+  return expired, groups
+end
+"""
+
+#: Deliver channel entries to a normal channel (the sends of one batch share one call).
 #: KEYS[1] the channel's list (``T c:<channel>``), KEYS[2] its group index (``T m:<channel>``).
-#: ARGV[1] now, ARGV[2] capacity, ARGV[3] the channel entry, ARGV[4] TTL in ms,
-#: ARGV[5] ``"send"`` (a direct send) or ``"group"`` (a group member: an expired head means
-#: the member is gone, so nothing is delivered).
+#: ARGV[1] now, ARGV[2] capacity, ARGV[3] TTL in ms, ARGV[4] ``"send"`` (direct sends) or
+#: ``"group"`` (a group member: an expired head means the member is gone, so nothing is
+#: delivered), ARGV[5...] the channel entries, in sending order.
 #: Expired entries at the head are removed first; if there were any, the channel leaves its
-#: groups (the index is deleted and the group names returned for the caller to update).
-#: Returns ``{status, expired, groups}``: status 1 delivered, 0 full, -1 member gone.
+#: groups (the index is deleted and the group names returned for the caller to update). Then
+#: as many entries as there is room for are appended, first come first served.
+#: Returns ``{expired, groups, taken}``: the first ``taken`` entries were delivered, the others
+#: refused (channel full); ``taken`` is -1 when a group member was found gone.
 DELIVER: Final = Script(
     "deliver",
-    """
+    _EXPIRE_HEAD
+    + """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
-local expired = 0
-local head = redis.call('LINDEX', key, 0)
-while head do
-  if struct.unpack('>d', head) > now then break end
-  redis.call('LPOP', key)
-  expired = expired + 1
-  head = redis.call('LINDEX', key, 0)
+local expired, groups = expire_head(key, KEYS[2], now)
+if expired > 0 and ARGV[4] == 'group' then return {expired, groups, -1} end
+local taken = math.min(tonumber(ARGV[2]) - redis.call('LLEN', key), #ARGV - 4)
+if taken <= 0 then return {expired, groups, 0} end
+for first = 5, 4 + taken, 1000 do
+  redis.call('RPUSH', key, unpack(ARGV, first, math.min(first + 999, 4 + taken)))
 end
-local groups = {}
-if expired > 0 then
-  groups = redis.call('SMEMBERS', KEYS[2])
-  redis.call('DEL', KEYS[2])
-  if ARGV[5] == 'group' then return {-1, expired, groups} end
-end
-if redis.call('LLEN', key) >= tonumber(ARGV[2]) then return {0, expired, groups} end
-redis.call('RPUSH', key, ARGV[3])
-redis.call('PEXPIRE', key, ARGV[4])
-return {1, expired, groups}
+redis.call('PEXPIRE', key, ARGV[3])
+return {expired, groups, taken}
 """,
 )
 
-#: Put a direct message for a process channel into its process's inbox, within capacity.
+#: Put direct messages for process channels into their process's inbox, each within its
+#: channel's capacity (the sends of one batch to one process share one call).
 #: KEYS[1] the inbox (``T i:X``), KEYS[2] the counts (``T n:X``).
-#: ARGV[1] the full channel name, ARGV[2] capacity, ARGV[3] the inbox entry, ARGV[4] TTL ms.
-#: Returns 1 when queued, 0 when the channel already holds ``capacity`` messages.
+#: ARGV[1] TTL ms, then per message: the full channel name, its capacity, the inbox entry.
+#: Returns one status per message: 1 queued, 0 refused (its channel already holds
+#: ``capacity`` messages).
 PUSH_DIRECT: Final = Script(
     "push_direct",
     """
-local queued = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if queued >= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('RPUSH', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
+local statuses = {}
+local queued = {}
+local added = {}
+local entries = {}
+for i = 2, #ARGV, 3 do
+  local channel = ARGV[i]
+  local count = queued[channel]
+  if count == nil then count = tonumber(redis.call('HGET', KEYS[2], channel) or '0') end
+  if count >= tonumber(ARGV[i + 1]) then
+    statuses[#statuses + 1] = 0
+  else
+    count = count + 1
+    added[channel] = (added[channel] or 0) + 1
+    entries[#entries + 1] = ARGV[i + 2]
+    statuses[#statuses + 1] = 1
+  end
+  queued[channel] = count
+end
+if #entries == 0 then return statuses end
+for channel, count in pairs(added) do redis.call('HINCRBY', KEYS[2], channel, count) end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+for first = 1, #entries, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(entries, first, math.min(first + 999, #entries)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return statuses
 """,
 )
 
@@ -188,33 +229,102 @@ return {reached, normal}
 """,
 )
 
-#: Schedule a delayed message.
+#: Schedule delayed messages (those of one batch on one shard share one call).
 #: KEYS[1] the delayed set (``T d``), KEYS[2] its sequence counter (``T s``).
-#: ARGV[1] due time, ARGV[2] the delayed entry without its sequence, ARGV[3] TTL ms (only
-#: ever extended).
+#: ARGV per message: its due time, its delayed entry without the sequence, and a TTL in ms
+#: for both keys (only ever extended). Sequence numbers follow the order of ARGV.
+#: Returns the last sequence number given.
 SCHEDULE: Final = Script(
     "schedule",
     """
-local seq = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], struct.pack('>d', seq) .. ARGV[2])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local count = #ARGV / 3
+local seq = redis.call('INCRBY', KEYS[2], count) - count
+local ttl = 0
+for i = 1, #ARGV, 3 do
+  seq = seq + 1
+  redis.call('ZADD', KEYS[1], ARGV[i], struct.pack('>d', seq) .. ARGV[i + 1])
+  ttl = math.max(ttl, tonumber(ARGV[i + 2]))
+end
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return seq
 """,
 )
 
 #: Take the delayed messages that are due, atomically (several movers never take the same
-#: one). KEYS[1] the delayed set (``T d``). ARGV[1] now, ARGV[2] the most to take.
-#: Returns ``{entry, score, entry, score, ...}`` in due order (then sending order).
+#: one), and deliver those for channels on the spot: a normal channel's entry is appended to
+#: its list (expired head removed, capacity checked, as DELIVER does), a process channel's
+#: to its process's inbox (capacity checked, as PUSH_DIRECT does). Both live in the delayed
+#: set's slot: a delayed message is stored on the shard of its target's owner.
+#: KEYS[1] the delayed set (``T d``).
+#: ARGV[1] now, ARGV[2] the most to take, ARGV[3] expiry in seconds (a moved message expires
+#: that long after it was due, or after now if later), ARGV[4] TTL ms, ARGV[5] the shard tag
+#: ``T``, ARGV[6] the origin written into the delivered entries.
+#: Returns ``{taken, delivered, refused (full), expired, {group entry, score, ...},
+#: {channel, {groups it left}, ...}}``: group messages are left to the caller (their normal
+#: channel members live on other shards), as are the groups that channels with an expired
+#: head have left.
 MOVE_DUE: Final = Script(
     "move_due",
-    """
+    _EXPIRE_HEAD
+    + """
+local now = tonumber(ARGV[1])
+local expiry = tonumber(ARGV[3])
+local ttl = ARGV[4]
+local tag = ARGV[5]
+local origin = ARGV[6]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[2]))
-for i = 1, #due, 2 do redis.call('ZREM', KEYS[1], due[i]) end
-return due
+local delivered, refused, expired = 0, 0, 0
+local groups, left = {}, {}
+for i = 1, #due, 2 do
+  local entry = due[i]
+  redis.call('ZREM', KEYS[1], entry)
+  local kind = string.sub(entry, 9, 9)
+  if kind == 'g' then
+    groups[#groups + 1] = entry
+    groups[#groups + 1] = due[i + 1]
+  else
+    local capacity = struct.unpack('>I4', entry, 10)
+    local length = string.byte(entry, 14)
+    local target = string.sub(entry, 15, 14 + length)
+    local expires = struct.pack('>d', math.max(tonumber(due[i + 1]), now) + expiry)
+    local payload = string.sub(entry, 15 + length)
+    if kind == 'c' then
+      local key = tag .. 'c:' .. target
+      local gone, was_in = expire_head(key, tag .. 'm:' .. target, now)
+      expired = expired + gone
+      if #was_in > 0 then
+        left[#left + 1] = target
+        left[#left + 1] = was_in
+      end
+      if redis.call('LLEN', key) >= capacity then
+        refused = refused + 1
+      else
+        redis.call('RPUSH', key, expires .. origin .. payload)
+        redis.call('PEXPIRE', key, ttl)
+        delivered = delivered + 1
+      end
+    else
+      local process = string.match(target, '^[^!]*!')
+      local counts = tag .. 'n:' .. process
+      if tonumber(redis.call('HGET', counts, target) or '0') >= capacity then
+        refused = refused + 1
+      else
+        redis.call('HINCRBY', counts, target, 1)
+        redis.call('PEXPIRE', counts, ttl)
+        local inbox = tag .. 'i:' .. process
+        redis.call('RPUSH', inbox, 'D' .. expires .. origin .. string.char(length) .. target
+          .. payload)
+        redis.call('PEXPIRE', inbox, ttl)
+        delivered = delivered + 1
+      end
+    end
+  end
+end
+return {#due / 2, delivered, refused, expired, groups, left}
 """,
 )
 
@@ -260,15 +370,15 @@ def parse_inbox_entry(entry: bytes) -> tuple[int, float, bytes, str, bytes]:
     )
 
 
-def delayed_entry(kind: bytes, target: str, payload: bytes) -> bytes:
+def delayed_entry(kind: bytes, capacity: int, target: str, payload: bytes) -> bytes:
     encoded = target.encode("ascii")
-    return kind + bytes((len(encoded),)) + encoded + payload
+    return kind + _CAPACITY.pack(capacity) + bytes((len(encoded),)) + encoded + payload
 
 
 def parse_delayed_entry(entry: bytes) -> tuple[int, str, bytes]:
     """``(kind, target, payload)`` of a delayed entry (with its 8-byte sequence)."""
-    length = entry[9]
-    return entry[8], entry[10 : 10 + length].decode("ascii"), entry[10 + length :]
+    length = entry[13]
+    return entry[8], entry[14 : 14 + length].decode("ascii"), entry[14 + length :]
 
 
 def unpack_double(data: bytes) -> float:
