@@ -16,7 +16,9 @@ other processes, as they do in production:
 
 - ``multiprocess.fanout[N]``: N members spread over the worker processes, one sender in this
   process; ``send_ms`` is the sender's ``group_send`` call, ``all_received_ms`` the time until
-  every member in every process has the message (each worker reports through a pipe), and
+  every member in every process has the message (each worker reports, through a pipe, when
+  its last member's ``receive()`` returned: the same moment the one-process ``fanout``
+  measures; ``perf_counter`` is one monotonic clock for all processes of a machine), and
   ``send_idle_readers_ms`` the ``group_send`` call while the readers are not reading (the
   sender's own cost, without the readers' CPU time competing on a small machine).
 - ``multiprocess.p2p_msgs_per_s``: producer here, consumer in a worker, one normal channel,
@@ -318,11 +320,22 @@ def _worker(path: str, config: dict[str, Any], connection: Any) -> None:
                     await layer.group_add(group, channel)
                 connection.send("ready")
             elif command == "arm":  # every member waits for one group message
-                waiting = [asyncio.create_task(layer.receive(c)) for c in channels]
+                remaining = len(channels)
+                last = asyncio.get_running_loop().create_future()
+
+                async def member(channel: str, last: asyncio.Future[float]) -> None:
+                    nonlocal remaining
+                    await layer.receive(channel)
+                    remaining -= 1
+                    if remaining == 0:
+                        last.set_result(time.perf_counter())
+
+                waiting = [asyncio.create_task(member(c, last)) for c in channels]
                 await asyncio.sleep(0.02)
                 connection.send("armed")
+                received_at = await last
                 await asyncio.gather(*waiting)
-                connection.send("done")
+                connection.send(received_at)
             elif command == "leave":
                 for channel in channels:
                     await layer.group_discard(argument, channel)
@@ -410,8 +423,10 @@ async def run_multiprocess(
                 started = time.perf_counter()
                 await layer.group_send(group, {"type": "bench.broadcast", "n": number})
                 send_times.append((time.perf_counter() - started) * 1000)
-                await asyncio.gather(*(pipe_recv(connection) for connection in pipes))
-                receive_times.append((time.perf_counter() - started) * 1000)
+                # Each worker answers with the moment its last member's receive() returned
+                # (perf_counter is the machine's monotonic clock, shared by its processes).
+                last_received = await asyncio.gather(*(pipe_recv(c) for c in pipes))
+                receive_times.append((max(last_received) - started) * 1000)
             # The sender's own cost with the readers idle (their CPU time not competing).
             idle_times: list[float] = []
             for number in range(rounds):
