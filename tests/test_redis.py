@@ -341,6 +341,20 @@ async def test_several_movers_deliver_each_delayed_message_once(
     assert await nothing_arrives(movers[0], "due")
 
 
+async def test_move_due_delivers_what_a_dead_process_scheduled_once(
+    make: MakeLayer, clock: ManualClock
+) -> None:
+    doomed, sweeper = make(), make()
+    await doomed.send("orphans", {"type": "orphan"}, delay=5)
+    await doomed.close()  # gone before the due time: no process times this message now
+    assert await sweeper.move_due() == 0  # not due yet
+    clock.advance(6)
+    assert await sweeper.move_due() == 1
+    assert await sweeper.move_due() == 0  # moved once, never twice
+    assert await receive(sweeper, "orphans") == {"type": "orphan"}
+    assert await nothing_arrives(sweeper, "orphans")
+
+
 async def test_delayed_message_waits_for_a_reader_of_another_process(
     make: MakeLayer, clock: ManualClock
 ) -> None:

@@ -3,13 +3,19 @@ cleanly on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from headrace.layers import get_channel_layer
+from headrace.layers.redis import RedisChannelLayer
+from headrace.management.commands.rundelay import sweep_due_messages
 from tests.progrock.processes import start_command, stop
+from tests.redis_servers import free_port
 
 
 @pytest.mark.slow
@@ -45,6 +51,14 @@ def test_rundelay_refuses_an_unknown_layer() -> None:
         call_command("rundelay", "--layer", "elsewhere")
 
 
+@pytest.mark.parametrize("interval", ["0", "-1", "nan"])
+def test_rundelay_refuses_a_sweep_interval_that_is_not_positive(interval: str) -> None:
+    with pytest.raises(
+        CommandError, match=f"--sweep-interval must be a positive .* not {interval}"
+    ):
+        call_command("rundelay", "--sweep-interval", interval)
+
+
 def test_runworker_reports_a_broken_layer_setting(settings) -> None:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "no.such.Layer"}}
     with pytest.raises(CommandError, match="cannot be imported"):
@@ -54,3 +68,41 @@ def test_runworker_reports_a_broken_layer_setting(settings) -> None:
 def test_runworker_needs_a_channel() -> None:
     with pytest.raises(CommandError, match="channels"):
         call_command("runworker")
+
+
+async def test_rundelay_sweeper_reports_an_unreachable_redis_once_and_keeps_trying(
+    settings, caplog
+) -> None:
+    port = free_port()  # nothing listens here
+    settings.CHANNEL_LAYERS = {
+        "gone": {
+            "BACKEND": "headrace.layers.redis.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"], "connect_timeout": 0.05},
+        }
+    }
+    attempts = 0
+    layer = get_channel_layer("gone")
+    assert isinstance(layer, RedisChannelLayer)
+    move_due = layer.move_due
+
+    async def counted() -> int:
+        nonlocal attempts
+        attempts += 1
+        return await move_due()
+
+    layer.move_due = counted  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="headrace.delay")
+    sweeper = asyncio.create_task(sweep_due_messages("gone", 0.01))
+    try:
+        async with asyncio.timeout(10):
+            while attempts < 3:
+                await asyncio.sleep(0.01)
+        assert not sweeper.done()  # still sweeping
+    finally:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
+        await layer.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "headrace.delay"]
+    assert len(warnings) == 1, warnings  # once per outage, not once per attempt
+    assert "sweeping due delayed messages failed (LayerConnectionError:" in warnings[0]
+    assert f"127.0.0.1:{port}" in warnings[0]

@@ -112,3 +112,24 @@ async def test_sigterm_finishes_the_handler_in_hand_and_takes_no_more(
     assert code == 0, rest
     assert [ids for ids in read_ids(tmp_path, "ids").values()] == [[1]]
     assert await layer.receive("jobs") == {"type": "job.run", "id": 2}
+
+
+@pytest.mark.slow
+async def test_rundelay_delivers_what_a_dead_process_scheduled(
+    layer: RedisChannelLayer, redis_env: dict[str, str]
+) -> None:
+    doomed = RedisChannelLayer(
+        hosts=[redis_env["HEADRACE_TEST_REDIS_URL"]],
+        prefix=redis_env["HEADRACE_TEST_REDIS_PREFIX"],
+    )
+    await doomed.send("orphans", {"type": "orphan", "n": 1}, delay=0.5)
+    await doomed.close()  # gone before the due time: no process times this message now
+    process = start_command("rundelay", "--sweep-interval", "0.1", env=redis_env)
+    try:
+        # A reader of a normal channel moves nothing itself, and no reading process's
+        # heartbeat comes within this wait: only rundelay's sweep can deliver it.
+        assert await asyncio.wait_for(layer.receive("orphans"), 5) == {"type": "orphan", "n": 1}
+        code, rest = await asyncio.to_thread(stop, process, signal.SIGTERM)
+        assert code == 0, rest
+    finally:
+        kill(process)

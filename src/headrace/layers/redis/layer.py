@@ -586,8 +586,20 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         finally:
             state.moving = False
 
-    async def _move_due(self, state: LoopState, shards: Iterable[int] | None = None) -> None:
-        """Take every delayed message now due from ``shards`` and deliver it.
+    async def move_due(self) -> int:
+        """Deliver every delayed message now due, whichever process scheduled it.
+
+        Each process moves its own delayed messages when they are due, and reading processes
+        sweep their home shard on every heartbeat; this is for a process that wants to be
+        the safety net (``manage.py rundelay``), so that the messages of a process that died
+        before their due time do not wait for a heartbeat. Safe to run anywhere, any number
+        of times: each message is moved once. Returns how many were moved.
+        """
+        return await self._move_due(self._state(), range(self._topology.shards))
+
+    async def _move_due(self, state: LoopState, shards: Iterable[int] | None = None) -> int:
+        """Take every delayed message now due from ``shards`` and deliver it; returns how
+        many were taken.
 
         Without ``shards``: the shards where this process's own due messages wait.
         """
@@ -606,6 +618,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             for entry in due_here:
                 if entry[1] not in shards:
                     heapq.heappush(pending, entry)  # due elsewhere: that shard's move takes it
+        moved = 0
         for shard in shards:
             tag = self._topology.tags[shard]
             while True:
@@ -621,6 +634,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                     tag,
                     _NO_ORIGIN,
                 )
+                moved += taken
                 self._sent += delivered
                 self._dropped_full += refused
                 self._expired += expired
@@ -641,6 +655,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 if taken < _MOVE_BATCH:
                     break
         self._arm(state)
+        return moved
 
     async def _deliver_late_group(
         self, state: LoopState, entry: bytes, due: float, now: float

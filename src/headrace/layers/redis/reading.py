@@ -58,7 +58,7 @@ class Reading:
     _batcher: Callable[[LoopState, int], Batcher]
     _thaw: Callable[[bytes], Message]
     _leave_groups: Callable[[LoopState, str, list[str]], Coroutine[Any, Any, None]]
-    _move_due: Callable[[LoopState, Iterable[int] | None], Coroutine[Any, Any, None]]
+    _move_due: Callable[[LoopState, Iterable[int] | None], Coroutine[Any, Any, int]]
 
     def _take_buffered(
         self, state: LoopState, channel: str, buffered: deque[tuple[float, Message]]

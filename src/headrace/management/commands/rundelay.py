@@ -1,37 +1,105 @@
-"""``manage.py rundelay``: a process that forwards ``asgi.delay`` requests, and nothing else.
+"""``manage.py rundelay``: a process for delayed messages, and nothing else.
 
 Delayed sends need no daemon in headrace (every layer delivers ``send(..., delay=)`` itself),
 and every ``runworker`` forwards ``asgi.delay`` unless told not to. This command is for
-deployments that want one dedicated process for it, as Channels 1 had. ``asgi.delay`` is a
-normal channel, so each request is taken by exactly one process: several ``rundelay`` (and
-workers) running at once share the work and never deliver a message twice.
+deployments that want one dedicated process for it, as Channels 1 had. It does two things:
+
+- forwards ``asgi.delay`` requests (Channels 1 format). ``asgi.delay`` is a normal channel,
+  so each request is taken by exactly one process;
+- on a layer that keeps delayed messages outside the process (Redis), sweeps every
+  ``--sweep-interval`` seconds for messages already due, so that those scheduled by a process
+  that died before their time are delivered within the interval rather than at the next
+  heartbeat of some reading process. Moving is atomic in Redis: several ``rundelay`` (and the
+  processes that scheduled the messages) never deliver a message twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from headrace.delay import DELAY_CHANNEL
+from headrace.exceptions import LayerConnectionError
+from headrace.layers import get_channel_layer
 from headrace.process import freeze_startup_objects
 from headrace.worker import DEFAULT_CONCURRENCY, Worker
 
 from .runworker import Command as RunworkerCommand
 from .runworker import configure_logging, serve_until_signalled
 
-__all__ = ["Command"]
+__all__ = ["DEFAULT_SWEEP_INTERVAL", "Command", "sweep_due_messages"]
+
+DEFAULT_SWEEP_INTERVAL = 0.5  # seconds
+
+logger = logging.getLogger("headrace.delay")
+
+
+async def sweep_due_messages(alias: str, interval: float) -> None:
+    """Deliver due delayed messages of layer ``alias`` every ``interval`` seconds, for ever.
+
+    Only for layers with ``move_due()`` (Redis); returns at once for the others, whose
+    delayed messages live and die with the process that scheduled them. A failing Redis is
+    logged once per outage (any other error too, with its traceback) and retried on the next
+    tick.
+    """
+    layer = get_channel_layer(alias)
+    move_due = getattr(layer, "move_due", None)
+    if move_due is None:
+        return
+    failing = False
+    while True:
+        try:
+            moved = await move_due()
+        except Exception as error:
+            if not failing:
+                logger.warning(
+                    "sweeping due delayed messages failed (%s: %s); retrying every %gs",
+                    type(error).__name__,
+                    error,
+                    interval,
+                    exc_info=not isinstance(error, LayerConnectionError),
+                )
+            failing = True
+        else:
+            if failing:
+                logger.info("sweeping due delayed messages works again")
+            failing = False
+            if moved:
+                logger.debug("moved %d due delayed messages", moved)
+        await asyncio.sleep(interval)
+
+
+async def serve(worker: Worker, interval: float) -> None:
+    sweeper = asyncio.create_task(sweep_due_messages(worker.layer_alias, interval))
+    await serve_until_signalled(worker, companions=[sweeper])
 
 
 class Command(RunworkerCommand):
-    help = f"Forward delayed messages sent to {DELAY_CHANNEL!r} (Channels 1 format)."
+    help = (
+        f"Forward delayed messages sent to {DELAY_CHANNEL!r} (Channels 1 format) and deliver "
+        "due delayed messages that no live process is timing."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         self.add_common_arguments(parser)
+        parser.add_argument(
+            "--sweep-interval",
+            type=float,
+            default=DEFAULT_SWEEP_INTERVAL,
+            help="Seconds between sweeps for due delayed messages (Redis layer; default "
+            f"{DEFAULT_SWEEP_INTERVAL:g})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(int(options.get("verbosity", 1)))
+        interval = options.get("sweep_interval", DEFAULT_SWEEP_INTERVAL)
+        if not interval > 0:
+            raise CommandError(
+                f"--sweep-interval must be a positive number of seconds, not {interval}"
+            )
         self.check_layer(options["layer"])
         worker = Worker(
             None,
@@ -41,4 +109,4 @@ class Command(RunworkerCommand):
             shutdown_timeout=options["shutdown_timeout"],
         )
         freeze_startup_objects()
-        asyncio.run(serve_until_signalled(worker))
+        asyncio.run(serve(worker, interval))

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -43,8 +44,14 @@ def configure_logging(verbosity: int) -> None:
     )
 
 
-async def serve_until_signalled(worker: Worker) -> None:
-    """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left)."""
+async def serve_until_signalled(
+    worker: Worker, companions: Sequence[asyncio.Task[Any]] = ()
+) -> None:
+    """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left).
+
+    ``companions`` are tasks that live as long as the worker: they are cancelled when it has
+    stopped, before the layer is closed.
+    """
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -71,6 +78,13 @@ async def serve_until_signalled(worker: Worker) -> None:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+        for task in companions:
+            task.cancel()
+        for task in companions:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         layer = get_channel_layer(worker.layer_alias)
         if layer is not None:
             await layer.close()
