@@ -123,6 +123,24 @@ async def round_trip(layer: Any, rounds: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+def receive_once_each(
+    layer: Any, channels: list[str]
+) -> tuple[list[asyncio.Task[None]], asyncio.Future[float]]:
+    """One task per channel, each waiting for one message (the members of a group, as
+    consumers wait); the future gets the moment (``perf_counter``) the last one received."""
+    remaining = len(channels)
+    last: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def member(channel: str) -> None:
+        nonlocal remaining
+        await layer.receive(channel)
+        remaining -= 1
+        if remaining == 0:
+            last.set_result(time.perf_counter())
+
+    return [asyncio.create_task(member(channel)) for channel in channels], last
+
+
 async def fan_out(layer: Any, members: int, rounds: int) -> dict[str, float]:
     """Median ms of the group_send call and until every member received, over ``rounds``."""
     group = f"bench-fanout-{members}"
@@ -132,17 +150,7 @@ async def fan_out(layer: Any, members: int, rounds: int) -> dict[str, float]:
     send_times: list[float] = []
     receive_times: list[float] = []
     for number in range(rounds):
-        remaining = members
-        done = asyncio.get_running_loop().create_future()
-
-        async def member(channel: str, done: asyncio.Future[float]) -> None:
-            nonlocal remaining
-            await layer.receive(channel)
-            remaining -= 1
-            if remaining == 0:
-                done.set_result(time.perf_counter())
-
-        tasks = [asyncio.create_task(member(channel, done)) for channel in channels]
+        tasks, done = receive_once_each(layer, channels)
         await asyncio.sleep(0)  # every member is now waiting in receive()
         gc.collect()
         started = time.perf_counter()
@@ -320,17 +328,7 @@ def _worker(path: str, config: dict[str, Any], connection: Any) -> None:
                     await layer.group_add(group, channel)
                 connection.send("ready")
             elif command == "arm":  # every member waits for one group message
-                remaining = len(channels)
-                last = asyncio.get_running_loop().create_future()
-
-                async def member(channel: str, last: asyncio.Future[float]) -> None:
-                    nonlocal remaining
-                    await layer.receive(channel)
-                    remaining -= 1
-                    if remaining == 0:
-                        last.set_result(time.perf_counter())
-
-                waiting = [asyncio.create_task(member(c, last)) for c in channels]
+                waiting, last = receive_once_each(layer, channels)
                 await asyncio.sleep(0.02)
                 connection.send("armed")
                 received_at = await last
