@@ -126,6 +126,25 @@ def test_membership_bookkeeping() -> None:
     assert len(members) == 0
 
 
+def test_membership_expiry_holds_through_renewals_and_removals() -> None:
+    members = Membership()
+    members.add("g", "a", expires_at=10)
+    members.add("g", "b", expires_at=20)
+    members.add("g", "a", expires_at=30)  # renewed: b now expires first
+    assert sorted(members.members("g", now=15)) == ["a", "b"]
+    assert members.members("g", now=25) == ["a"]
+    members.add("g", "c", expires_at=26)
+    assert sorted(members.members("g", now=25.5)) == ["a", "c"]
+    assert members.members("g", now=27) == ["a"]
+    members.discard("g", "a")  # the group is gone, and so is what it knew of expiry
+    members.add("g", "d", expires_at=50)
+    assert members.members("g", now=40) == ["d"]
+    assert members.drop_channel("d") == 1
+    members.add("g", "e", expires_at=5)
+    assert members.members("g", now=6) == []
+    assert len(members) == 0
+
+
 def test_delay_schedule_is_ordered_and_stable() -> None:
     schedule: DelaySchedule[str] = DelaySchedule()
     assert schedule.push(5, "five")

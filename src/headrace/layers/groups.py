@@ -13,17 +13,23 @@ __all__ = ["Membership"]
 class Membership:
     """Which channels are in which groups, and until when."""
 
-    __slots__ = ("_by_channel", "_groups")
+    __slots__ = ("_by_channel", "_groups", "_soonest")
 
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, float]] = {}
         self._by_channel: dict[str, set[str]] = {}
+        # Per group, no later than its first membership to expire: until then a group send
+        # takes the members as they are, without checking each one's expiry.
+        self._soonest: dict[str, float] = {}
 
     def add(self, group: str, channel: str, expires_at: float) -> None:
         """Add ``channel`` to ``group`` (or renew it) until ``expires_at``."""
         members = self._groups.get(group)
         if members is None:
             members = self._groups[group] = {}
+            self._soonest[group] = expires_at
+        elif expires_at < self._soonest[group]:
+            self._soonest[group] = expires_at
         members[channel] = expires_at
         groups = self._by_channel.get(channel)
         if groups is None:
@@ -35,6 +41,7 @@ class Membership:
         members = self._groups.get(group)
         if members is not None and members.pop(channel, None) is not None and not members:
             del self._groups[group]
+            del self._soonest[group]
         groups = self._by_channel.get(channel)
         if groups is not None:
             groups.discard(group)
@@ -46,15 +53,22 @@ class Membership:
         members = self._groups.get(group)
         if not members:
             return []
+        if self._soonest[group] > now:
+            return list(members)
         live = []
         expired = []
+        soonest = float("inf")
         for channel, expires_at in members.items():
             if expires_at > now:
                 live.append(channel)
+                if expires_at < soonest:
+                    soonest = expires_at
             else:
                 expired.append(channel)
         for channel in expired:
             self.discard(group, channel)
+        if live:
+            self._soonest[group] = soonest
         return live
 
     def groups_of(self, channel: str) -> frozenset[str]:
@@ -72,11 +86,13 @@ class Membership:
                 members.pop(channel, None)
                 if not members:
                     del self._groups[group]
+                    del self._soonest[group]
         return len(groups)
 
     def clear(self) -> None:
         self._groups.clear()
         self._by_channel.clear()
+        self._soonest.clear()
 
     def __len__(self) -> int:
         """The number of groups with at least one member."""

@@ -333,15 +333,20 @@ class Reading:
         # else (buffered messages, expiry, capacity) goes the general way.
         buffers = state.buffers
         all_waiters = state.waiters
+        take_waiters = all_waiters.pop
+        copy = shared.copy
         handed = 0
         for member in members:
             if member not in buffers:
-                waiters = all_waiters.get(member)
-                if waiters and len(waiters) == 1 and not waiters[0].done():
-                    del all_waiters[member]
-                    waiters[0].set_result((expires_at, dict(shared)))
-                    handed += 1
-                    continue
+                waiters = take_waiters(member, None)
+                if waiters is not None:
+                    if len(waiters) == 1:
+                        waiter = waiters[0]
+                        if not waiter.done():
+                            waiter.set_result((expires_at, copy()))
+                            handed += 1
+                            continue
+                    all_waiters[member] = waiters  # the general way, below
             else:
                 buffered = buffers[member]
                 if buffered[0][0] <= now:
