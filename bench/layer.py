@@ -20,7 +20,8 @@ other processes, as they do in production:
   its last member's ``receive()`` returned: the same moment the one-process ``fanout``
   measures; ``perf_counter`` is one monotonic clock for all processes of a machine), and
   ``send_idle_readers_ms`` the ``group_send`` call while the readers are not reading (the
-  sender's own cost, without the readers' CPU time competing on a small machine).
+  sender's own cost, without the readers' CPU time competing on a small machine). Medians
+  of 30 rounds (10 for 5000 members).
 - ``multiprocess.p2p_msgs_per_s``: producer here, consumer in a worker, one normal channel,
   each send awaited before the next (bound by the round trip);
   ``multiprocess.p2p_concurrent_msgs_per_s``: the same with ``--concurrency`` (100) producer
@@ -414,7 +415,7 @@ async def run_multiprocess(
             )
             send_times: list[float] = []
             receive_times: list[float] = []
-            rounds = 3 if quick else (5 if size >= 5000 else 10)
+            rounds = 3 if quick else (10 if size >= 5000 else 30)
             for number in range(rounds):
                 await asyncio.gather(*(ask(connection, "arm") for connection in pipes))
                 gc.collect()
