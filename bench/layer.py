@@ -21,7 +21,10 @@ other processes, as they do in production:
   measures; ``perf_counter`` is one monotonic clock for all processes of a machine), and
   ``send_idle_readers_ms`` the ``group_send`` call while the readers are not reading (the
   sender's own cost, without the readers' CPU time competing on a small machine). Medians
-  of 30 rounds (10 for 5000 members).
+  of 30 rounds (10 for 5000 members). The harness keeps its own work out of the way while a
+  fan-out is in flight (each worker checks its receivers' results instead of gathering them,
+  and the sender waits on all pipes with one waiter), since on two cores it competes with the
+  workers still receiving.
 - ``multiprocess.p2p_msgs_per_s``: producer here, consumer in a worker, one normal channel,
   each send awaited before the next (bound by the round trip);
   ``multiprocess.p2p_concurrent_msgs_per_s``: the same with ``--concurrency`` (100) producer
@@ -280,6 +283,34 @@ async def pipe_recv(connection: Any) -> Any:
     return connection.recv()
 
 
+async def pipe_recv_all(connections: list[Any]) -> list[Any]:
+    """The next object from each pipe, in order: one waiter for all of them, so the process
+    wakes once per reply and runs no task per pipe (it shares two cores with the workers)."""
+    loop = asyncio.get_running_loop()
+    results: dict[int, Any] = {}
+    all_in = loop.create_future()
+
+    def take(index: int) -> None:
+        connection = connections[index]
+        if index not in results and connection.poll():
+            results[index] = connection.recv()
+            loop.remove_reader(connection.fileno())
+            if len(results) == len(connections) and not all_in.done():
+                all_in.set_result(None)
+
+    for index, connection in enumerate(connections):
+        loop.add_reader(connection.fileno(), take, index)
+    try:
+        for index in range(len(connections)):
+            take(index)  # already there
+        await all_in
+    finally:
+        for index, connection in enumerate(connections):
+            if index not in results:
+                loop.remove_reader(connection.fileno())
+    return [results[index] for index in range(len(connections))]
+
+
 async def consume_concurrently(layer: Any, channel: str, count: int, concurrency: int) -> None:
     """Receive ``count`` messages from ``channel`` with ``concurrency`` receivers at once."""
     left = count
@@ -333,7 +364,11 @@ def _worker(path: str, config: dict[str, Any], connection: Any) -> None:
                 await asyncio.sleep(0.02)
                 connection.send("armed")
                 received_at = await last
-                await asyncio.gather(*waiting)
+                # Every member's task ended with the step that received (the last one set
+                # ``last``): read their results rather than gather them, which would schedule
+                # a callback per member while the other workers are still receiving.
+                for task in waiting:
+                    task.result()
                 connection.send(received_at)
             elif command == "leave":
                 for channel in channels:
@@ -424,7 +459,7 @@ async def run_multiprocess(
                 send_times.append((time.perf_counter() - started) * 1000)
                 # Each worker answers with the moment its last member's receive() returned
                 # (perf_counter is the machine's monotonic clock, shared by its processes).
-                last_received = await asyncio.gather(*(pipe_recv(c) for c in pipes))
+                last_received = await pipe_recv_all(pipes)
                 receive_times.append((max(last_received) - started) * 1000)
             # The sender's own cost with the readers idle (their CPU time not competing).
             idle_times: list[float] = []
