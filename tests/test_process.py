@@ -1,14 +1,17 @@
-"""Preparing long-running processes: the startup objects leave the collector's way."""
+"""Long-running processes: the startup objects leave the collector's way; background tasks
+end cleanly when the process stops."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from collections.abc import Iterator
 
 import pytest
 from django.test import override_settings
 
-from headrace.process import freeze_startup_objects
+from headrace.process import cancel_and_wait, freeze_startup_objects
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +36,22 @@ def test_startup_objects_are_frozen() -> None:
 def test_the_setting_turns_it_off() -> None:
     assert freeze_startup_objects() is False
     assert gc.get_freeze_count() == 0
+
+
+async def test_cancel_and_wait_ends_every_task_and_logs_a_failed_one(caplog) -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    async def broken() -> None:
+        raise RuntimeError("the sweeper broke")
+
+    waiting = asyncio.create_task(forever())
+    failed = asyncio.create_task(broken())
+    await asyncio.sleep(0)  # `broken` has raised; `forever` waits
+    await cancel_and_wait([failed, waiting], logging.getLogger("headrace.test"))
+    assert waiting.cancelled()
+    assert failed.done()
+    [record] = [r for r in caplog.records if r.name == "headrace.test"]
+    assert "failed while the process stopped" in record.getMessage()
+    assert record.exc_info is not None
+    assert "the sweeper broke" in str(record.exc_info[1])

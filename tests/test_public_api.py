@@ -171,7 +171,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "routed_channels",
         "run_embedded_workers",
     },
-    "headrace.process": {"freeze_startup_objects"},
+    "headrace.process": {"cancel_and_wait", "freeze_startup_objects"},
     "headrace.delay": {
         "DELAY_CHANNEL",
         "DelayRequest",

@@ -8,15 +8,22 @@ out of its way (``gc.freeze()``), as long-running Python servers commonly do. Ob
 afterwards are collected as usual.
 
 Set ``HEADRACE_FREEZE_STARTUP_OBJECTS = False`` to keep the collector's default behaviour.
+
+When such a process stops, :func:`cancel_and_wait` ends the background tasks it ran beside
+its main job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 
-__all__ = ["freeze_startup_objects"]
+__all__ = ["cancel_and_wait", "freeze_startup_objects"]
 
 
 def freeze_startup_objects() -> bool:
@@ -26,3 +33,18 @@ def freeze_startup_objects() -> bool:
     gc.collect()
     gc.freeze()
     return True
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], logger: logging.Logger) -> None:
+    """Cancel ``tasks`` and wait until each has ended; one that had failed is logged on
+    ``logger``, not raised, so that the rest of the shutdown still runs."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("background task %r failed while the process stopped", task)

@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from .process import cancel_and_wait
 from .settings import Limits, limits
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -139,15 +140,7 @@ class Server:
             sockets = [self._socket] if self._socket is not None else None
             await self._uvicorn.serve(sockets=sockets)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    logger.exception("background task failed while the server stopped")
+            await cancel_and_wait(tasks, logger)
 
     def run(self) -> None:
         """Serve in the foreground (blocks)."""

@@ -22,7 +22,7 @@ from headrace.delay import DELAY_CHANNEL
 from headrace.exceptions import ConfigurationError
 from headrace.layers import get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
-from headrace.process import freeze_startup_objects
+from headrace.process import cancel_and_wait, freeze_startup_objects
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
@@ -78,13 +78,7 @@ async def serve_until_signalled(
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
-        for task in companions:
-            task.cancel()
-        for task in companions:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(companions, logger)
         layer = get_channel_layer(worker.layer_alias)
         if layer is not None:
             await layer.close()
