@@ -51,7 +51,7 @@ def test_rundelay_refuses_an_unknown_layer() -> None:
         call_command("rundelay", "--layer", "elsewhere")
 
 
-@pytest.mark.parametrize("interval", ["0", "-1", "nan"])
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf"])
 def test_rundelay_refuses_a_sweep_interval_that_is_not_positive(interval: str) -> None:
     with pytest.raises(
         CommandError, match=f"--sweep-interval must be a positive .* not {interval}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -96,9 +97,9 @@ class Command(RunworkerCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(int(options.get("verbosity", 1)))
         interval = options.get("sweep_interval", DEFAULT_SWEEP_INTERVAL)
-        if not interval > 0:
+        if not 0 < interval < math.inf:
             raise CommandError(
-                f"--sweep-interval must be a positive number of seconds, not {interval}"
+                f"--sweep-interval must be a positive and finite number of seconds, not {interval}"
             )
         self.check_layer(options["layer"])
         worker = Worker(
