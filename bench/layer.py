@@ -265,24 +265,6 @@ def _setup_django() -> None:
         django.setup()
 
 
-async def pipe_recv(connection: Any) -> Any:
-    """The next object from a multiprocessing pipe, awaited in the event loop.
-
-    No executor thread: a thread waking on every reply would compete for the CPU with the
-    processes being measured.
-    """
-    if not connection.poll():
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        fd = connection.fileno()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-        try:
-            await ready
-        finally:
-            loop.remove_reader(fd)
-    return connection.recv()
-
-
 async def pipe_recv_all(connections: list[Any]) -> list[Any]:
     """The next object from each pipe, in order: one waiter for all of them, so the process
     wakes once per reply and runs no task per pipe (it shares two cores with the workers)."""
@@ -309,6 +291,16 @@ async def pipe_recv_all(connections: list[Any]) -> list[Any]:
             if index not in results:
                 loop.remove_reader(connection.fileno())
     return [results[index] for index in range(len(connections))]
+
+
+async def pipe_recv(connection: Any) -> Any:
+    """The next object from a multiprocessing pipe, awaited in the event loop.
+
+    No executor thread: a thread waking on every reply would compete for the CPU with the
+    processes being measured.
+    """
+    (received,) = await pipe_recv_all([connection])
+    return received
 
 
 async def consume_concurrently(layer: Any, channel: str, count: int, concurrency: int) -> None:
