@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from headrace.exceptions import ChannelLayerError, LayerConnectionError
 from headrace.layers.clock import TimerHandle
 from headrace.layers.groups import Membership
+from headrace.layers.handoff import Handoff, Wakeups
 from headrace.layers.redis.scripts import SCRIPTS
 from headrace.layers.redis.topology import Connections
 
@@ -312,7 +313,8 @@ class LoopState:
             Batcher(layer, client, index) for index, client in enumerate(self.connections.clients)
         ]
         self.links: set[Link] = set()  # the readers' own connections
-        self.waiters: dict[str, deque[asyncio.Future[tuple[float, Message]]]] = {}
+        self.waiters: dict[str, deque[Handoff[tuple[float, Message]]]] = {}
+        self.ready_readers = Wakeups(loop)  # readers handed a message, woken together
         self.waiting: Counter[str] = Counter()  # per source (process name or normal channel)
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
         self.memberships: dict[str, Membership] = {}

@@ -49,6 +49,7 @@ from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock
 from headrace.layers.codec import decode
+from headrace.layers.handoff import Handoff
 from headrace.layers.redis import scripts
 from headrace.layers.redis.connection import (
     Batcher,
@@ -508,7 +509,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 self._received += 1
                 return message
         source = rules.non_local_name(channel)
-        waiter: asyncio.Future[tuple[float, Message]] = state.loop.create_future()
+        waiter: Handoff[tuple[float, Message]] = Handoff(state.ready_readers)
         state.waiters.setdefault(channel, deque()).append(waiter)
         state.waiting[source] += 1
         self._ensure_pumps(state, channel, source)

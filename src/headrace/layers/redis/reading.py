@@ -116,8 +116,7 @@ class Reading:
             while waiters:
                 waiter = waiters.popleft()
                 state.waiting[source] -= 1
-                if not waiter.done():
-                    waiter.set_result((expires_at, message))
+                if waiter.give((expires_at, message)):
                     if not waiters:
                         del state.waiters[channel]
                     return
@@ -340,12 +339,9 @@ class Reading:
             if member not in buffers:
                 waiters = take_waiters(member, None)
                 if waiters is not None:
-                    if len(waiters) == 1:
-                        waiter = waiters[0]
-                        if not waiter.done():
-                            waiter.set_result((expires_at, copy()))
-                            handed += 1
-                            continue
+                    if len(waiters) == 1 and waiters[0].give((expires_at, copy())):
+                        handed += 1
+                        continue
                     all_waiters[member] = waiters  # the general way, below
             else:
                 buffered = buffers[member]
