@@ -99,6 +99,8 @@ class Handoff[T]:
         if self._state == _PENDING:
             self._asyncio_future_blocking = True
             yield self
+        if self._error is None and self._state == _DONE:
+            return self._result  # type: ignore[return-value]
         return self.result()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
@@ -130,7 +132,12 @@ class Handoff[T]:
         self._result = value
         self._state = _DONE
         if self._callback is not None:
-            self._wakeups.add(self)
+            # Wakeups.add, inline: this runs once per member of a group fan-out.
+            wakeups = self._wakeups
+            wakeups._queued.append(self)
+            if not wakeups._scheduled:
+                wakeups._scheduled = True
+                wakeups._loop.call_soon(wakeups._wake_all)
         return True
 
     def set_result(self, value: T) -> None:

@@ -329,21 +329,21 @@ class Reading:
             return
         shared = self._thaw(body)
         # The hot loop of a large group: a waiting reader takes its copy directly; anything
-        # else (buffered messages, expiry, capacity) goes the general way.
+        # else (buffered messages, expiry, capacity) goes the general way. A channel with a
+        # reader waiting has nothing buffered (receive() takes from the buffer first).
         buffers = state.buffers
         all_waiters = state.waiters
         take_waiters = all_waiters.pop
         copy = shared.copy
         handed = 0
         for member in members:
-            if member not in buffers:
-                waiters = take_waiters(member, None)
-                if waiters is not None:
-                    if len(waiters) == 1 and waiters[0].give((expires_at, copy())):
-                        handed += 1
-                        continue
-                    all_waiters[member] = waiters  # the general way, below
-            else:
+            waiters = take_waiters(member, None)
+            if waiters is not None:
+                if len(waiters) == 1 and waiters[0].give((expires_at, copy())):
+                    handed += 1
+                    continue
+                all_waiters[member] = waiters  # the general way, below
+            elif member in buffers:
                 buffered = buffers[member]
                 if buffered[0][0] <= now:
                     self._expire_buffered(state, member, buffered, now)
