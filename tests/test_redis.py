@@ -265,6 +265,40 @@ async def test_cancelled_reader_leaves_its_message_for_the_next(make: MakeLayer)
         assert got["n"] == attempt
 
 
+def test_receivers_on_uvloop_get_group_messages_and_cancel_cleanly(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """uvicorn serves on uvloop when it is installed: the hand-offs must work there too."""
+    import uvloop
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], type]:
+        layer = RedisChannelLayer(hosts=[redis_server.url], prefix=prefix)
+        try:
+            members = [await layer.new_channel() for _ in range(20)]
+            for member in members:
+                await layer.group_add("uv", member)
+            waiting = [asyncio.create_task(receive(layer, member)) for member in members]
+            await asyncio.sleep(0.01)
+            await layer.group_send("uv", {"type": "hello"})
+            got = await asyncio.gather(*waiting)
+            cancelled = asyncio.create_task(layer.receive(members[0]))
+            await asyncio.sleep(0.01)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            await layer.send(members[0], {"type": "after"})
+            after = await receive(layer, members[0])
+            return got, after, type(asyncio.get_running_loop())
+        finally:
+            await layer.flush()
+            await layer.close()
+
+    got, after, loop_type = uvloop.run(scenario())
+    assert loop_type is uvloop.Loop
+    assert got == [{"type": "hello"}] * 20
+    assert after == {"type": "after"}
+
+
 # -- delayed messages -------------------------------------------------------------------------
 
 
