@@ -269,6 +269,53 @@ def test_background_coroutines_live_as_long_as_the_server() -> None:
     assert cancelled.wait(5)
 
 
+@pytest.mark.parametrize(
+    ("uvicorn_options", "expected"),
+    [({}, "uvloop"), ({"loop": "asyncio"}, "asyncio")],
+    ids=["default-uvloop", "asyncio-on-request"],
+)
+@pytest.mark.parametrize("foreground", [False, True], ids=["start_in_thread", "run"])
+def test_the_server_runs_on_the_loop_uvicorn_would_choose(
+    uvicorn_options: dict[str, str], expected: str, foreground: bool
+) -> None:
+    """uvloop when installed (as ``uvicorn mysite.asgi:application`` does), unless the
+    options name another loop."""
+    import threading
+
+    from headrace.server import Server
+
+    seen: list[str] = []
+    ran = threading.Event()
+
+    async def background() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        ran.set()
+        await asyncio.Event().wait()
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("no requests in this test")
+
+    server = Server(
+        app,  # type: ignore[arg-type]
+        ServerOptions(
+            port=0, log_level="warning", configure_logging=False, uvicorn_options=uvicorn_options
+        ),
+        background=[background],
+    )
+    if foreground:
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        assert ran.wait(5)
+        server.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+    else:
+        server.start_in_thread()
+        assert ran.wait(5)
+        server.stop()
+    assert seen == [expected]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("embedded", [True, False], ids=["embedded", "switched-off"])
 async def test_runserver_runs_the_routed_workers_in_process(embedded: bool) -> None:

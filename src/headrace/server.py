@@ -6,7 +6,9 @@ interval and timeout), logs WebSocket connects and disconnects, and runs *backgr
 coroutines beside the server — the seam ``runserver`` uses to run workers in the same process.
 
 :class:`Server` runs in the foreground (``run``) or on a thread with its own event loop
-(``start_in_thread``), which is what the live-server test helpers use.
+(``start_in_thread``), which is what the live-server test helpers use. Either way the loop is
+the one uvicorn's ``loop`` option picks — by default uvloop when it is installed (it comes
+with ``uvicorn[standard]``), as ``uvicorn mysite.asgi:application`` would run.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class Server:
 
     def run(self) -> None:
         """Serve in the foreground (blocks)."""
-        asyncio.run(self.serve())
+        asyncio.run(self.serve(), loop_factory=self.config.get_loop_factory())
 
     def start_in_thread(self, timeout: float = 10.0) -> None:
         """Bind (port 0 picks a free port), serve on a daemon thread, return once listening."""
@@ -173,7 +175,7 @@ class Server:
             await serving
 
         try:
-            asyncio.run(main())
+            asyncio.run(main(), loop_factory=self.config.get_loop_factory())
         except BaseException as exc:
             self._failure = exc
             self._started.set()
