@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import override_settings
 
-from headrace.process import cancel_and_wait, freeze_startup_objects
+from headrace.process import cancel_and_wait, event_loop_factory, freeze_startup_objects
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +55,25 @@ async def test_cancel_and_wait_ends_every_task_and_logs_a_failed_one(caplog) -> 
     assert "failed while the process stopped" in record.getMessage()
     assert record.exc_info is not None
     assert "the sweeper broke" in str(record.exc_info[1])
+
+
+def test_the_event_loop_is_uvloop_when_installed_unless_asked_otherwise() -> None:
+    import uvloop
+
+    assert event_loop_factory() is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
+
+
+def test_an_unknown_event_loop_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"unknown event loop 'trio'; choose one of auto, "):
+        event_loop_factory("trio")
+
+
+def test_asking_for_uvloop_without_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now fails
+    assert event_loop_factory("auto") is None
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        event_loop_factory("uvloop")

@@ -171,7 +171,12 @@ PUBLIC_API: dict[str, set[str]] = {
         "routed_channels",
         "run_embedded_workers",
     },
-    "headrace.process": {"cancel_and_wait", "freeze_startup_objects"},
+    "headrace.process": {
+        "EVENT_LOOPS",
+        "cancel_and_wait",
+        "event_loop_factory",
+        "freeze_startup_objects",
+    },
     "headrace.delay": {
         "DELAY_CHANNEL",
         "DelayRequest",

@@ -14,14 +14,15 @@ from django.test import override_settings
 from headrace.layers import get_channel_layer
 from headrace.layers.redis import RedisChannelLayer
 from headrace.management.commands.rundelay import sweep_due_messages
-from tests.progrock.processes import start_command, stop
+from tests.progrock.processes import start_command_reading, stop
 from tests.redis_servers import free_port
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_runworker_stops_cleanly_on_a_signal(signum: int) -> None:
-    process = start_command("runworker", "prog-rocker", "--concurrency", "4")
+    process, reading = start_command_reading("runworker", "prog-rocker", "--concurrency", "4")
+    assert "(concurrency 4, uvloop event loop)" in reading  # uvloop is installed: the default
     code, rest = stop(process, signum)
     assert code == 0, rest
     assert "stopping" in rest
@@ -29,8 +30,22 @@ def test_runworker_stops_cleanly_on_a_signal(signum: int) -> None:
 
 
 @pytest.mark.slow
+def test_runworker_runs_on_the_standard_loop_when_asked() -> None:
+    process, reading = start_command_reading("runworker", "prog-rocker", "--loop", "asyncio")
+    assert "asyncio event loop" in reading
+    code, rest = stop(process, signal.SIGTERM)
+    assert code == 0, rest
+
+
+def test_runworker_refuses_an_unknown_event_loop() -> None:
+    with pytest.raises(CommandError, match="invalid choice: 'trio'"):
+        call_command("runworker", "prog-rocker", "--loop", "trio")
+
+
+@pytest.mark.slow
 def test_rundelay_runs_and_stops_cleanly() -> None:
-    process = start_command("rundelay")
+    process, reading = start_command_reading("rundelay")
+    assert "uvloop event loop" in reading
     code, rest = stop(process, signal.SIGTERM)
     assert code == 0, rest
 

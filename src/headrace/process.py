@@ -9,8 +9,10 @@ afterwards are collected as usual.
 
 Set ``HEADRACE_FREEZE_STARTUP_OBJECTS = False`` to keep the collector's default behaviour.
 
-When such a process stops, :func:`cancel_and_wait` ends the background tasks it ran beside
-its main job.
+Such a process runs on the event loop :func:`event_loop_factory` makes: uvloop when it is
+installed (``uvicorn[standard]`` brings it), as uvicorn would choose; ``--loop asyncio`` on the
+command line keeps asyncio's standard loop. When the process stops, :func:`cancel_and_wait`
+ends the background tasks it ran beside its main job.
 """
 
 from __future__ import annotations
@@ -18,12 +20,33 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 from django.conf import settings
 
-__all__ = ["cancel_and_wait", "freeze_startup_objects"]
+__all__ = ["EVENT_LOOPS", "cancel_and_wait", "event_loop_factory", "freeze_startup_objects"]
+
+EVENT_LOOPS: Final = ("auto", "asyncio", "uvloop")
+
+
+def event_loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What ``asyncio.run(..., loop_factory=...)`` should make: for ``"auto"`` uvloop when it
+    can be imported, else the standard loop (``None``); ``"asyncio"`` or ``"uvloop"`` by name.
+    """
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"unknown event loop {name!r}; choose one of {', '.join(EVENT_LOOPS)}")
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError as error:
+        if name == "uvloop":
+            raise ValueError(
+                "the uvloop event loop was asked for, but uvloop is not installed"
+            ) from error
+        return None
+    return uvloop.new_event_loop
 
 
 def freeze_startup_objects() -> bool:

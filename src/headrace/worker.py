@@ -284,10 +284,11 @@ class Worker:
             )
         self._layer = layer
         logger.info(
-            "worker reading %s on layer %r (concurrency %d)",
+            "worker reading %s on layer %r (concurrency %d, %s event loop)",
             ", ".join(self.channels),
             self.layer_alias,
             self.concurrency,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         self._started.set()
         if self._stop_requested:

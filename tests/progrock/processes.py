@@ -14,6 +14,13 @@ WAIT = 30  # seconds: Django processes starting on a busy 2-core machine
 
 def start_command(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start ``django-admin <args>`` with the ProgRock settings; returns once it is reading."""
+    return start_command_reading(*args, env=env)[0]
+
+
+def start_command_reading(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """:func:`start_command`, also returning the worker's "worker reading ..." line."""
     full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.progrock.settings", **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), full_env.get("PYTHONPATH", "")])
     process = subprocess.Popen(
@@ -24,8 +31,7 @@ def start_command(*args: str, env: dict[str, str] | None = None) -> subprocess.P
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for_line(process, "worker reading")
-    return process
+    return process, wait_for_line(process, "worker reading")
 
 
 def wait_for_line(process: subprocess.Popen[str], text: str) -> str:

@@ -109,5 +109,6 @@ class Command(RunworkerCommand):
             concurrency=DEFAULT_CONCURRENCY,
             shutdown_timeout=options["shutdown_timeout"],
         )
+        loop_factory = self.loop_factory(options.get("loop", "auto"))
         freeze_startup_objects()
-        asyncio.run(serve(worker, interval))
+        asyncio.run(serve(worker, interval), loop_factory=loop_factory)

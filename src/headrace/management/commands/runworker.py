@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -22,7 +22,12 @@ from headrace.delay import DELAY_CHANNEL
 from headrace.exceptions import ConfigurationError
 from headrace.layers import get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
-from headrace.process import cancel_and_wait, freeze_startup_objects
+from headrace.process import (
+    EVENT_LOOPS,
+    cancel_and_wait,
+    event_loop_factory,
+    freeze_startup_objects,
+)
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
@@ -105,6 +110,12 @@ class Command(BaseCommand):
 
     def add_common_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
+            "--loop",
+            choices=EVENT_LOOPS,
+            default="auto",
+            help="Event loop: uvloop when installed (auto, the default), asyncio or uvloop",
+        )
+        parser.add_argument(
             "--layer",
             default=DEFAULT_CHANNEL_LAYER,
             help=f"CHANNEL_LAYERS alias to use (default {DEFAULT_CHANNEL_LAYER!r})",
@@ -124,6 +135,12 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         if layer is None:
             raise CommandError(f"there is no channel layer {alias!r} in CHANNEL_LAYERS")
+
+    def loop_factory(self, name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        try:
+            return event_loop_factory(name)
+        except ValueError as error:
+            raise CommandError(str(error)) from error
 
     def application(self, channels: list[str]) -> ASGIApp | None:
         if all(channel == DELAY_CHANNEL for channel in channels):
@@ -149,5 +166,6 @@ class Command(BaseCommand):
             )
         except ConfigurationError as error:
             raise CommandError(str(error)) from error
+        loop_factory = self.loop_factory(options.get("loop", "auto"))
         freeze_startup_objects()
-        asyncio.run(serve_until_signalled(worker))
+        asyncio.run(serve_until_signalled(worker), loop_factory=loop_factory)
