@@ -86,7 +86,9 @@ def wait_ready(process: subprocess.Popen[str], text: str, timeout: float = 60) -
     raise RuntimeError(f"worker {process.args} did not start")
 
 
-def run_one(stack: str, url: str, processes: int, count: int, concurrency: int) -> dict[str, Any]:
+def run_one(
+    stack: str, url: str, processes: int, count: int, concurrency: int, loop: str = "auto"
+) -> dict[str, Any]:
     import redis
 
     with redis.Redis.from_url(url) as client:
@@ -103,7 +105,7 @@ def run_one(stack: str, url: str, processes: int, count: int, concurrency: int) 
         }
         command = [sys.executable, "-m", "django", "runworker", "noop"]
         if stack == "headrace":
-            command += ["--concurrency", str(concurrency), "--no-delay"]
+            command += ["--concurrency", str(concurrency), "--no-delay", "--loop", loop]
         workers = [
             subprocess.Popen(
                 command,
@@ -165,6 +167,12 @@ def main() -> None:
     parser.add_argument("--processes", default="1,3", help="comma-separated process counts")
     parser.add_argument("--stacks", default="headrace,channels")
     parser.add_argument("--concurrency", type=int, default=100, help="headrace --concurrency")
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=("auto", "asyncio", "uvloop"),
+        help="headrace runworker --loop (auto: uvloop when installed, its default)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench._worker_settings")
     import django
@@ -176,7 +184,7 @@ def main() -> None:
     with redis_server() as url:
         for processes in counts:
             for stack in stacks:
-                result = run_one(stack, url, processes, args.messages, args.concurrency)
+                result = run_one(stack, url, processes, args.messages, args.concurrency, args.loop)
                 results.setdefault(stack, {})[f"x{processes}"] = result
                 print(f"# {stack} x{processes}: {result}", file=sys.stderr)
     report: dict[str, Any] = {
@@ -184,6 +192,7 @@ def main() -> None:
         "consumer": "no-op AsyncConsumer on one normal channel, over Redis",
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "headrace_loop": args.loop,
         "results": results,
     }
     if "headrace" in results and "channels" in results:
