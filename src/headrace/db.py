@@ -12,8 +12,10 @@ communicators therefore run applications with :func:`connection_cleanup_suspende
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -60,14 +62,35 @@ def close_old_connections_unless_suspended() -> None:
 
 
 class DatabaseSyncToAsync(SyncToAsync[_P, _R]):
-    """``sync_to_async`` that closes old database connections before and after the call."""
+    """``sync_to_async`` that closes old database connections before and after the call.
 
-    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+    The cleanup runs on the call's thread *inside* the caller's context (which asgiref enters
+    only around the function itself), so :func:`connection_cleanup_suspended` reaches it.
+    """
+
+    def __init__(
+        self,
+        func: Callable[_P, _R],
+        thread_sensitive: bool = True,
+        executor: ThreadPoolExecutor | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        super().__init__(
+            func, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+        self.func = _closing_old_connections(func)
+
+
+def _closing_old_connections(func: Callable[_P, _R]) -> Callable[_P, _R]:  # noqa: UP047
+    @functools.wraps(func)
+    def closing(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         close_old_connections_unless_suspended()
         try:
-            return super().thread_handler(loop, *args, **kwargs)  # type: ignore[no-untyped-call]
+            return func(*args, **kwargs)
         finally:
             close_old_connections_unless_suspended()
+
+    return closing
 
 
 def database_sync_to_async(  # noqa: UP047 - one style with the class above
