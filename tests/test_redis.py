@@ -203,6 +203,27 @@ async def test_readers_take_no_more_than_are_waiting(
     assert await raw.llen(f"{prefix}:c:jobs") == 6
 
 
+async def _calls(raw: aioredis.Redis, command: str) -> int:
+    stats = await raw.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_lone_reader_of_a_normal_channel_blocks_at_once(
+    make: MakeLayer, raw: aioredis.Redis
+) -> None:
+    """One reader, messages from another process: one blocking pop per message, no
+    non-blocking pop before it (that would be a second round trip per receive)."""
+    reader, sender = make(), make()
+    lpops, blpops = await _calls(raw, "lpop"), await _calls(raw, "blpop")
+    for number in range(20):
+        waiting = asyncio.create_task(receive(reader, "lone"))
+        await asyncio.sleep(0.002)  # the reader is blocked in Redis
+        await sender.send("lone", {"type": "x", "n": number})
+        assert (await waiting)["n"] == number
+    assert await _calls(raw, "lpop") - lpops <= 1  # the first receive may settle once
+    assert await _calls(raw, "blpop") - blpops >= 20
+
+
 async def test_competing_workers_share_a_normal_channel(make: MakeLayer) -> None:
     workers = [make() for _ in range(3)]
     producer = make()
@@ -303,7 +324,7 @@ def test_receivers_on_uvloop_get_group_messages_and_cancel_cleanly(
 
 
 async def _script_calls(raw: aioredis.Redis) -> int:
-    return int((await raw.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+    return await _calls(raw, "evalsha")
 
 
 async def test_sends_of_one_batch_share_one_script_call_first_come_first_served(

@@ -226,9 +226,14 @@ class Reading:
         """Take up to ``wanted`` entries from ``key``, blocking (up to ``block_timeout``)
         while it is empty, and settle the local hand-over bookkeeping on the way."""
         blpop = ("BLPOP", key, self.block_timeout)
-        if wanted == 1 and "!" in source and state.group_clean.get(pump_key) == state.group_epoch:
-            # One reader and nothing to settle: only this process reads its inbox, so its own
-            # entries are counted out exactly as they come in. Block at once: a pop first
+        if wanted == 1 and (
+            state.group_clean.get(pump_key) == state.group_epoch
+            if "!" in source
+            else state.unsettled[source] == 0
+        ):
+            # One reader and nothing to settle: an inbox's own entries are counted out
+            # exactly as they come in (only this process reads it), and none of this loop's
+            # messages to a normal channel can still be queued. Block at once: a pop first
             # would cost a round trip per receive.
             (popped,) = await link.execute([blpop])
             return [popped[1]] if popped else []
