@@ -319,6 +319,7 @@ class LoopState:
         self.buffers: dict[str, deque[tuple[float, Message]]] = {}
         self.memberships: dict[str, Membership] = {}
         self.wakeups: dict[str, asyncio.Event] = {}
+        self.wake_checks: set[str] = set()  # sources whose idle pump may need waking
         self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         # Local hand-over bookkeeping (see RedisChannelLayer._can_hand_over). ``origin`` tags

@@ -142,7 +142,18 @@ class Reading:
                 self._pump(state, source, shard, process=False)
             )
         wakeup = state.wakeups.get(source)
-        if wakeup is not None:
+        if wakeup is not None and not wakeup.is_set() and source not in state.wake_checks:
+            # Wake an idle pump at the end of this loop pass, and only if a reader still
+            # waits then: a sender of this loop often hands the message over first (a
+            # producer and a consumer in one process), and an idle pump woken for nothing
+            # costs more than the message.
+            state.wake_checks.add(source)
+            state.loop.call_soon(self._wake_pump, state, source)
+
+    def _wake_pump(self, state: LoopState, source: str) -> None:
+        state.wake_checks.discard(source)
+        wakeup = state.wakeups.get(source)
+        if wakeup is not None and state.waiting[source] > 0:
             wakeup.set()
 
     async def _pump(self, state: LoopState, source: str, shard: int, *, process: bool) -> None:
