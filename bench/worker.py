@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench.delay import redis_server  # noqa: E402
 
+from headrace.process import EVENT_LOOPS  # noqa: E402
+
 READY = {"headrace": "worker reading", "channels": "Running worker for channels"}
 
 
@@ -170,7 +172,7 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         default="auto",
-        choices=("auto", "asyncio", "uvloop"),
+        choices=EVENT_LOOPS,
         help="headrace runworker --loop (auto: uvloop when installed, its default)",
     )
     args = parser.parse_args()
