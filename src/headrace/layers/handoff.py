@@ -171,9 +171,3 @@ class Handoff[T]:
         self._context = context if context is not None else contextvars.copy_context()
         if self._state != _PENDING:
             self._wakeups.add(self)
-
-    def remove_done_callback(self, callback: _Callback) -> int:
-        if self._callback is not None and self._callback == callback:
-            self._callback = self._context = None
-            return 1
-        return 0
