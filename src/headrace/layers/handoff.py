@@ -9,7 +9,7 @@ awaits it registers its wake-up on it), but a hand-out only records the result a
 reader on the loop's :class:`Wakeups`, which wakes every reader queued in one loop pass with a
 single callback, each in its own task's context. With 250 tasks waiting, hand-out and
 wake-up cost about half as much per reader; the Redis fan-out to 1000 members over 4
-processes went from 7.4-8.6 ms to 4.1-7.2 ms (docs/benchmarks.md).
+processes went from 7.4-8.6 ms to 4.1-7.2 ms (docs/explanation/benchmarks.md).
 
 Ordering is unchanged: readers wake in the order they were handed their messages. A hand-off
 is never exposed to users; only the layer's ``receive()`` awaits one.

@@ -19,7 +19,7 @@ How it works (the key layout and the scripts are in :mod:`headrace.layers.redis.
 
 Delivery is at most once: a message is taken from Redis before it is handed to a reader, so a
 process that dies in between loses it, and a command interrupted by a connection failure is
-not repeated (it may or may not have happened). See docs/redis-design.md.
+not repeated (it may or may not have happened). See docs/explanation/redis-design.md.
 
 State that belongs to an event loop (connections, readers, the pumps that feed them) is kept
 per loop and closed with the loop, so a layer used from ``async_to_sync`` leaks nothing.
