@@ -150,11 +150,11 @@ class AuthMiddleware(BaseMiddleware):
     async def resolve_scope(self, scope: Scope) -> None:
         scope["user"]._wrapped = await get_user(scope)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         scope = dict(scope)
         self.populate_scope(scope)
         await self.resolve_scope(scope)
-        await self.inner(scope, receive, send)
+        return await self.inner(scope, receive, send)
 
 
 def AuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:

@@ -3,7 +3,8 @@
 Every router is itself an ASGI application, so they nest. URL matching uses Django's own
 ``path()`` and ``re_path()`` patterns. Unlike Channels, a path no route matches is answered
 (HTTP 404, or a refused WebSocket handshake) and logged, not raised as an exception from the
-server's point of view.
+server's point of view. Like Channels' routers, each returns whatever the application it
+picked returns.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ProtocolTypeRouter:
     def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
         self.application_mapping = dict(application_mapping)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         try:
             application = self.application_mapping[scope["type"]]
         except KeyError:
@@ -68,7 +69,7 @@ class ProtocolTypeRouter:
                 f"No application configured for scope type {scope['type']!r} "
                 f"(configured: {', '.join(sorted(self.application_mapping)) or 'none'})"
             ) from None
-        await application(scope, receive, send)
+        return await application(scope, receive, send)
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -113,7 +114,7 @@ class URLRouter:
             if getattr(route.callback, "_path_routing", False):
                 route.pattern = _as_prefix(route.pattern)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         outermost = "path_remaining" not in scope
         path = scope.get("path_remaining", scope.get("path"))
         if path is None:
@@ -146,12 +147,11 @@ class URLRouter:
                 },
             )
             try:
-                await application(inner_scope, receive, send)
+                return await application(inner_scope, receive, send)
             except Resolver404:
                 if not getattr(application, "_path_routing", False):
                     raise
                 continue  # a nested router matched the prefix but not the rest
-            return
         if not outermost:
             raise Resolver404({"path": relative})
         await _not_found(scope, receive, send, path)
@@ -171,7 +171,7 @@ class ChannelNameRouter:
     def __init__(self, application_mapping: Mapping[str, ASGIApp]) -> None:
         self.application_mapping = dict(application_mapping)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "channel" not in scope:
             raise ValueError(
                 "ChannelNameRouter got a scope without a 'channel' key; use it only for "
@@ -183,4 +183,4 @@ class ChannelNameRouter:
             raise ValueError(
                 f"No application configured for channel {scope['channel']!r}"
             ) from None
-        await application(scope, receive, send)
+        return await application(scope, receive, send)

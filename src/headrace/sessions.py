@@ -33,7 +33,7 @@ class CookieMiddleware:
     def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "headers" not in scope:
             raise ValueError(
                 "CookieMiddleware needs a scope with 'headers' (HTTP or WebSocket connections)"
@@ -42,7 +42,7 @@ class CookieMiddleware:
         for name, value in scope["headers"]:
             if name == b"cookie":
                 cookies.update(parse_cookie(value.decode("latin1")))
-        await self.inner(dict(scope, cookies=cookies), receive, send)
+        return await self.inner(dict(scope, cookies=cookies), receive, send)
 
     @classmethod
     def set_cookie(
@@ -129,10 +129,9 @@ class SessionMiddleware:
     def __init__(self, inner: ASGIApp) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "session" in scope:
-            await self.inner(scope, receive, send)
-            return
+            return await self.inner(scope, receive, send)
         if "cookies" not in scope:
             raise ValueError(
                 "No cookies in scope: SessionMiddleware must be inside CookieMiddleware "
@@ -146,7 +145,7 @@ class SessionMiddleware:
                 await _save_and_set_cookie(scope, session, message)
             await send(message)
 
-        await self.inner(scope, receive, send_saving_session)
+        return await self.inner(scope, receive, send_saving_session)
 
 
 async def _save_and_set_cookie(scope: Scope, session: Any, message: Message) -> None:
