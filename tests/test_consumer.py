@@ -11,7 +11,12 @@ import pytest
 from django.test import override_settings
 
 from headrace.consumer import AsyncConsumer, SyncConsumer
-from headrace.exceptions import AcceptConnection, DenyConnection, StopConsumer
+from headrace.exceptions import (
+    AcceptConnection,
+    DenyConnection,
+    InvalidChannelLayerError,
+    StopConsumer,
+)
 from headrace.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -281,7 +286,7 @@ async def test_bad_frames_close_only_that_connection(
     cls: Any, frame: dict[str, Any], code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     bystander = await _bystander()
-    comm = WebsocketCommunicator(cls.as_asgi(), "/")
+    comm = WebsocketCommunicator(cls.as_asgi(), "/", raise_errors=False)  # as under a server
     assert (await comm.connect())[0]
     with caplog.at_level(logging.WARNING, logger="headrace"):
         if "text_data" in frame and frame["text_data"] == "":
@@ -299,7 +304,7 @@ async def test_bad_frames_close_only_that_connection(
 async def test_handler_failure_still_runs_disconnect_and_leaves_groups() -> None:
     JsonEcho.disconnected.clear()
     layer = get_channel_layer()
-    comm = WebsocketCommunicator(JsonEcho.as_asgi(), "/")
+    comm = WebsocketCommunicator(JsonEcho.as_asgi(), "/", raise_errors=False)
     await comm.connect()
     await comm.send_json_to("boom")
     assert (await comm.receive_close())[0] == 1011
@@ -315,7 +320,8 @@ async def test_handler_failure_still_runs_disconnect_and_leaves_groups() -> None
 
 async def test_unknown_message_type_closes_with_1011(caplog: pytest.LogCaptureFixture) -> None:
     layer = get_channel_layer()
-    comm = WebsocketCommunicator(AsyncWebsocketConsumer.as_asgi(groups=["typo"]), "/")
+    app = AsyncWebsocketConsumer.as_asgi(groups=["typo"])
+    comm = WebsocketCommunicator(app, "/", raise_errors=False)
     await comm.connect()
     with caplog.at_level(logging.ERROR, logger="headrace"):
         await layer.group_send("typo", {"type": "chat.mesage", "text": "x"})
@@ -329,7 +335,7 @@ async def test_failure_before_accept_refuses_the_handshake() -> None:
         async def connect(self) -> None:
             raise KeyError("no such room")
 
-    comm = WebsocketCommunicator(Broken.as_asgi(), "/")
+    comm = WebsocketCommunicator(Broken.as_asgi(), "/", raise_errors=False)
     assert await comm.connect() == (False, 1000)
     await comm.disconnect(code=1006)
 
@@ -368,7 +374,7 @@ async def test_connect_that_never_answers_is_refused() -> None:
         async def connect(self) -> None:
             await never.wait()
 
-    comm = WebsocketCommunicator(Stuck.as_asgi(), "/")
+    comm = WebsocketCommunicator(Stuck.as_asgi(), "/", raise_errors=False)
     assert await comm.connect() == (False, 1000)
     await comm.disconnect(code=1006)
 
@@ -427,7 +433,10 @@ async def test_groups_without_a_layer_is_a_clear_error() -> None:
         channel_layer_alias = "nonexistent"
         groups = ["g"]
 
-    comm = WebsocketCommunicator(NoLayer.as_asgi(), "/")
+    with pytest.raises(InvalidChannelLayerError, match="nonexistent"):
+        await WebsocketCommunicator(NoLayer.as_asgi(), "/").connect()
+    # A server's client sees the handshake refused.
+    comm = WebsocketCommunicator(NoLayer.as_asgi(), "/", raise_errors=False)
     assert await comm.connect() == (False, 1000)
     await comm.disconnect(code=1006)
 
@@ -546,7 +555,7 @@ async def test_sync_connect_that_never_answers_is_refused() -> None:
             release.wait(5)
             self.accept()  # too late: discarded, the handshake was already refused
 
-    comm = WebsocketCommunicator(StuckSync.as_asgi(), "/")
+    comm = WebsocketCommunicator(StuckSync.as_asgi(), "/", raise_errors=False)
     assert await comm.connect() == (False, 1000)
     release.set()
     await comm.disconnect(code=1006)

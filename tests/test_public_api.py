@@ -177,6 +177,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "event_loop_factory",
         "freeze_startup_objects",
     },
+    "headrace.failures": {"RAISE_ERRORS_EXTENSION", "errors_reach_caller", "raising_errors"},
     "headrace.delay": {
         "DELAY_CHANNEL",
         "DelayRequest",

@@ -7,7 +7,8 @@ running the same dispatch on a bounded thread pool (``HEADRACE_SYNC_THREADS``) i
 one global thread, so slow sync handlers on one connection do not stall the others.
 
 A handler that raises is logged once and ends (or, for WebSockets, closes with 1011) only its
-own connection; a message with no handler is treated the same way.
+own connection; a message with no handler is treated the same way. Under a test harness the
+exception is raised to the test instead (see :mod:`headrace.failures`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from asgiref.sync import async_to_sync
 
 from .db import DatabaseSyncToAsync, aclose_old_connections
 from .exceptions import StopConsumer
+from .failures import errors_reach_caller
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .utils import get_handler_name, name_that_thing, sync_handler_pool
 
@@ -44,6 +46,8 @@ class AsyncConsumer:
     _sync: ClassVar[bool] = False
     #: Which ``CHANNEL_LAYERS`` alias this consumer listens on.
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+    #: Exceptions that are protocol answers, not failures: never raised to a test (failures.py).
+    _answered_errors: ClassVar[tuple[type[Exception], ...]] = ()
 
     scope: Scope
     #: The channel-layer message being handled right now (``None`` for client events). Its
@@ -70,6 +74,8 @@ class AsyncConsumer:
         self._lock = asyncio.Lock()
         self._stopped = False
         self._failed = False
+        self._error: Exception | None = None  # a failure handed to the test (failures.py)
+        self._raise_errors = errors_reach_caller(scope, receive, send)
         main = asyncio.current_task()
         reader: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
@@ -91,6 +97,8 @@ class AsyncConsumer:
                     await reader
                 except asyncio.CancelledError:
                     pass
+        if self._error is not None:
+            raise self._error
 
     async def _read_layer(self, main: asyncio.Task[Any] | None) -> None:
         receive = self.channel_layer.receive
@@ -124,7 +132,9 @@ class AsyncConsumer:
             except StopConsumer:
                 self._stopped = True
             except Exception as exc:
-                if not await self._handler_failed(exc, message):
+                if self._raise_errors and not isinstance(exc, self._answered_errors):
+                    self._error, self._stopped = exc, True
+                elif not await self._handler_failed(exc, message):
                     self._stopped = True
             finally:
                 self.layer_message = None

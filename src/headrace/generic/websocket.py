@@ -66,6 +66,7 @@ class WebsocketProtocol:
 
     #: Groups joined on connect and left on disconnect.
     groups: list[str] | None = None
+    _answered_errors: tuple[type[Exception], ...] = (BadFrame,)
     _outbox: Outbox
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
