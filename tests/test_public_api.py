@@ -177,6 +177,15 @@ PUBLIC_API: dict[str, set[str]] = {
         "event_loop_factory",
         "freeze_startup_objects",
     },
+    "headrace.unserved": {
+        "DEFAULT_UNREAD_WARNING_AFTER",
+        "UnreadWatch",
+        "runworker_command",
+        "unread_warning_after",
+        "unserved_channels",
+        "warn_unserved",
+        "watch_unread_channels",
+    },
     "headrace.failures": {"RAISE_ERRORS_EXTENSION", "errors_reach_caller", "raising_errors"},
     "headrace.delay": {
         "DELAY_CHANNEL",

@@ -376,3 +376,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 channels=sum(1 for c in self._channels.values() if c.queue or c.waiters),
                 groups=len(self._membership),
             )
+
+    async def queue_length(self, channel: str) -> int:
+        """Messages waiting unread in ``channel`` right now (expired ones not counted)."""
+        rules.check_channel_name(channel)
+        now = self._now()
+        with self._lock:
+            entry = self._channels.get(channel)
+            return 0 if entry is None else sum(1 for due, _ in entry.queue if due > now)

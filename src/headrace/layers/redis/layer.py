@@ -736,6 +736,29 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             groups=groups,
         )
 
+    async def queue_length(self, channel: str) -> int:
+        """Messages waiting unread in ``channel``: queued in Redis plus taken in by this loop.
+
+        For a normal channel every process's messages are counted (entries past their expiry
+        that no reader has swept yet included); for a ``!`` channel, the direct messages in
+        its process's inbox. One round trip; used to notice channels nobody reads.
+        """
+        rules.check_channel_name(channel)
+        state = self._state()
+        topology = self._topology
+        owner = rules.non_local_name(channel) if "!" in channel else channel
+        shard = topology.shard_of(owner)
+        tag = topology.tags[shard]
+        client = state.connections.clients[topology.client_of[shard]]
+        try:
+            if "!" in channel:
+                queued = int(await client.hget(f"{tag}n:{owner}", channel) or 0)
+            else:
+                queued = int(await client.llen(f"{tag}c:{channel}"))
+        except Exception as error:
+            raise translate(error) from error
+        return queued + len(state.buffers.get(channel) or ())
+
 
 def _crypter(keys: Sequence[str | bytes] | None) -> Any:
     """A MultiFernet over ``keys`` (each hashed to a Fernet key, as channels_redis does)."""

@@ -11,7 +11,9 @@ Background coroutines that live as long as the server are collected by
 every channel the project's ``ChannelNameRouter`` routes, plus ``asgi.delay``, is served inside
 this process, so one command runs the whole system in development. Set
 ``HEADRACE_EMBEDDED_WORKERS = False`` to run them with ``manage.py runworker`` instead; with any
-other layer they never run here.
+other layer they never run here. Routed channels this process does not serve are named at
+start-up with the ``runworker`` command that would serve them, and on a shared layer a channel
+whose messages wait unread is logged once (:mod:`headrace.unserved`).
 """
 
 from __future__ import annotations
@@ -75,11 +77,22 @@ class Command(BaseCommand):
         """Coroutine factories to run beside the server for its lifetime."""
         if not getattr(settings, "ASGI_APPLICATION", None):
             return []  # Django's plain ASGI handler routes no background channels
+        from ...layers import InMemoryChannelLayer, get_channel_layer
         from ...routing import get_default_application
-        from ...worker import run_embedded_workers
+        from ...unserved import unread_warning_after, warn_unserved, watch_unread_channels
+        from ...worker import embedded_workers_enabled, routed_channels, run_embedded_workers
 
         application = get_default_application()
-        return [lambda: run_embedded_workers(application)]
+        tasks: list[BackgroundFactory] = [lambda: run_embedded_workers(application)]
+        routed = routed_channels(application)
+        layer = get_channel_layer()
+        served = routed if routed and embedded_workers_enabled() else []
+        missing = warn_unserved(routed, served, layer, process="runserver")
+        after = unread_warning_after()
+        if missing and after > 0 and not isinstance(layer, InMemoryChannelLayer | None):
+            # The layer is looked up inside the server's event loop, where it is used.
+            tasks.append(lambda: watch_unread_channels(get_channel_layer(), missing, after=after))
+        return tasks
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         autoreload.raise_last_exception()

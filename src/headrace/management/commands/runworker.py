@@ -149,6 +149,21 @@ class Command(BaseCommand):
 
         return get_default_application()
 
+    def warn_unserved(self, channels: list[str], alias: str) -> None:
+        """Name the routed channels left to other workers; warn about the in-memory layer."""
+        from headrace.routing import get_default_application
+        from headrace.unserved import warn_unserved
+        from headrace.worker import routed_channels
+
+        try:
+            application: ASGIApp | None = get_default_application()
+        except ConfigurationError:  # no ASGI_APPLICATION: only asgi.delay is served
+            application = None
+        routed = routed_channels(application) if application is not None else []
+        warn_unserved(
+            routed, channels, get_channel_layer(alias), layer_alias=alias, process="runworker"
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(int(options.get("verbosity", 1)))
         channels: list[str] = list(options.get("channels") or [])
@@ -166,6 +181,7 @@ class Command(BaseCommand):
             )
         except ConfigurationError as error:
             raise CommandError(str(error)) from error
+        self.warn_unserved(channels, alias)
         loop_factory = self.loop_factory(options.get("loop", "auto"))
         freeze_startup_objects()
         asyncio.run(serve_until_signalled(worker), loop_factory=loop_factory)
