@@ -89,7 +89,8 @@ class Command(BaseCommand):
         served = routed if routed and embedded_workers_enabled() else []
         missing = warn_unserved(routed, served, layer, process="runserver")
         after = unread_warning_after()
-        if missing and after > 0 and not isinstance(layer, InMemoryChannelLayer | None):
+        watchable = hasattr(layer, "queue_length") and not isinstance(layer, InMemoryChannelLayer)
+        if missing and after > 0 and watchable:
             # The layer is looked up inside the server's event loop, where it is used.
             tasks.append(lambda: watch_unread_channels(get_channel_layer(), missing, after=after))
         return tasks
