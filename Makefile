@@ -6,6 +6,8 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo's own install: the package only (plus the redis extra when REDIS_URL is set).
+DEMO_STAMP := $(VENV)/.demo-installed$(if $(REDIS_URL),-redis)
 
 # The first of python3.12, python3.13, python3 that is at least 3.12.
 PYTHON ?= $(shell for p in python3.12 python3.13 python3; do \
@@ -15,7 +17,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3; do \
 
 PYTEST_ARGS ?=
 
-.PHONY: test check lint format typecheck bench demo screenshots system-deps install clean
+.PHONY: test check lint format typecheck bench demo demo-install screenshots system-deps install clean
 
 test: install system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -45,9 +47,20 @@ bench: install system-deps
 	done
 
 # The demo (chat, live progress, live blog) at http://127.0.0.1:8000; REDIS_URL=redis://... to
-# use the Redis layer with a separate worker process. Ctrl-C stops everything.
-demo: install
+# use the Redis layer with a separate worker process. Ctrl-C stops everything. It installs only
+# what the demo runs on (not the test and lint toolchain), so a fresh clone serves in seconds.
+demo: demo-install
 	@DEMO_PYTHON=$(CURDIR)/$(BIN)/python demo/run.sh $(DEMO_ARGS)
+
+demo-install: $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "headrace needs Python >= 3.12 (tried python3.12, python3.13, python3)" >&2; exit 1; fi
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ -z "$(REDIS_URL)" ]; then :; \
+	else $(BIN)/python -m pip install -q -e ".$(if $(REDIS_URL),[redis])"; fi
+	@touch $@
 
 install: $(STAMP)
 
