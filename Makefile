@@ -54,12 +54,18 @@ demo: demo-install
 
 demo-install: $(DEMO_STAMP)
 
-$(DEMO_STAMP): pyproject.toml
+# Dependencies only (demo/dependencies.py reads them from pyproject.toml); the demo imports
+# headrace from src/. When this Python has pip, the venv is made without its own copy (faster)
+# and this pip installs into it; `make install` adds pip to the venv when it needs it.
+$(DEMO_STAMP): pyproject.toml demo/dependencies.py
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "headrace needs Python >= 3.12 (tried python3.12, python3.13, python3)" >&2; exit 1; fi
-	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ -z "$(REDIS_URL)" ]; then :; \
-	else $(BIN)/python -m pip install -q -e ".$(if $(REDIS_URL),[redis])"; fi
+	@if [ ! -x $(BIN)/python ]; then \
+		if $(PYTHON) -m pip --version >/dev/null 2>&1; then $(PYTHON) -m venv --without-pip $(VENV); \
+		else $(PYTHON) -m venv $(VENV); fi; fi
+	@if $(BIN)/python -m pip --version >/dev/null 2>&1; then pip="$(BIN)/python -m pip"; \
+	else pip="$(PYTHON) -m pip --python $(BIN)/python"; fi; \
+	$(BIN)/python demo/dependencies.py $(if $(REDIS_URL),redis) | xargs $$pip install -q
 	@touch $@
 
 install: $(STAMP)
@@ -68,6 +74,7 @@ $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "headrace needs Python >= 3.12 (tried python3.12, python3.13, python3)" >&2; exit 1; fi
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $(STAMP)

@@ -10,6 +10,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${DEMO_PYTHON:-$here/../.venv/bin/python}"
+# headrace itself comes from src/: `make demo` installs only its dependencies.
+export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}"
 manage=("$python" "$here/manage.py")
 
 "${manage[@]}" migrate --noinput -v0
