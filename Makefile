@@ -74,7 +74,7 @@ $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "headrace needs Python >= 3.12 (tried python3.12, python3.13, python3)" >&2; exit 1; fi
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip >/dev/null
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
