@@ -342,4 +342,7 @@ async def test_runserver_runs_the_routed_workers_in_process(embedded: bool) -> N
         r"running workers in this process for .*prog-rocker.*asgi\.delay", printed
     )
     assert bool(announced) is embedded
+    # Switched off, runserver says at start-up that nobody serves the routed channels.
+    unserved = "runserver does not serve the routed background channel(s) jobs, noop, prog-rocker"
+    assert (unserved in printed) is not embedded
     assert "Traceback" not in output
