@@ -11,7 +11,7 @@ import importlib
 import pytest
 
 PUBLIC_API: dict[str, set[str]] = {
-    "headrace": {"__version__"},
+    "headrace": {"DEFAULT_CHANNEL_LAYER", "__version__"},
     "headrace.exceptions": {
         "AcceptConnection",
         "ChannelFull",
@@ -35,18 +35,27 @@ PUBLIC_API: dict[str, set[str]] = {
         "DEFAULT_CHANNEL_LAYER",
         "DEFAULT_MAX_MESSAGE_SIZE",
         "BaseChannelLayer",
+        "Capabilities",
         "ChannelLayerManager",
         "Clock",
         "InMemoryChannelLayer",
+        "LayerConfig",
         "LayerStatistics",
         "ManualClock",
         "SystemClock",
+        "capabilities_of",
         "channel_layers",
         "get_channel_layer",
     },
     "headrace.layers.base": {"DEFAULT_MAX_MESSAGE_SIZE", "BaseChannelLayer", "LayerStatistics"},
     "headrace.layers.clock": {"Clock", "ManualClock", "SystemClock", "TimerHandle"},
     "headrace.layers.codec": {"decode", "encode"},
+    "headrace.layers.config": {
+        "DEFAULT_MAX_MESSAGE_SIZE",
+        "Capabilities",
+        "LayerConfig",
+        "capabilities_of",
+    },
     "headrace.layers.groups": {"Membership"},
     "headrace.layers.memory": {"InMemoryChannelLayer"},
     "headrace.layers.registry": {
@@ -54,6 +63,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "ChannelLayerManager",
         "channel_layers",
         "get_channel_layer",
+        "missing_extra",
     },
     "headrace.layers.rules": {
         "MAX_NAME_LENGTH",
@@ -65,9 +75,11 @@ PUBLIC_API: dict[str, set[str]] = {
         "due_time",
         "is_process_channel",
         "non_local_name",
+        "positive_int",
         "positive_seconds",
     },
     "headrace.layers.schedule": {"DelaySchedule"},
+    "headrace.layers.redis.config": {"HostEntry", "RedisConfig"},
     "headrace.consumer": {
         "DEFAULT_CHANNEL_LAYER",
         "AsyncConsumer",
@@ -119,7 +131,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "suspend_connection_cleanup",
     },
     "headrace.settings": {"Limits", "SlowClientPolicy", "limits"},
-    "headrace.checks": {"check_runserver_order"},
+    "headrace.checks": {"check_channel_layers", "check_runserver_order"},
     "headrace.types": {
         "ASGIApp",
         "HTTPRequestEvent",
@@ -174,8 +186,11 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.process": {
         "EVENT_LOOPS",
         "cancel_and_wait",
+        "configure_logging",
         "event_loop_factory",
         "freeze_startup_objects",
+        "report_failure",
+        "serve_until_signalled",
     },
     "headrace.delay": {
         "DELAY_CHANNEL",

@@ -20,14 +20,13 @@ from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
 
+from . import DEFAULT_CHANNEL_LAYER
 from .db import DatabaseSyncToAsync, aclose_old_connections
 from .exceptions import StopConsumer
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .utils import get_handler_name, name_that_thing, sync_handler_pool
 
 __all__ = ["DEFAULT_CHANNEL_LAYER", "AsyncConsumer", "SyncConsumer", "get_handler_name"]
-
-DEFAULT_CHANNEL_LAYER = "default"
 
 logger = logging.getLogger("headrace.consumer")
 

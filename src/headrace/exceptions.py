@@ -25,6 +25,8 @@ working. Every layer also exposes ``ChannelFull`` and ``MessageTooLarge`` as att
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
@@ -93,7 +95,15 @@ class LayerConnectionError(ChannelLayerError, ConnectionError):
 
 
 class ConfigurationError(HeadraceError, ImproperlyConfigured):
-    """Settings or layer configuration that cannot work; raised at start-up."""
+    """Settings or layer configuration that cannot work; raised at start-up.
+
+    ``problems`` lists each mistake on its own (one setting may hold several); the message
+    joins them. The system check reports each as its own error.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
 
 
 # Channels' name for a bad CHANNEL_LAYERS entry.

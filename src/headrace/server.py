@@ -23,7 +23,7 @@ from typing import Any
 
 import uvicorn
 
-from .process import cancel_and_wait
+from .process import cancel_and_wait, report_failure
 from .settings import Limits, limits
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,7 +137,7 @@ class Server:
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (or a signal, when running on the main thread)."""
-        tasks = [asyncio.create_task(factory()) for factory in self.background]
+        tasks = [report_failure(asyncio.create_task(f()), logger) for f in self.background]
         try:
             sockets = [self._socket] if self._socket is not None else None
             await self._uvicorn.serve(sockets=sockets)

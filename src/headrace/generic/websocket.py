@@ -30,6 +30,7 @@ from asgiref.sync import async_to_sync
 from ..consumer import AsyncConsumer, SyncConsumer
 from ..db import aclose_old_connections
 from ..exceptions import AcceptConnection, DenyConnection, InvalidChannelLayerError, StopConsumer
+from ..layers.config import capabilities_of
 from ..settings import limits
 from ..types import Message, Send
 from .broadcast import encode_shared
@@ -85,7 +86,7 @@ class WebsocketProtocol:
         return None
 
     def _require_groups(self, layer: Any) -> None:
-        if self.groups and (layer is None or not hasattr(layer, "group_add")):
+        if self.groups and (layer is None or not capabilities_of(layer).groups):
             raise InvalidChannelLayerError(
                 f"{type(self).__name__}.groups needs a channel layer with groups, but the "
                 f"CHANNEL_LAYERS alias {getattr(self, 'channel_layer_alias', '?')!r} "
