@@ -210,6 +210,12 @@ def test_an_entry_that_cannot_give_a_layer_is_an_error(entry: object, says: str)
     assert re.search(says, errors[0].msg), errors[0].msg
 
 
+def test_channel_layers_that_is_not_a_dict_is_an_error() -> None:
+    errors = layers_check(["default"])
+    assert [error.id for error in errors] == ["headrace.E001"]
+    assert errors[0].msg == "CHANNEL_LAYERS must be a dict of alias -> settings, got list"
+
+
 def test_a_good_configuration_passes_and_a_channels_backend_is_left_alone() -> None:
     assert layers_check({"default": {"BACKEND": MEMORY, "CONFIG": {"capacity": 5}}}) == []
     assert layers_check({}) == []
