@@ -373,13 +373,23 @@ class NotInProcessLayer(InMemoryChannelLayer):
 
 async def test_a_group_consumer_reads_the_groups_flag_not_the_methods() -> None:
     from headrace.generic.websocket import AsyncWebsocketConsumer
+    from headrace.testing import WebsocketCommunicator
 
     class Room(AsyncWebsocketConsumer):
         groups: ClassVar[list[str]] = ["room"]
 
-    with pytest.raises(exceptions.InvalidChannelLayerError, match="needs a channel layer"):
-        Room()._require_groups(NoGroupsLayer())
-    Room()._require_groups(InMemoryChannelLayer())
+    async def connects() -> bool:
+        communicator = WebsocketCommunicator(Room.as_asgi(), "/room/")
+        try:
+            connected, _ = await communicator.connect()
+        except exceptions.InvalidChannelLayerError:  # a communicator that re-raises it
+            return False
+        await communicator.disconnect()
+        return connected
+
+    assert await connects()  # the in-memory layer has groups
+    channel_layers.set("default", NoGroupsLayer())  # has group_add, but says: no groups
+    assert not await connects()
 
 
 def test_embedded_workers_follow_the_in_process_flag() -> None:
