@@ -273,6 +273,7 @@ async def _still_served(bystander: WebsocketCommunicator) -> None:
     [
         ({"text_data": "{not json"}, 1007),
         ({"text_data": ""}, 1007),
+        ({"text_data": "[" * 100_000 + "]" * 100_000}, 1007),  # nested too deep, under 1 MiB
         ({"bytes_data": b'{"a": 1}'}, 1003),
         ({"text_data": '"boom"'}, 1011),
     ],
