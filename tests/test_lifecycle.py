@@ -17,7 +17,7 @@ from headrace.layers import InMemoryChannelLayer, get_channel_layer
 from headrace.lifecycle import ConnectionState, Event, Lifecycle, event_for, move
 from headrace.testing import WebsocketCommunicator
 
-C, O, CL, L, S = (
+C, OP, CL, L, S = (
     ConnectionState.CONNECTING,
     ConnectionState.OPEN,
     ConnectionState.CLOSING,
@@ -28,14 +28,14 @@ A, SE, CLO, CUT, STOP = Event.ACCEPT, Event.SEND, Event.CLOSE, Event.CUT, Event.
 
 # Spelled out by hand (not read back from MOVES): (next state, delivered to the server).
 LEGAL: dict[tuple[ConnectionState, Event], tuple[ConnectionState, bool]] = {
-    (C, A): (O, True),
+    (C, A): (OP, True),
     (C, CLO): (CL, True),
     (C, CUT): (L, False),
     (C, STOP): (S, False),
-    (O, SE): (O, True),
-    (O, CLO): (CL, True),
-    (O, CUT): (L, False),
-    (O, STOP): (S, False),
+    (OP, SE): (OP, True),
+    (OP, CLO): (CL, True),
+    (OP, CUT): (L, False),
+    (OP, STOP): (S, False),
     (CL, CLO): (CL, False),
     (CL, CUT): (CL, False),
     (CL, STOP): (S, False),
@@ -50,7 +50,7 @@ LEGAL: dict[tuple[ConnectionState, Event], tuple[ConnectionState, bool]] = {
 
 ILLEGAL: dict[tuple[ConnectionState, Event], str] = {
     (C, SE): "cannot send a frame: expected OPEN, got CONNECTING",
-    (O, A): "cannot accept: expected CONNECTING, got OPEN",
+    (OP, A): "cannot accept: expected CONNECTING, got OPEN",
     (CL, A): "cannot accept: expected CONNECTING, got CLOSING",
     (CL, SE): "cannot send a frame: expected OPEN, got CLOSING",
     (S, A): "cannot accept: expected CONNECTING, got STOPPED",
@@ -142,7 +142,8 @@ async def test_frames_after_a_cut_are_discarded_quietly() -> None:
     await outbox.send({"type": "websocket.close"})
     await outbox.cut({"type": "websocket.close", "code": 1011})  # only the first cut writes
     assert send.sent == [{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1011}]
-    assert outbox.closed and outbox.accepted
+    assert outbox.closed
+    assert outbox.accepted
 
 
 async def test_a_second_accept_raises() -> None:
