@@ -208,7 +208,7 @@ class AsyncConsumer:
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']!r}")
-        await self._run_hook(handler, message)
+        await handler(message)
 
     async def send(self, message: Message) -> None:
         """Send an ASGI message to the client (subclasses add protocol-level helpers)."""
@@ -268,5 +268,12 @@ class SyncConsumer(AsyncConsumer):
             )
             self._runner = runner
         return await runner(hook, *args, **kwargs)
+
+    async def dispatch(self, message: Message) -> None:
+        """Run the handler for ``message["type"]`` (a plain function runs on the pool)."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']!r}")
+        await self._run_hook(handler, message)
 
     send = _sync_twin(AsyncConsumer.send)
