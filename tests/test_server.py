@@ -46,6 +46,7 @@ def test_limits_defaults_and_settings() -> None:
         ("websocket_outbox_size", 0, "OUTBOX_SIZE"),
         ("websocket_slow_client", "block", "'close' or 'drop-oldest'"),
         ("websocket_handshake_timeout", 0, "HANDSHAKE_TIMEOUT"),
+        ("websocket_send_timeout", 0, "SEND_TIMEOUT"),
         ("sync_threads", 0, "SYNC_THREADS"),
     ],
 )
