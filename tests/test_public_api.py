@@ -141,6 +141,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "WebSocketSendEvent",
     },
     "headrace.utils": {"get_handler_name", "name_that_thing", "sync_handler_pool"},
+    "headrace.uvicorn_protocol": {"websocket_protocol"},
     "headrace.server": {
         "BackgroundFactory",
         "Server",
