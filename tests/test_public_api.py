@@ -17,6 +17,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "ChannelFull",
         "ChannelLayerError",
         "ConfigurationError",
+        "ConnectionStateError",
         "DenyConnection",
         "HeadraceError",
         "InvalidChannelLayerError",
@@ -97,7 +98,9 @@ PUBLIC_API: dict[str, set[str]] = {
     },
     "headrace.generic.http": {"AsyncHttpConsumer"},
     "headrace.generic.sse": {"AsyncSseConsumer", "format_event"},
-    "headrace.generic.outbox": {"SLOW_CLIENT_CLOSE_CODE", "Outbox"},
+    "headrace.generic.outbox": {"ABORT_EXTENSION", "SLOW_CLIENT_CLOSE_CODE", "Outbox"},
+    "headrace.generic.membership": {"GroupMembership"},
+    "headrace.lifecycle": {"MOVES", "ConnectionState", "Event", "Lifecycle", "event_for", "move"},
     "headrace.generic.broadcast": {"encode_shared"},
     "headrace.routing": {
         "ChannelNameRouter",
@@ -150,6 +153,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "WebSocketSendEvent",
     },
     "headrace.utils": {"get_handler_name", "name_that_thing", "sync_handler_pool"},
+    "headrace.uvicorn_protocol": {"websocket_protocol"},
     "headrace.server": {
         "BackgroundFactory",
         "Server",

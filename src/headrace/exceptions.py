@@ -12,6 +12,7 @@
     │   │   ├── InvalidChannelName
     │   │   └── InvalidGroupName
     │   └── LayerConnectionError        the layer's server went away and did not come back in time
+    ├── ConnectionStateError            (RuntimeError) e.g. a frame sent after the consumer closed
     └── ConfigurationError              (also Django's ``ImproperlyConfigured``)
 
     Control-flow signals (not errors; never subclasses of HeadraceError):
@@ -34,6 +35,7 @@ __all__ = [
     "ChannelFull",
     "ChannelLayerError",
     "ConfigurationError",
+    "ConnectionStateError",
     "DenyConnection",
     "HeadraceError",
     "InvalidChannelLayerError",
@@ -92,6 +94,13 @@ class InvalidGroupName(InvalidName):
 
 class LayerConnectionError(ChannelLayerError, ConnectionError):
     """The layer's server could not be reached within the layer's bounded retry time."""
+
+
+class ConnectionStateError(HeadraceError, RuntimeError):
+    """A consumer did something its connection's state forbids ("expected OPEN, got CLOSING").
+
+    See :mod:`headrace.lifecycle` for the table of legal moves.
+    """
 
 
 class ConfigurationError(HeadraceError, ImproperlyConfigured):
