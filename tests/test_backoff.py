@@ -53,28 +53,20 @@ def fixed(value: float) -> Iterator[float]:
         yield value
 
 
-async def settle() -> None:
-    """Let the tasks the test started run up to their next wait."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
 async def test_an_outage_is_logged_once_and_the_pauses_double_up_to_the_cap(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="tests.backoff")
     clock = ManualClock()
     backoff = Backoff("reading jobs", logger=log, first=1.0, cap=4.0, jitter=0.0, clock=clock)
-    pauses: list[float] = []
-    for _ in range(4):
+    for expected in [1.0, 2.0, 4.0, 4.0]:  # doubling, capped at 4
         task = asyncio.create_task(backoff.failed(ConnectionError("refused")))
-        start = clock.time()
-        await settle()
-        while not task.done():
-            clock.advance(0.5)
-            await settle()
-        pauses.append(clock.time() - start)
-    assert pauses == [1.0, 2.0, 4.0, 4.0]
+        await clock.wait_armed()
+        clock.advance(expected - 0.01)
+        await asyncio.sleep(0)  # one step: enough for a woken sleeper to finish
+        assert not task.done()
+        clock.advance(0.01)
+        await asyncio.wait_for(task, WAIT)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == [
         "reading jobs failed (ConnectionError: refused); retrying with backoff"
@@ -94,7 +86,7 @@ async def test_the_next_outage_is_logged_again(caplog: pytest.LogCaptureFixture)
     backoff = Backoff("sweeping", logger=log, clock=clock, jitter=0.0)
     for _ in range(2):
         task = asyncio.create_task(backoff.failed(OSError("down")))
-        await settle()
+        await clock.wait_armed()
         clock.advance(backoff.first)
         await asyncio.wait_for(task, WAIT)
         backoff.succeeded()
@@ -114,19 +106,18 @@ async def test_jitter_comes_from_the_injected_random() -> None:
 async def test_sleep_waits_for_the_clock_and_cancelling_it_disarms_the_timer() -> None:
     clock = ManualClock()
     sleeper = asyncio.create_task(sleep(clock, 10))
-    await settle()
+    await clock.wait_armed()
     clock.advance(9.9)
-    await settle()
     assert not sleeper.done()
     clock.advance(0.1)
     await asyncio.wait_for(sleeper, WAIT)
 
     cancelled = asyncio.create_task(sleep(clock, 10))
-    await settle()
+    await clock.wait_armed()
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    clock.advance(20)  # the disarmed timer does nothing
+    assert clock._armed() == 0  # the timer went with the sleeper
 
 
 # -- supervise() ---------------------------------------------------------------------------------
@@ -150,11 +141,14 @@ async def test_supervise_restarts_a_loop_that_raised_and_logs_its_traceback(
         await asyncio.Event().wait()  # a healthy loop runs for ever
 
     task = asyncio.create_task(supervise("the sweeper", loop, logger=log, backoff=backoff))
-    await settle()
+    await clock.wait_armed()
     assert runs == 1  # raised, now pausing on the clock
-    clock.advance(1.0)
-    await settle()
-    assert runs == 2
+    clock.advance(0.99)
+    await asyncio.sleep(0)  # one step: enough for a woken supervisor to run the loop again
+    assert runs == 1
+    clock.advance(0.01)
+    await clock.wait_armed()
+    assert runs == 2  # raised again: the pause doubled
     clock.advance(2.0)
     await asyncio.wait_for(parked.wait(), WAIT)
     assert runs == 3
