@@ -100,9 +100,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._now = time.time if isinstance(self.clock, SystemClock) else self.clock.time
         self._sent = self._received = self._rejected_full = self._dropped_full = 0
         self._expired = self._group_sends = self._delayed = 0
-        # For wait_delivered(): messages handed to a waiting receiver whose receive() has not
-        # returned yet, and the waits themselves (channels, future).
-        self._handed = 0
+        # For wait_delivered(): the futures of receivers handed a message whose receive() has
+        # not returned yet (a set: the receiver discards its own without the lock), and the
+        # waits themselves (channels, future).
+        self._handing: set[asyncio.Future[Message]] = set()
         self._delivery_waits: list[tuple[tuple[str, ...], asyncio.Future[None]]] = []
 
     # -- sending -----------------------------------------------------------------------------
@@ -204,13 +205,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
             running = None
         if loop is running:
             waiter.set_result(message)
-            self._handed += 1
+            self._handing.add(waiter)
             return True
         try:
             loop.call_soon_threadsafe(self._late_hand_over, waiter, name, message)
         except RuntimeError:  # that receiver's loop is closed
             return False
-        self._handed += 1
+        self._handing.add(waiter)
         return True
 
     def _late_hand_over(self, waiter: asyncio.Future[Message], name: str, message: Message) -> None:
@@ -221,7 +222,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         with self._lock:
             self._sent -= 1  # _offer counts it again
             self._received -= 1
-            self._handed -= 1
+            self._handing.discard(waiter)
             self._offer(name, message, self._now(), raise_full=False, front=True)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -258,7 +259,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                     # Handed to us just as we were cancelled: put it back, first in line.
                     self._sent -= 1
                     self._received -= 1
-                    self._handed -= 1
+                    self._handing.discard(waiter)
                     self._offer(channel, waiter.result(), self._now(), raise_full=False, front=True)
                 else:
                     entry = self._channels.get(channel)
@@ -270,9 +271,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
                         if not entry.queue and not entry.waiters:
                             del self._channels[channel]
             raise
-        with self._lock:
-            self._handed -= 1
-            if self._delivery_waits:
+        self._handing.discard(waiter)  # one atomic call: no lock on this hot path
+        if self._delivery_waits:
+            with self._lock:
                 self._wake_delivered()
         return message
 
@@ -409,7 +410,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _delivered(self, channels: tuple[str, ...]) -> bool:
         """Whether nothing for ``channels`` is queued or being handed over. Lock held."""
-        if self._handed:
+        if self._handing:
             return False
         if not channels:
             return not any(entry.queue for entry in self._channels.values())
