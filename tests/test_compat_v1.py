@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import override_settings
 
 from headrace.compat.v1 import (
     V1_TYPE,
@@ -26,7 +25,7 @@ from headrace.compat.v1 import (
     v1_application,
 )
 from headrace.exceptions import ConfigurationError
-from headrace.layers import InMemoryChannelLayer, ManualClock, get_channel_layer
+from headrace.layers import InMemoryChannelLayer, ManualClock, channel_layers, get_channel_layer
 from headrace.testing import WebsocketCommunicator
 from headrace.worker import Worker
 from tests.progrock_v1.routing import channel_routing
@@ -35,21 +34,19 @@ EXPECTED = [{"progress": p} for p in range(0, 100, 3)] + [{"complete": True, "pr
 
 
 @pytest.fixture
-def clock() -> Iterator[ManualClock]:
-    clock = ManualClock()
-    layers = {
-        "default": {"BACKEND": "headrace.layers.InMemoryChannelLayer", "CONFIG": {"clock": clock}}
-    }
-    with override_settings(CHANNEL_LAYERS=layers):
-        yield clock
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
 async def layer(clock: ManualClock) -> AsyncIterator[InMemoryChannelLayer]:
-    layer = get_channel_layer()
-    assert isinstance(layer, InMemoryChannelLayer)
+    """The default layer of the process, on a manual clock (compat.v1 looks it up by alias)."""
+    layer = InMemoryChannelLayer(clock=clock)
+    channel_layers.set("default", layer)
+    assert get_channel_layer() is layer
     yield layer
     await layer.flush()
+    channel_layers.reset()
 
 
 @pytest.fixture
@@ -62,16 +59,10 @@ async def worker(layer: InMemoryChannelLayer) -> AsyncIterator[Worker]:
     await asyncio.wait_for(running, 10)
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.001)
-    assert condition(), what
-
-
 async def _next_step(layer: InMemoryChannelLayer, clock: ManualClock) -> None:
     """Once the worker has scheduled its next step (200 ms ahead), move the clock there."""
-    await _until(lambda: layer.statistics().delayed_pending == 1, "a delayed step")
+    await asyncio.wait_for(clock.wait_armed(), 10)
+    assert layer.statistics().delayed_pending == 1
     clock.advance(0.2005)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Final
 from django.conf import settings
 
 from .delay import DELAY_CHANNEL
-from .layers import BaseChannelLayer, InMemoryChannelLayer
+from .layers import BaseChannelLayer, capabilities_of
 from .layers.registry import DEFAULT_CHANNEL_LAYER
 
 __all__ = [
@@ -67,11 +67,11 @@ def warn_unserved(
 ) -> list[str]:
     """Log which routed channels ``process`` ("runserver", "runworker") leaves to others.
 
-    Returns the unserved channels. With the in-memory layer no other process can serve them,
-    and the warning says what to do instead.
+    Returns the unserved channels. With an in-process layer (the in-memory one) no other
+    process can serve them, and the warning says what to do instead.
     """
     missing = unserved_channels(routed, served)
-    in_memory = isinstance(layer, InMemoryChannelLayer)
+    in_memory = layer is not None and capabilities_of(layer).in_process
     if process == "runworker" and in_memory:
         logger.warning(
             "runworker on the in-memory layer %r: this process cannot see messages sent by any "

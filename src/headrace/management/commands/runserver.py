@@ -77,7 +77,7 @@ class Command(BaseCommand):
         """Coroutine factories to run beside the server for its lifetime."""
         if not getattr(settings, "ASGI_APPLICATION", None):
             return []  # Django's plain ASGI handler routes no background channels
-        from ...layers import InMemoryChannelLayer, get_channel_layer
+        from ...layers import capabilities_of, get_channel_layer
         from ...routing import get_default_application
         from ...unserved import unread_warning_after, warn_unserved, watch_unread_channels
         from ...worker import embedded_workers_enabled, routed_channels, run_embedded_workers
@@ -89,7 +89,8 @@ class Command(BaseCommand):
         served = routed if routed and embedded_workers_enabled() else []
         missing = warn_unserved(routed, served, layer, process="runserver")
         after = unread_warning_after()
-        watchable = hasattr(layer, "queue_length") and not isinstance(layer, InMemoryChannelLayer)
+        shared = layer is not None and not capabilities_of(layer).in_process
+        watchable = shared and hasattr(layer, "queue_length")
         if missing and after > 0 and watchable:
             # The layer is looked up inside the server's event loop, where it is used.
             tasks.append(lambda: watch_unread_channels(get_channel_layer(), missing, after=after))
