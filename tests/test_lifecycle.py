@@ -172,7 +172,7 @@ class SyncCloseThenSend(WebsocketConsumer):
 async def test_sending_after_close_is_an_error_logged_once(
     cls: type[AsyncWebsocketConsumer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    comm = WebsocketCommunicator(cls.as_asgi(), "/")
+    comm = WebsocketCommunicator(cls.as_asgi(), "/", raise_errors=False)  # as under a server
     assert (await comm.connect())[0]
     with caplog.at_level(logging.ERROR, logger="headrace"):
         await comm.send_to(text_data="go")
@@ -184,6 +184,16 @@ async def test_sending_after_close_is_an_error_logged_once(
     assert errors[0].exc_info is not None
     assert "expected OPEN, got CLOSING" in str(errors[0].exc_info[1])
     assert await comm.receive_nothing()
+
+
+@pytest.mark.parametrize("cls", [CloseThenSend, SyncCloseThenSend])
+async def test_sending_after_close_reaches_the_test(cls: type[AsyncWebsocketConsumer]) -> None:
+    comm = WebsocketCommunicator(cls.as_asgi(), "/")
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data="go")
+    assert await comm.receive_close() == (4000, "")
+    with pytest.raises(ConnectionStateError, match="expected OPEN, got CLOSING"):
+        await comm.wait()
 
 
 async def test_layer_messages_after_the_consumers_close_are_not_handled() -> None:
