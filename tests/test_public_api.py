@@ -56,6 +56,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "get_channel_layer",
     },
     "headrace.layers.rules": {
+        "MAX_MESSAGE_DEPTH",
         "MAX_NAME_LENGTH",
         "CapacityTable",
         "check_channel_name",
