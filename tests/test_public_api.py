@@ -105,6 +105,12 @@ PUBLIC_API: dict[str, set[str]] = {
         "logout",
     },
     "headrace.security": set(),
+    "headrace.security.hosts": {
+        "allowed_hosts",
+        "check_host",
+        "host_of",
+        "refuse_disallowed_hosts",
+    },
     "headrace.security.websocket": {
         "AllowedHostsOriginValidator",
         "OriginValidator",
@@ -120,7 +126,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "suspend_connection_cleanup",
     },
     "headrace.settings": {"Limits", "SlowClientPolicy", "limits"},
-    "headrace.checks": {"check_runserver_order"},
+    "headrace.checks": {"check_runserver_order", "check_websocket_origins", "websocket_routes"},
     "headrace.types": {
         "ASGIApp",
         "HTTPRequestEvent",
@@ -138,7 +144,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "WebSocketReceiveEvent",
         "WebSocketSendEvent",
     },
-    "headrace.utils": {"get_handler_name", "name_that_thing", "sync_handler_pool"},
+    "headrace.utils": {"get_handler_name", "name_that_thing", "quoted", "sync_handler_pool"},
     "headrace.server": {
         "BackgroundFactory",
         "Server",

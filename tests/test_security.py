@@ -89,14 +89,16 @@ async def test_only_for_websockets() -> None:
 @override_settings(ALLOWED_HOSTS=["chat.example.com", ".example.org"])
 async def test_allowed_hosts_validator() -> None:
     app = AllowedHostsOriginValidator(AsyncWebsocketConsumer.as_asgi())
-    assert await _admitted(app, _headers("https://chat.example.com")) is True
-    assert await _admitted(app, _headers("http://a.example.org:8080")) is True
-    assert await _admitted(app, _headers("https://evil.com")) is False
+    host = [(b"host", b"chat.example.com")]
+    assert await _admitted(app, host + _headers("https://chat.example.com")) is True
+    assert await _admitted(app, host + _headers("http://a.example.org:8080")) is True
+    assert await _admitted(app, host + _headers("https://evil.com")) is False
 
 
 @override_settings(ALLOWED_HOSTS=[], DEBUG=True)
 async def test_allowed_hosts_validator_in_debug_allows_localhost() -> None:
     app = AllowedHostsOriginValidator(AsyncWebsocketConsumer.as_asgi())
-    assert await _admitted(app, _headers("http://localhost:3000")) is True
-    assert await _admitted(app, _headers("http://127.0.0.1:8000")) is True
-    assert await _admitted(app, _headers("http://example.com")) is False
+    host = [(b"host", b"localhost:8000")]
+    assert await _admitted(app, host + _headers("http://localhost:3000")) is True
+    assert await _admitted(app, host + _headers("http://127.0.0.1:8000")) is True
+    assert await _admitted(app, host + _headers("http://example.com")) is False

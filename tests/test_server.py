@@ -218,8 +218,8 @@ async def test_runserver_serves_http_websocket_and_static(reload: bool) -> None:
             assert await recv_json(ws) == {"message": "via runserver"}
     finally:
         output = _stop(process)
-    assert "WebSocket CONNECT /ws/chat/room1/" in output
-    assert "WebSocket DISCONNECT /ws/chat/room1/" in output
+    assert 'WebSocket CONNECT "/ws/chat/room1/"' in output
+    assert 'WebSocket DISCONNECT "/ws/chat/room1/"' in output
 
 
 def test_system_check_warns_when_staticfiles_shadows_runserver() -> None:

@@ -26,6 +26,7 @@ import uvicorn
 from .process import cancel_and_wait
 from .settings import Limits, limits
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .utils import quoted
 
 __all__ = [
     "BackgroundFactory",
@@ -78,14 +79,19 @@ def uvicorn_config(app: ASGIApp, options: ServerOptions) -> uvicorn.Config:
 
 
 def log_websocket_connections(app: ASGIApp) -> ASGIApp:
-    """Wrap ``app`` to log each WebSocket connect (accept or refusal) and disconnect."""
+    """Wrap ``app`` to log each WebSocket connect (accept or refusal) and disconnect.
+
+    The path and client address are quoted (:func:`headrace.utils.quoted`): a client chooses
+    them (a ``%0A`` in the path, ``X-Forwarded-For`` behind a proxy) and must not be able to
+    write lines of its own into the log.
+    """
 
     async def logged(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await app(scope, receive, send)
             return
         client = scope.get("client") or ("?", 0)
-        where = f"{scope.get('path', '?')} from {client[0]}:{client[1]}"
+        where = f"{quoted(scope.get('path', '?'))} from {quoted(f'{client[0]}:{client[1]}')}"
 
         async def logging_send(message: Message) -> None:
             kind = message["type"]

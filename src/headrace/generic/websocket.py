@@ -32,6 +32,7 @@ from ..db import aclose_old_connections
 from ..exceptions import AcceptConnection, DenyConnection, InvalidChannelLayerError, StopConsumer
 from ..settings import limits
 from ..types import Message, Send
+from ..utils import quoted
 from .broadcast import encode_shared
 from .outbox import Outbox
 
@@ -176,7 +177,7 @@ def _is_shared_value(content: Any, event: Message) -> bool:
 
 def _path(consumer: Any) -> str:
     scope = getattr(consumer, "scope", None) or {}
-    return str(scope.get("path", "?"))
+    return quoted(scope.get("path", "?"))
 
 
 class AsyncWebsocketConsumer(WebsocketProtocol, AsyncConsumer):

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.utils.http import is_same_domain
 
 from ..types import ASGIApp, Receive, Scope, Send
+from ..utils import quoted
 
 __all__ = ["AllowedHostsOriginValidator", "OriginValidator", "WebsocketDenier"]
 
@@ -64,11 +65,11 @@ class OriginValidator:
             verdict, why = "*" in self.allowed_origins, "no Origin header"
         else:
             origin = origins[0].decode("latin1")
-            verdict, why = self.valid_origin(_parse(origin)), f"Origin {origin!r} not allowed"
+            verdict, why = self.valid_origin(_parse(origin)), f"Origin {quoted(origin)} not allowed"
         if verdict:
             await self.application(scope, receive, send)
             return
-        logger.warning("refused WebSocket %s: %s", scope.get("path", "?"), why)
+        logger.warning("refused WebSocket %s: %s", quoted(scope.get("path", "?")), why)
         await WebsocketDenier(reason=why)(scope, receive, send)
 
     def valid_origin(self, parsed_origin: SplitResult | None) -> bool:
