@@ -40,7 +40,7 @@ class AsyncHttpConsumer(AsyncConsumer):
     #: default) follows Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``; an int sets this consumer's
     #: own limit; ``None`` turns the limit off — only for a consumer that overrides
     #: ``http_request`` to stream the body somewhere other than memory.
-    max_body_size: ClassVar[int | None | Literal["settings"]] = "settings"
+    max_body_size: ClassVar[int | Literal["settings"] | None] = "settings"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
