@@ -5,8 +5,8 @@ answered 400) when a view or middleware asks for the host, which the default mid
 always does. Consumers never pass through Django's request machinery, so every consumer made
 with ``as_asgi()`` applies the same rule itself, before the consumer is even created:
 
-* a WebSocket handshake with a disallowed host is refused before ``accept`` — HTTP 403 when
-  the server supports denial responses, else a plain close (the browser sees 1006);
+* a WebSocket handshake with a disallowed host is closed before ``accept``, which the server
+  answers with HTTP 403;
 * an HTTP request to a consumer (server-sent events, :class:`AsyncHttpConsumer`) is answered
   400, as Django answers ``DisallowedHost``;
 * either way one line is logged on ``headrace.security``, with the host quoted.
@@ -32,7 +32,6 @@ from django.http.request import split_domain_port, validate_host
 
 from ..types import ASGIApp, Receive, Scope, Send
 from ..utils import quoted
-from .websocket import WebsocketDenier
 
 __all__ = ["allowed_hosts", "check_host", "host_of", "refuse_disallowed_hosts"]
 
@@ -112,7 +111,11 @@ def refuse_disallowed_hosts(application: ASGIApp) -> ASGIApp:
         path = quoted(scope.get("path", "?"))
         if kind == "websocket":
             logger.warning("refused WebSocket %s: %s", path, problem)
-            await WebsocketDenier(reason="host not allowed")(scope, receive, send)
+            if (await receive())["type"] == "websocket.connect":
+                # A close before accept: the server answers the handshake with 403. (A denial
+                # response with a body makes uvicorn's default WebSocket implementation log
+                # an error for every refusal; one line per refusal is ours.)
+                await send({"type": "websocket.close"})
             return
         logger.warning("refused HTTP %s %s: %s", quoted(scope.get("method", "?")), path, problem)
         await send(
