@@ -68,14 +68,18 @@ async def test_undecodable_origin_is_refused() -> None:
     assert await _admitted(app, _headers(b"https://ex\xffample.com")) is False
 
 
-async def test_refusal_uses_an_http_403_when_the_server_supports_it() -> None:
+async def test_refusal_is_a_close_before_accept_and_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Even when the server offers denial responses: uvicorn logs an ERROR for each of those."""
     app = OriginValidator(AsyncWebsocketConsumer.as_asgi(), ["example.com"])
     comm = WebsocketCommunicator(app, "/", headers=_headers("https://evil.net"))
     comm.scope["extensions"] = {"websocket.http.response": {}}
-    assert await comm.connect() == (False, 403)
-    body = await comm.receive_output()
-    assert body["type"] == "websocket.http.response.body"
-    assert b"https://evil.net" in body["body"]
+    assert await comm.connect() == (False, 1000)
+    assert await comm.receive_nothing()
+    assert [r.getMessage() for r in caplog.records if r.name == "headrace.security"] == [
+        'refused WebSocket "/": Origin "https://evil.net" not allowed'
+    ]
 
 
 async def test_only_for_websockets() -> None:

@@ -93,12 +93,19 @@ def log_websocket_connections(app: ASGIApp) -> ASGIApp:
         client = scope.get("client") or ("?", 0)
         where = f"{quoted(scope.get('path', '?'))} from {quoted(f'{client[0]}:{client[1]}')}"
 
+        accepted = False
+
         async def logging_send(message: Message) -> None:
+            nonlocal accepted
             kind = message["type"]
             if kind == "websocket.accept":
+                accepted = True
                 logger.info("WebSocket CONNECT %s", where)
-            elif kind in ("websocket.http.response.start",):
+            elif kind == "websocket.http.response.start":
                 logger.info("WebSocket REFUSED %s (%s)", where, message.get("status"))
+            elif kind == "websocket.close" and not accepted:
+                accepted = True  # a later close is not a second refusal
+                logger.info("WebSocket REFUSED %s (403)", where)
             await send(message)
 
         async def logging_receive() -> Message:

@@ -3,8 +3,8 @@
 Browsers send cookies with a WebSocket handshake whatever page opened it, so a consumer that
 trusts the session must also check where the page came from. :class:`OriginValidator` admits a
 handshake only when its single ``Origin`` header matches the allowlist; everything else —
-a missing origin, several ``Origin`` headers, an origin that does not parse — is refused with
-HTTP 403 before the consumer runs.
+a missing origin, several ``Origin`` headers, an origin that does not parse — is closed before
+accept (the server answers HTTP 403) before the consumer runs, and logged once.
 
 Allowlist entries:
 
@@ -116,7 +116,13 @@ def AllowedHostsOriginValidator(application: ASGIApp) -> OriginValidator:
 
 
 class WebsocketDenier:
-    """An application that refuses every WebSocket handshake with HTTP 403."""
+    """An application that refuses every WebSocket handshake: a close before accept (HTTP 403).
+
+    It does not use the ``websocket.http.response`` extension to send a body: uvicorn's default
+    WebSocket implementation logs "ASGI callable returned without completing handshake" at
+    ERROR for every such response, which would turn each refused attacker into an error line.
+    The reason is for the log line of whoever refuses (``OriginValidator`` logs it).
+    """
 
     def __init__(self, reason: str = "Forbidden") -> None:
         self.reason = reason
@@ -125,15 +131,4 @@ class WebsocketDenier:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        if "websocket.http.response" in scope.get("extensions", {}):
-            body = f"WebSocket refused: {self.reason}\n".encode()
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": 403,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close"})
+        await send({"type": "websocket.close"})
