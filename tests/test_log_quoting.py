@@ -102,6 +102,7 @@ async def test_no_forged_lines_in_server_and_security_logs(
     assert any(m.startswith("WebSocket CONNECT") for m in messages), messages
     assert any(m.startswith("WebSocket DISCONNECT") for m in messages), messages
     assert any(m.startswith("refused WebSocket") for m in messages), messages
+    assert any(m.startswith("WebSocket REFUSED") and "(403)" in m for m in messages), messages
     for message in messages:
         assert not CONTROL.search(message), message
         assert r"\nWARNING forged from path\r\x1b[2K\u202e" in message, message
