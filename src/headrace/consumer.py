@@ -36,6 +36,7 @@ from .exceptions import StopConsumer
 from .failures import errors_reach_caller
 from .generic.membership import GroupMembership
 from .lifecycle import ConnectionState, Event, Lifecycle
+from .security.hosts import refuse_disallowed_hosts
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .utils import get_handler_name, name_that_thing, sync_handler_pool
 
@@ -246,7 +247,7 @@ class AsyncConsumer:
         functools.update_wrapper(app, cls, updated=())
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
-        return app
+        return refuse_disallowed_hosts(app)  # ALLOWED_HOSTS, as Django checks it for HTTP
 
 
 class SyncConsumer(AsyncConsumer):
