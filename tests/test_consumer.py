@@ -580,3 +580,38 @@ async def test_sync_connect_that_never_answers_is_refused() -> None:
     assert await comm.connect() == (False, 1000)
     release.set()
     await comm.disconnect(code=1006)
+
+
+async def test_a_layer_receive_that_fails_is_logged_and_retried_not_left_dead(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection's layer reader is a background task: it must not die on one error."""
+    layer = get_channel_layer()
+    assert layer is not None
+    real_receive = layer.receive
+    failures = [RuntimeError("layer hiccup")]
+
+    async def flaky_receive(channel: str) -> dict[str, Any]:
+        if failures:
+            raise failures.pop()
+        return await real_receive(channel)
+
+    monkeypatch.setattr(layer, "receive", flaky_receive)
+
+    class Member(AsyncWebsocketConsumer):
+        groups = ["flaky-room"]
+
+        async def room_message(self, event: dict[str, Any]) -> None:
+            await self.send(text_data=event["text"])
+
+    comm = WebsocketCommunicator(Member.as_asgi(), "/")
+    with caplog.at_level(logging.WARNING, logger="headrace.consumer"):
+        assert await comm.connect() == (True, None)
+        await layer.group_send("flaky-room", {"type": "room.message", "text": "still here"})
+        assert await comm.receive_from(timeout=5) == "still here"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "headrace.consumer"]
+    assert len(warnings) == 2, warnings  # the failure, then the recovery; once each
+    assert "layer hiccup" in warnings[0]
+    assert "!" in warnings[0]  # names the connection's channel
+    assert "works again" in warnings[1]
+    await comm.disconnect()

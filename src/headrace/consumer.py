@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from asgiref.sync import async_to_sync
 
 from . import DEFAULT_CHANNEL_LAYER
+from .backoff import Backoff
 from .db import DatabaseSyncToAsync, aclose_old_connections
 from .exceptions import StopConsumer
 from .failures import errors_reach_caller
@@ -141,8 +142,20 @@ class AsyncConsumer:
     async def _read_layer(self, main: asyncio.Task[Any] | None) -> None:
         receive = self.channel_layer.receive
         name = self.channel_name
+        failing: Backoff | None = None
         while True:
-            message = await receive(name)
+            try:
+                message = await receive(name)
+            except Exception as error:
+                # A layer that fails once must not leave this connection deaf to its channel
+                # and groups for good while the client stays connected: log, back off, retry.
+                if failing is None:
+                    failing = Backoff(f"receiving layer messages for {name!r}", logger=logger)
+                await failing.failed(error)
+                continue
+            if failing is not None:
+                failing.succeeded()
+                failing = None
             await self._dispatch_one(message, from_client=False)
             if self._lifecycle.state is ConnectionState.STOPPED:
                 if main is not None:
