@@ -82,7 +82,8 @@ def _make_copier() -> Callable[[Job, dict[str, Any]], Job]:
     )
     namespace: dict[str, Any] = {"Job": Job, "new": object.__new__, "s": object.__setattr__}
     exec(f"def copy_with(j, c):\n    n = new(Job)\n{body}\n    return n", namespace)
-    return namespace["copy_with"]
+    copier: Callable[[Job, dict[str, Any]], Job] = namespace["copy_with"]
+    return copier
 
 
 _copy_with = _make_copier()
