@@ -29,6 +29,7 @@ from headrace.tasks import (
     TaskTimeout,
     UnknownTask,
     enqueued_by,
+    finished_message,
     job_owner,
     job_progress,
     progress_group,
@@ -478,12 +479,15 @@ async def test_progress_is_stored_and_sent_throttled_then_the_final_message(
     await idle_running(worker)
     result.refresh()
     assert job_progress(result) == {"done": 3, "total": 3, "info": {"stage": "three"}}
+    assert finished_message(result) is None
     clock.advance(0.1)  # the interval at 10 a second: the latest held-back value goes out
     latest = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert latest["done"] == 3
     tasks.ASYNC_GATES["p"].set()
     final = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert final == {"type": "task.finished", "id": result.id, "return_value": "done"}
+    await result.arefresh()
+    assert finished_message(result) == final  # what a late subscriber is sent to catch up
 
 
 async def test_a_failed_job_sends_task_failed(
@@ -497,6 +501,8 @@ async def test_a_failed_job_sends_task_failed(
     await make_worker()
     message = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert message["type"] == "task.failed"
+    await result.arefresh()
+    assert finished_message(result) == message
     assert message["error"]["exception_class"] == "builtins.ValueError"
     assert "no" in message["error"]["traceback"]
 
@@ -510,6 +516,7 @@ async def test_a_cancelled_job_sends_task_cancelled(backend: HeadraceTaskBackend
     await result.acancel()
     message = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert message["type"] == "task.cancelled"
+    assert finished_message(result) == message
 
 
 # -- bad input -------------------------------------------------------------------------------------

@@ -36,7 +36,13 @@ from headrace.tasks.exceptions import (
     UnknownTask,
 )
 from headrace.tasks.policy import RetryPolicy, backoff_delay
-from headrace.tasks.results import TaskResult, enqueued_by, job_owner, job_progress
+from headrace.tasks.results import (
+    TaskResult,
+    enqueued_by,
+    finished_message,
+    job_owner,
+    job_progress,
+)
 from headrace.tasks.states import JobState
 
 __all__ = [
@@ -55,6 +61,7 @@ __all__ = [
     "UnknownTask",
     "backoff_delay",
     "enqueued_by",
+    "finished_message",
     "job_owner",
     "job_progress",
     "progress_group",

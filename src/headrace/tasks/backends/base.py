@@ -45,7 +45,7 @@ from headrace.tasks.base import DEFAULT_RESULT_TTL, Task, check_arguments, check
 from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
 from headrace.tasks.jobs import Job, job_options
-from headrace.tasks.results import TaskResult, current_owner
+from headrace.tasks.results import TaskResult, current_owner, finished_message
 from headrace.tasks.states import JobState
 
 __all__ = ["DEFAULT_PROGRESS_RATE", "HeadraceTaskBackend", "check_job_id", "new_job_id"]
@@ -429,7 +429,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
         if result is None:
             result = self.to_result(job)
         task_finished.send(type(self), task_result=result)
-        self.publish(final_message(job))
+        message = finished_message(result)
+        if message is not None:
+            self.publish(message)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to the job's progress group, from any thread; never raises."""
@@ -477,20 +479,6 @@ class HeadraceTaskBackend(BaseTaskBackend):
     def result_ttl(self, job: Job) -> float:
         ttl = job.options.get("result_ttl")
         return DEFAULT_RESULT_TTL if ttl is None else float(ttl)
-
-
-def final_message(job: Job) -> dict[str, Any]:
-    """The group message announcing how ``job`` ended."""
-    if job.state is JobState.SUCCESSFUL:
-        return {"type": "task.finished", "id": job.id, "return_value": job.return_value}
-    last = job.errors[-1] if job.errors else None
-    error = (
-        {"exception_class": last.exception_class_path, "traceback": last.traceback}
-        if last is not None
-        else None
-    )
-    kind = "task.cancelled" if job.state is JobState.CANCELLED else "task.failed"
-    return {"type": kind, "id": job.id, "error": error}
 
 
 async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:
