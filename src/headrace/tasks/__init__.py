@@ -26,11 +26,11 @@ from django.tasks.base import DEFAULT_TASK_PRIORITY
 from headrace.tasks.base import OPTION_NAMES, Task, _unknown_options_message
 from headrace.tasks.context import TaskContext, progress_group
 from headrace.tasks.exceptions import (
+    HeadraceTaskError,
     InvalidTransition,
     MaxRetriesExceeded,
     Retry,
     TaskCancelled,
-    TaskError,
     TaskExpired,
     TaskTimeout,
     UnknownTask,
@@ -46,6 +46,7 @@ from headrace.tasks.results import (
 from headrace.tasks.states import JobState
 
 __all__ = [
+    "HeadraceTaskError",
     "InvalidTransition",
     "JobState",
     "MaxRetriesExceeded",
@@ -54,7 +55,6 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskContext",
-    "TaskError",
     "TaskExpired",
     "TaskResult",
     "TaskTimeout",
