@@ -722,3 +722,22 @@ def test_a_worker_refuses_an_unknown_queue(backend: HeadraceTaskBackend) -> None
 
     with pytest.raises(ConfigurationError, match="no queue 'nowhere'"):
         TaskWorker(backend, ["nowhere"])
+
+
+async def test_a_sync_job_closes_old_database_connections_around_its_run(
+    worker: TaskWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headrace.tasks import runner
+
+    seen: list[tuple[str, int]] = []
+    real = runner.close_old_connections_unless_suspended
+
+    def spy() -> None:
+        seen.append(("close_old_connections", threading.get_ident()))
+        real()
+
+    monkeypatch.setattr(runner, "close_old_connections_unless_suspended", spy)
+    result = tasks.where_sync.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    [(_, thread)] = [call for call in tasks.CALLS if call[0] == "where_sync"]
+    assert seen == [("close_old_connections", thread)] * 2
