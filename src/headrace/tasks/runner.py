@@ -279,7 +279,7 @@ class Runner:
         except asyncio.CancelledError:
             self._lose(attempt)
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a task calling sys.exit() fails, alone
             self._failed(attempt, error)
         else:
             self._succeeded(attempt, value)
@@ -320,7 +320,7 @@ class Runner:
                     value = async_to_sync(func)(*args, **kwargs)
                 else:
                     value = func(*args, **kwargs)
-            except Exception as error:
+            except (Exception, SystemExit) as error:
                 self._failed(attempt, error)
             else:
                 self._succeeded(attempt, value)
