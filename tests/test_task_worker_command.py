@@ -150,3 +150,14 @@ def test_an_unimportable_backend_fails_our_check(settings: Any) -> None:
     [error] = check_task_backends()
     assert "TASKS['default'] cannot be used" in error.msg
     assert "headrace.tasks.backends.nowhere" in error.msg
+
+
+def test_a_broken_tasks_entry_is_logged_and_skipped_by_runserver(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.TASKS = {
+        "default": memory(ManualClock())["default"],
+        "broken": {"BACKEND": "headrace.tasks.backends.nowhere.Backend"},
+    }
+    assert [b.alias for b in embedded_task_backends()] == ["default"]
+    assert "TASKS['broken'] cannot be used" in caplog.text

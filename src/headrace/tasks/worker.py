@@ -366,7 +366,11 @@ def embedded_task_backends() -> list[HeadraceTaskBackend]:
 
     found: list[HeadraceTaskBackend] = []
     for alias in getattr(settings, "TASKS", None) or {}:
-        backend = task_backends[alias]
+        try:
+            backend = task_backends[alias]
+        except Exception:  # the system checks report it; the server still starts
+            logger.exception("TASKS[%r] cannot be used; no task worker runs for it", alias)
+            continue
         if isinstance(backend, MemoryTaskBackend) and not backend.eager:
             found.append(backend)
     return found
