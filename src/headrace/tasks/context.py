@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -77,7 +76,7 @@ class JobControl:
         self.loop = loop
         self._record = record
         self._send = send
-        self._cancel = threading.Event()
+        self._cancel = False  # set from any thread; a bool store is atomic
         self._last_sent: float | None = None
         self._pending: dict[str, Any] | None = None
         self._timer: TimerHandle | None = None
@@ -85,10 +84,10 @@ class JobControl:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancel
 
     def request_cancel(self) -> None:
-        self._cancel.set()
+        self._cancel = True
 
     def report(self, done: float, total: float | None, info: Mapping[str, Any]) -> None:
         """Record and (throttled) send a progress value; callable from any thread."""

@@ -281,23 +281,24 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         names = frozenset(queues)
         loop = asyncio.get_running_loop()
         while True:
-            future: asyncio.Future[None] = loop.create_future()
-            waiter = _Waiter(loop, future, names)
+            waiter: _Waiter | None = None
             with store.lock:
                 now = store.clock.time()
                 job, expired = self._claim_locked(names, worker_id, now)
                 if job is None:
+                    waiter = _Waiter(loop, loop.create_future(), names)
                     store.waiters.append(waiter)
                     due = store.next_due(names)
             for gone in expired:
                 self.announce_finished(gone)
             if job is not None:
                 return job
+            assert waiter is not None
             timer = store.clock.call_at(due, waiter.wake) if due is not None else None
             try:
                 if on_wait is not None:
                     on_wait()
-                await future
+                await waiter.future
             finally:
                 if timer is not None:
                     timer.cancel()
