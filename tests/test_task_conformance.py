@@ -798,3 +798,35 @@ async def test_a_task_that_calls_sys_exit_fails_and_the_worker_goes_on(
     after = tasks.add.enqueue(1, 1)
     await asyncio.wait_for(after.wait(), WAIT)
     assert after.return_value == 2
+
+
+async def test_a_failing_store_is_retried_on_the_clock_and_logged_once(
+    backend: HeadraceTaskBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_claim = backend.claim
+    failures = 0
+
+    async def claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise ConnectionError("store unreachable")
+        return await real_claim(*args, **kwargs)
+
+    backend.claim = claim  # type: ignore[method-assign]
+    worker = TaskWorker(backend, jitter=lambda cap: cap)
+    run = asyncio.ensure_future(worker.run())
+    try:
+        result = tasks.add.enqueue(1, 1)
+        for _ in range(3):
+            await asyncio.wait_for(clock.wait_armed(), WAIT)  # the backoff pause
+            clock.advance(2)  # the longest pause there is
+        await asyncio.wait_for(result.wait(), WAIT)
+        assert result.return_value == 2
+        assert worker.statistics().outages == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, WAIT)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("claiming a job from TASKS['default'] failed" in line for line in lines) == 1
+    assert sum("works again after 3 failures" in line for line in lines) == 1
