@@ -68,6 +68,7 @@ def advance(worker: TaskWorker, clock: ManualClock, seconds: float) -> None:
 # -- the seed ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_seed_publish_view_and_notify_author_task_run_unchanged(
     clock: ManualClock, settings: Any
@@ -88,6 +89,7 @@ def test_the_seed_publish_view_and_notify_author_task_run_unchanged(
     assert message.to == ["ada@example.com"]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_notify_author_retries_with_backoff_until_the_post_exists(clock: ManualClock) -> None:
     author = User.objects.create(username="bob", email="bob@example.com")
