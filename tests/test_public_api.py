@@ -242,6 +242,7 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.jobs": {"Job", "JobError", "job_options"},
     "headrace.tasks.results": {
         "TaskResult",
+        "build_result",
         "current_owner",
         "enqueued_by",
         "finished_message",
