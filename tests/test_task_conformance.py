@@ -290,6 +290,8 @@ async def test_context_retry_uses_its_countdown_or_the_default_delay(
     clock.advance(5)
     await asyncio.wait_for(result.wait(), WAIT)
     assert result.return_value == 3
+    assert [e.exception_class for e in result.errors] == [RuntimeError, RuntimeError]
+    assert "attempt 1" in result.errors[0].traceback
     other = tasks.asks_to_retry.enqueue(None)
     await idle(worker)
     clock.advance(29)

@@ -170,7 +170,9 @@ class Runner:
             decision = self._policy(attempt).decide(error, retries=job.retries, jitter=self.jitter)
         else:
             decision = None
-        recorded = _record(error)
+        # What the attempt ends with: the error, or the ``exc`` given to ``retry()``.
+        final = decision.error if decision is not None and decision.error is not None else error
+        recorded = _record(final)
         if decision is not None and decision.retry:
             delay = 0.0 if self.eager else decision.delay
             job = self.backend.move_job(
@@ -184,13 +186,10 @@ class Runner:
             task_retried.send(
                 type(self.backend),
                 task_result=self.backend.to_result(job, attempt.task),
-                exception=error,
+                exception=final,
                 delay=delay,
             )
             return
-        final = decision.error if decision is not None and decision.error is not None else error
-        if final is not error:
-            recorded = _record(final)
         job = self.backend.move_job(job.id, Move.FAIL, errors=(*job.errors, recorded))
         self._finished(attempt, job)
 
