@@ -76,6 +76,18 @@ def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _timestamp(name: str, value: datetime) -> float:
+    if settings.USE_TZ and value.tzinfo is None:
+        raise ValueError(f"{name} must be an aware datetime, got the naive {value!r}")
+    return value.timestamp()
+
+
 def _unknown_task(*args: Any, **kwargs: Any) -> None:
     """Stands in for a stored job's task that can no longer be imported."""
     raise UnknownTask("the task of this job cannot be imported")
@@ -289,8 +301,10 @@ class HeadraceTaskBackend(BaseTaskBackend):
         due = now
         if countdown is None:
             countdown = getattr(task, "countdown", None)
+        else:
+            countdown = _seconds("countdown", countdown)
         if eta is not None:
-            due = eta.timestamp()
+            due = _timestamp("eta", eta)
         elif task.run_after is not None:
             due = task.run_after.timestamp()
         elif countdown is not None:
@@ -300,9 +314,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
         expires_at = (
             None
             if expires is None
-            else expires.timestamp()
+            else _timestamp("expires", expires)
             if isinstance(expires, datetime)
-            else now + float(expires)
+            else now + _seconds("expires", expires)
         )
         key = getattr(task, "key", None)
         job = Job(
