@@ -108,7 +108,7 @@ def test_runserver_with_embedded_workers_serves_every_routed_channel(
 ) -> None:
     settings.ASGI_APPLICATION = PROGROCK
     tasks = Runserver().get_background_tasks()
-    assert len(tasks) == 1  # the embedded workers
+    assert len(tasks) == 2  # the embedded workers and the embedded task workers
     assert _warnings(caplog) == []
 
 
@@ -134,9 +134,10 @@ def test_runserver_on_redis_names_the_runworker_command(
     [warning] = _warnings(caplog)
     assert "prog-rocker" in warning
     assert warning.endswith("python manage.py runworker jobs noop prog-rocker")
-    assert len(tasks) == 2  # the embedded workers (which do nothing here) and the watch
+    # the embedded workers (which do nothing here), the embedded task workers and the watch
+    assert len(tasks) == 3
     settings.HEADRACE_UNREAD_CHANNEL_WARNING_AFTER = 0
-    assert len(Runserver().get_background_tasks()) == 1
+    assert len(Runserver().get_background_tasks()) == 2
 
 
 # -- the unread-channel watch on Redis -----------------------------------------------------------

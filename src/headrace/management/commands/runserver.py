@@ -9,7 +9,8 @@ when that setting is absent.
 Background coroutines that live as long as the server are collected by
 :meth:`Command.get_background_tasks`. With the in-memory layer that is the embedded workers:
 every channel the project's ``ChannelNameRouter`` routes, plus ``asgi.delay``, is served inside
-this process, so one command runs the whole system in development. Set
+this process, so one command runs the whole system in development; so are the queues of every
+in-memory task backend in ``TASKS`` (:func:`headrace.tasks.worker.run_embedded_task_workers`). Set
 ``HEADRACE_EMBEDDED_WORKERS = False`` to run them with ``manage.py runworker`` instead; with any
 other layer they never run here. Routed channels this process does not serve are named at
 start-up with the ``runworker`` command that would serve them, and on a shared layer a channel
@@ -75,15 +76,21 @@ class Command(BaseCommand):
 
     def get_background_tasks(self, **options: Any) -> list[BackgroundFactory]:
         """Coroutine factories to run beside the server for its lifetime."""
+        from ...tasks.worker import run_embedded_task_workers
+
         if not getattr(settings, "ASGI_APPLICATION", None):
-            return []  # Django's plain ASGI handler routes no background channels
+            # Django's plain ASGI handler routes no background channels; tasks may still run.
+            return [run_embedded_task_workers]
         from ...layers import capabilities_of, get_channel_layer
         from ...routing import get_default_application
         from ...unserved import unread_warning_after, warn_unserved, watch_unread_channels
         from ...worker import embedded_workers_enabled, routed_channels, run_embedded_workers
 
         application = get_default_application()
-        tasks: list[BackgroundFactory] = [lambda: run_embedded_workers(application)]
+        tasks: list[BackgroundFactory] = [
+            lambda: run_embedded_workers(application),
+            run_embedded_task_workers,
+        ]
         routed = routed_channels(application)
         layer = get_channel_layer()
         served = routed if routed and embedded_workers_enabled() else []
