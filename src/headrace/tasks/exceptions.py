@@ -9,7 +9,9 @@
         ├── TaskExpired             the job's ``expires`` time passed before it started
         ├── TaskTimeout             an async job ran past its ``timeout`` and was cancelled
         ├── UnknownTask             a stored job names a task that cannot be imported
-        └── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
+        ├── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
+        ├── WorkerLost              the worker running the job stopped renewing its lease
+        └── LeaseLost               a worker settled a job whose lease had passed to another
     ConfigurationError              bad option names or values (also ``ImproperlyConfigured``)
 
     Control flow (not an error): Retry, raised by ``context.retry()`` / ``self.retry()``.
@@ -25,6 +27,7 @@ from headrace.exceptions import HeadraceError
 
 __all__ = [
     "InvalidTransition",
+    "LeaseLost",
     "MaxRetriesExceeded",
     "Retry",
     "TaskCancelled",
@@ -32,6 +35,7 @@ __all__ = [
     "TaskExpired",
     "TaskTimeout",
     "UnknownTask",
+    "WorkerLost",
 ]
 
 
@@ -61,6 +65,17 @@ class UnknownTask(TaskError):
 
 class MaxRetriesExceeded(TaskError):
     """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
+
+
+class WorkerLost(TaskError):
+    """The worker running the job stopped renewing its lease (it died, or hung longer than
+    the lease): the job was put back in its queue, or dead-lettered after ``max_deliveries``
+    such losses. Recorded in the job's errors; never raised in a task."""
+
+
+class LeaseLost(TaskError):
+    """A worker tried to settle a job whose lease had lapsed and passed to another worker
+    (it was paused past its lease): its outcome is ignored, the other attempt counts."""
 
 
 class Retry(Exception):
