@@ -358,6 +358,7 @@ class _Store:
         self.workers: dict[str, list[str]] = {}  # worker id -> queues, workers of this process
         self.waiters: list[_Waiter] = []
         self.watchers: dict[str, Callable[[], None]] = {}
+        self.pending_cancels: set[str] = set()
         self.finish_waiters: dict[str, list[Callable[[], None]]] = {}
         self.closed = threading.Event()
         self.listening = threading.Event()
@@ -377,12 +378,17 @@ class _Store:
         with self.lock:
             callbacks = self.finish_waiters.pop(job_id, [])
             self.watchers.pop(job_id, None)
+            self.pending_cancels.discard(job_id)
         for callback in callbacks:
             callback()
 
     def cancel_requested(self, job_id: str) -> None:
+        """Hand a cancel request to the job's watcher, or keep it for the watcher to come
+        (a job just claimed, whose runner has not started watching yet)."""
         with self.lock:
             watcher = self.watchers.get(job_id)
+            if watcher is None and job_id in self.held:
+                self.pending_cancels.add(job_id)
         if watcher is not None:
             watcher()
 
@@ -696,9 +702,10 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                 lambda row: {**row, **{k: changes[k] for k in keys}, "state": target.value},
             )
         if not rows:
-            return self._stale(job_id, move)
+            return self._stale(job_id, move, held is not None)
         with self._store.lock:
             self._store.held.pop(job_id, None)
+            self._store.pending_cancels.discard(job_id)
         job = _job(rows[0], self.alias)
         if job.is_finished:
             self._store.finished(job_id)
@@ -706,13 +713,15 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             self._store.wake(job.queue)
         return job
 
-    def _stale(self, job_id: str, move: Move) -> Job:
+    def _stale(self, job_id: str, move: Move, leased: bool) -> Job:
+        """Nothing matched: the lease this worker held passed on (LeaseLost), or the job
+        was never this worker's (InvalidTransition when the table forbids the move)."""
         with self._store.lock:
             self._store.held.pop(job_id, None)
         current = self.get_job(job_id)
         if current is None:
             raise TaskResultDoesNotExist(job_id)
-        if current.state is not JobState.RUNNING:
+        if not leased:
             advance(current.state, move)  # raises InvalidTransition when the table forbids it
         self._store.stale_acks += 1
         raise LeaseLost(
@@ -795,8 +804,13 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         return self.get_job(job_id)
 
     def watch_job(self, job_id: str, on_cancel: Callable[[], None]) -> None:
-        with self._store.lock:
-            self._store.watchers[job_id] = on_cancel
+        store = self._store
+        with store.lock:
+            store.watchers[job_id] = on_cancel
+            pending = job_id in store.pending_cancels
+            store.pending_cancels.discard(job_id)
+        if pending:
+            on_cancel()
 
     def unwatch_job(self, job_id: str) -> None:
         with self._store.lock:
