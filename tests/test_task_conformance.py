@@ -29,6 +29,7 @@ from headrace.tasks import (
     TaskTimeout,
     UnknownTask,
     enqueued_by,
+    finished_message,
     job_owner,
     job_progress,
     progress_group,
@@ -292,6 +293,8 @@ async def test_context_retry_uses_its_countdown_or_the_default_delay(
     clock.advance(5)
     await asyncio.wait_for(result.wait(), WAIT)
     assert result.return_value == 3
+    assert [e.exception_class for e in result.errors] == [RuntimeError, RuntimeError]
+    assert "attempt 1" in result.errors[0].traceback
     other = tasks.asks_to_retry.enqueue(None)
     await idle(worker)
     clock.advance(29)
@@ -384,11 +387,21 @@ async def started(count: int) -> None:
             await asyncio.sleep(0)
 
 
+async def test_a_sync_job_past_its_timeout_only_sees_cancel_requested(
+    worker: TaskWorker, clock: ManualClock
+) -> None:
+    tasks.GATES["st"] = threading.Event()
+    result = tasks.slow_sync.enqueue("st")
+    await started(1)  # the timeout's timer is armed before the thread starts
+    clock.advance(5)
+    tasks.GATES["st"].set()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.return_value == "cancel_requested=True"
+
+
 async def idle_running(worker: TaskWorker) -> None:
     """Until the worker has a job in hand."""
-    async with asyncio.timeout(WAIT):
-        while not worker.statistics().running:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(worker.wait_running(), WAIT)
 
 
 async def test_a_job_not_started_before_it_expires_fails_unrun(
@@ -469,12 +482,15 @@ async def test_progress_is_stored_and_sent_throttled_then_the_final_message(
     await idle_running(worker)
     result.refresh()
     assert job_progress(result) == {"done": 3, "total": 3, "info": {"stage": "three"}}
+    assert finished_message(result) is None
     clock.advance(0.1)  # the interval at 10 a second: the latest held-back value goes out
     latest = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert latest["done"] == 3
     tasks.ASYNC_GATES["p"].set()
     final = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert final == {"type": "task.finished", "id": result.id, "return_value": "done"}
+    await result.arefresh()
+    assert finished_message(result) == final  # what a late subscriber is sent to catch up
 
 
 async def test_a_failed_job_sends_task_failed(
@@ -488,6 +504,8 @@ async def test_a_failed_job_sends_task_failed(
     await make_worker()
     message = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert message["type"] == "task.failed"
+    await result.arefresh()
+    assert finished_message(result) == message
     assert message["error"]["exception_class"] == "builtins.ValueError"
     assert "no" in message["error"]["traceback"]
 
@@ -501,6 +519,7 @@ async def test_a_cancelled_job_sends_task_cancelled(backend: HeadraceTaskBackend
     await result.acancel()
     message = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert message["type"] == "task.cancelled"
+    assert finished_message(result) == message
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -574,6 +593,35 @@ def test_bad_options_raise_at_decoration(backend: HeadraceTaskBackend) -> None:
         task(queue_name="nowhere")(module_level)
     with pytest.raises(TypeError, match="unknown task option 'retries'"):
         tasks.add.using(retries=1)
+    with pytest.raises(TypeError, match="only be set when the task is decorated"):
+        tasks.add.using(autoretry_for=(OSError,))
+
+
+async def test_djangos_own_decorator_passes_celery_options_through(
+    worker: TaskWorker,
+) -> None:
+    assert tasks.django_decorated_flaky.max_retries == 1
+    result = tasks.django_decorated_flaky.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.attempts == 2
+
+
+async def test_a_result_shows_the_task_as_enqueued_with_using(worker: TaskWorker) -> None:
+    result = tasks.record.using(priority=7, timeout=9).enqueue("x")
+    await asyncio.wait_for(result.wait(), WAIT)
+    fetched = tasks.record.get_result(result.id)
+    assert fetched.task.priority == 7
+    assert fetched.task.timeout == 9
+
+
+async def test_wait_gives_up_after_its_timeout(
+    backend: HeadraceTaskBackend, make_worker: MakeWorker
+) -> None:
+    result = tasks.record.enqueue("never started")
+    with pytest.raises(TimeoutError):
+        await result.wait(timeout=0.01)
+    assert result.status == TaskResultStatus.READY
 
 
 # -- the worker ------------------------------------------------------------------------------------
@@ -600,9 +648,8 @@ async def test_a_job_cancelled_by_a_stop_goes_back_to_its_queue(
     result = tasks.held_async.enqueue("back")
     await idle_running(worker)
     worker.stop()
-    async with asyncio.timeout(WAIT):
-        while worker.statistics().returned == 0:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(worker.wait_stopped(), WAIT)
+    assert worker.statistics().returned == 1
     result.refresh()
     assert result.status == TaskResultStatus.READY
     assert result.errors == []
@@ -621,9 +668,9 @@ async def test_concurrency_bounds_the_jobs_in_hand(
     results = [tasks.held_async.enqueue("c") for _ in range(5)]
     worker = await make_worker(concurrency=2)
     await started(2)
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert len(tasks.CALLS) == 2
+    # Both slots are taken and the jobs never end until the gate opens, so the third job
+    # cannot have been claimed: it waits in the store, not in the worker.
+    assert worker.statistics().running == 2
     assert backend.ready_count(["default"]) == 3
     tasks.ASYNC_GATES["c"].set()
     for result in results:
@@ -631,8 +678,157 @@ async def test_concurrency_bounds_the_jobs_in_hand(
     assert worker.statistics().succeeded == 5
 
 
+async def test_sync_jobs_run_on_a_bounded_thread_pool(
+    backend: HeadraceTaskBackend, make_worker: MakeWorker
+) -> None:
+    tasks.GATES["pool"] = threading.Event()
+    results = [tasks.held_plain_sync.enqueue("pool") for _ in range(4)]
+    worker = await make_worker(sync_threads=2)
+    await started(2)
+    # All four in hand while two threads are blocked.
+    await asyncio.wait_for(worker.wait_running(4), WAIT)
+    tasks.GATES["pool"].set()
+    for result in results:
+        await asyncio.wait_for(result.wait(), WAIT)
+    # A larger pool would have started a thread per blocked job; this one ran all on two.
+    assert len({ident for _, ident in tasks.CALLS}) == 2
+    assert worker.statistics().succeeded == 4
+
+
+async def test_progress_from_a_sync_task_reaches_the_group(
+    backend: HeadraceTaskBackend, make_worker: MakeWorker
+) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    tasks.GATES["ps"] = threading.Event()
+    result = tasks.progressing_sync.enqueue("ps")
+    channel = await layer.new_channel()
+    await layer.group_add(progress_group(result.id), channel)
+    await make_worker()
+    message = await asyncio.wait_for(layer.receive(channel), WAIT)
+    assert message == {
+        "type": "task.progress",
+        "id": result.id,
+        "done": 1,
+        "total": 2,
+        "info": {"stage": "sync"},
+    }
+    tasks.GATES["ps"].set()
+    final = await asyncio.wait_for(layer.receive(channel), WAIT)
+    assert final["type"] == "task.finished"
+
+
 def test_a_worker_refuses_an_unknown_queue(backend: HeadraceTaskBackend) -> None:
     from headrace.exceptions import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="no queue 'nowhere'"):
         TaskWorker(backend, ["nowhere"])
+
+
+async def test_a_sync_job_closes_old_database_connections_around_its_run(
+    worker: TaskWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headrace.tasks import runner
+
+    seen: list[tuple[str, int]] = []
+    real = runner.close_old_connections_unless_suspended
+
+    def spy() -> None:
+        seen.append(("close_old_connections", threading.get_ident()))
+        real()
+
+    monkeypatch.setattr(runner, "close_old_connections_unless_suspended", spy)
+    result = tasks.where_sync.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    [(_, thread)] = [call for call in tasks.CALLS if call[0] == "where_sync"]
+    assert seen == [("close_old_connections", thread)] * 2
+
+
+def _job_in(backend: HeadraceTaskBackend, state: JobState, clock: ManualClock) -> str:
+    """A job of ``state``, reached through the store's own operations."""
+    from headrace.tasks.states import Move
+
+    job_id = tasks.record.enqueue(state.name).id
+    if state is JobState.READY:
+        return job_id
+    if state is JobState.CANCELLED:
+        backend.request_cancel(job_id)
+        return job_id
+    claimed = backend.claim_nowait(["default"], "walker")
+    assert claimed is not None
+    assert claimed.id == job_id
+    if state is JobState.SUCCESSFUL:
+        backend.move_job(job_id, Move.SUCCEED, return_value=None)
+    elif state is JobState.FAILED:
+        backend.move_job(job_id, Move.FAIL)
+    return job_id
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_the_store_applies_the_state_table_and_nothing_else(
+    backend: HeadraceTaskBackend, clock: ManualClock, state: JobState
+) -> None:
+    from headrace.tasks import InvalidTransition
+    from headrace.tasks.states import MOVES, Move
+
+    for move in Move:
+        job_id = _job_in(backend, state, clock)
+        found = backend.get_job(job_id)
+        assert found is not None
+        assert found.state is state
+        if (state, move) in MOVES:
+            assert backend.move_job(job_id, move).state is MOVES[state, move]
+        else:
+            with pytest.raises(InvalidTransition, match=f"got {state.name}"):
+                backend.move_job(job_id, move)
+            still = backend.get_job(job_id)
+            assert still is not None
+            assert still.state is state
+        # Leave nothing claimable for the next round.
+        while (left := backend.claim_nowait(["default"], "walker")) is not None:
+            backend.move_job(left.id, Move.SUCCEED)
+
+
+async def test_a_task_that_calls_sys_exit_fails_and_the_worker_goes_on(
+    worker: TaskWorker,
+) -> None:
+    result = tasks.exits.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class is SystemExit
+    after = tasks.add.enqueue(1, 1)
+    await asyncio.wait_for(after.wait(), WAIT)
+    assert after.return_value == 2
+
+
+@pytest.mark.slow
+async def test_a_failing_store_is_retried_on_the_clock_and_logged_once(
+    backend: HeadraceTaskBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_claim = backend.claim
+    failures = 0
+
+    async def claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise ConnectionError("store unreachable")
+        return await real_claim(*args, **kwargs)
+
+    backend.claim = claim  # type: ignore[method-assign]
+    worker = TaskWorker(backend, jitter=lambda cap: cap)
+    run = asyncio.ensure_future(worker.run())
+    try:
+        result = tasks.add.enqueue(1, 1)
+        for _ in range(3):
+            await asyncio.wait_for(clock.wait_armed(), WAIT)  # the backoff pause
+            clock.advance(2)  # the longest pause there is
+        await asyncio.wait_for(result.wait(), WAIT)
+        assert result.return_value == 2
+        assert worker.statistics().outages == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, WAIT)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("claiming a job from TASKS['default'] failed" in line for line in lines) == 1
+    assert sum("works again after 3 failures" in line for line in lines) == 1

@@ -20,15 +20,24 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from django.tasks import TaskResult as DjangoTaskResult
+from django.tasks import TaskResultStatus
 
 from headrace.tasks.states import JobState
 
-__all__ = ["TaskResult", "current_owner", "enqueued_by", "job_owner", "job_progress"]
+__all__ = [
+    "TaskResult",
+    "build_result",
+    "current_owner",
+    "enqueued_by",
+    "finished_message",
+    "job_owner",
+    "job_progress",
+]
 
 if TYPE_CHECKING:
     _ResultBase = DjangoTaskResult[..., Any]
@@ -91,6 +100,28 @@ class TaskResult(_ResultBase):  # type: ignore[misc]  # frozen at run time
         return self
 
 
+def _make_builder() -> Callable[[dict[str, Any]], TaskResult]:
+    # Stores hold only JSON, so a result built from a stored job skips Django's
+    # ``__post_init__`` (which normalizes the arguments): one generated function sets the
+    # fields, taking a field's default when ``values`` leaves it out.
+    lines = ["def build(v):", "    r = new(TaskResult)"]
+    namespace: dict[str, Any] = {"TaskResult": TaskResult, "new": object.__new__}
+    for f in fields(TaskResult):
+        if f.default is not MISSING:
+            namespace[f"d_{f.name}"] = f.default
+            value = f"v[{f.name!r}] if {f.name!r} in v else d_{f.name}"
+        else:
+            value = f"v[{f.name!r}]"
+        lines.append(f"    set(r, {f.name!r}, {value})")
+    namespace["set"] = object.__setattr__
+    exec("\n".join([*lines, "    return r"]), namespace)
+    builder: Callable[[dict[str, Any]], TaskResult] = namespace["build"]
+    return builder
+
+
+#: Build a :class:`TaskResult` from values that are already JSON (a store's job).
+build_result = _make_builder()
+
 _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "headrace_task_owner", default=None
 )
@@ -127,3 +158,31 @@ def job_owner(result: DjangoTaskResult[..., Any]) -> str | None:
 def job_progress(result: DjangoTaskResult[..., Any]) -> Mapping[str, Any] | None:
     """The job's last progress (``{"done": ..., "total": ..., "info": {...}}``), or None."""
     return getattr(result, "progress", None)
+
+
+def finished_message(result: DjangoTaskResult[..., Any]) -> dict[str, Any] | None:
+    """The group message that announces how a finished job ended, or None while it runs:
+
+    ``{"type": "task.finished", "id", "return_value"}``, or ``"task.failed"`` /
+    ``"task.cancelled"`` with ``"error": {"exception_class", "traceback"}`` (the last error).
+    A stream that starts after the job finished can send it to catch up.
+    """
+    state = getattr(result, "state", None)
+    if state is None:  # a result from another backend: Django's statuses only
+        finished = result.is_finished
+        cancelled = False
+    else:
+        finished = state.is_finished
+        cancelled = state is JobState.CANCELLED
+    if not finished:
+        return None
+    if result.status == TaskResultStatus.SUCCESSFUL:
+        return {"type": "task.finished", "id": result.id, "return_value": result.return_value}
+    last = result.errors[-1] if result.errors else None
+    error = (
+        None
+        if last is None
+        else {"exception_class": last.exception_class_path, "traceback": last.traceback}
+    )
+    kind = "task.cancelled" if cancelled else "task.failed"
+    return {"type": kind, "id": result.id, "error": error}

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -150,14 +150,15 @@ class _Store:
                 del self.jobs[job_id]
                 self.tasks.pop(job_id, None)
 
-    def finish(self, job: Job, now: float, ttl: float) -> tuple[Job, list[_Effect]]:
-        job = replace(job, finished_at=now, result_expires_at=now + ttl)
+    def finish(self, job: Job) -> list[_Effect]:
+        """Bookkeeping for a job that has just finished (with its ``result_expires_at``)."""
+        assert job.result_expires_at is not None
         self.entry.pop(job.id, None)
         if job.key is not None and self.keys.get(job.key) == job.id:
             del self.keys[job.key]
         self.watchers.pop(job.id, None)
-        heapq.heappush(self.expiring, (now + ttl, job.id))
-        return job, self.finish_waiters.pop(job.id, [])
+        heapq.heappush(self.expiring, (job.result_expires_at, job.id))
+        return self.finish_waiters.pop(job.id, [])
 
 
 _stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
@@ -188,7 +189,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
     # -- store ----------------------------------------------------------------------------------
 
-    def put_job(self, job: Job) -> tuple[Job, bool]:
+    def put_job(self, job: Job, task: Any = None) -> tuple[Job, bool]:
         store = self._store
         with store.lock:
             now = store.clock.time()
@@ -202,7 +203,6 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                     return store.jobs[live], False
                 store.keys[job.key] = job.id
             store.jobs[job.id] = job
-            task = self._tasks_by_path.get(job.task_path)
             if task is not None:
                 store.tasks[job.id] = task
             store.enqueued += 1
@@ -244,19 +244,19 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             heapq.heappop(store.ready[job.queue])
             del store.entry[job.id]
             if job.expires_at is not None and job.expires_at <= now:
-                job = replace(
-                    job,
+                job = job.evolve(
                     state=advance(job.state, Move.EXPIRE),
                     errors=(*job.errors, _error(TaskExpired, "expired before a worker took it")),
+                    finished_at=now,
+                    result_expires_at=now + self.result_ttl(job),
                 )
-                job, waiters = store.finish(job, now, self.result_ttl(job))
+                waiters = store.finish(job)
                 store.jobs[job.id] = job
                 expired.append(job)
                 for effect in waiters:
                     effect()  # thread-safe wake-ups only
                 continue
-            job = replace(
-                job,
+            job = job.evolve(
                 state=advance(job.state, Move.CLAIM),
                 started_at=now,
                 last_attempted_at=now,
@@ -284,23 +284,24 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         names = frozenset(queues)
         loop = asyncio.get_running_loop()
         while True:
-            future: asyncio.Future[None] = loop.create_future()
-            waiter = _Waiter(loop, future, names)
+            waiter: _Waiter | None = None
             with store.lock:
                 now = store.clock.time()
                 job, expired = self._claim_locked(names, worker_id, now)
                 if job is None:
+                    waiter = _Waiter(loop, loop.create_future(), names)
                     store.waiters.append(waiter)
                     due = store.next_due(names)
             for gone in expired:
                 self.announce_finished(gone)
             if job is not None:
                 return job
+            assert waiter is not None
             timer = store.clock.call_at(due, waiter.wake) if due is not None else None
             try:
                 if on_wait is not None:
                     on_wait()
-                await future
+                await waiter.future
             finally:
                 if timer is not None:
                     timer.cancel()
@@ -315,8 +316,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 return None
             store.entry.pop(job_id, None)
             now = store.clock.time()
-            job = replace(
-                job,
+            job = job.evolve(
                 state=advance(job.state, Move.CLAIM),
                 started_at=now,
                 last_attempted_at=now,
@@ -333,11 +333,17 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             if job is None:
                 raise TaskResultDoesNotExist(job_id)
             now = store.clock.time()
-            job = replace(job, state=advance(job.state, move), **changes)
-            if job.state is JobState.READY:
+            state = advance(job.state, move)
+            if state.is_finished:
+                changes["finished_at"] = now
+                changes["result_expires_at"] = now + self.result_ttl(job)
+            job = job.evolve(state=state, **changes)
+            if state is JobState.READY:
                 effects = store.schedule(job, now)
-            elif job.is_finished:
-                job, effects = store.finish(job, now, self.result_ttl(job))
+            elif state.is_finished:
+                effects = store.finish(job)
+            else:
+                store.entry.pop(job_id, None)  # claimed: off the ready and delayed heaps
             store.jobs[job_id] = job
         for effect in effects:
             effect()
@@ -352,15 +358,16 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 return job
             now = store.clock.time()
             if job.state is JobState.READY:
-                job = replace(
-                    job,
+                job = job.evolve(
                     state=advance(job.state, Move.CANCEL),
                     cancel_requested=True,
                     errors=(*job.errors, _error(TaskCancelled, "cancelled before it started")),
+                    finished_at=now,
+                    result_expires_at=now + self.result_ttl(job),
                 )
-                job, effects = store.finish(job, now, self.result_ttl(job))
+                effects = store.finish(job)
             else:
-                job = replace(job, cancel_requested=True)
+                job = job.evolve(cancel_requested=True)
                 watcher = store.watchers.get(job_id)
                 if watcher is not None:
                     effects = [watcher]
@@ -386,7 +393,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         with store.lock:
             job = store.jobs.get(job_id)
             if job is not None:
-                store.jobs[job_id] = replace(job, progress=value)
+                store.jobs[job_id] = job.evolve(progress=value)
 
     async def wait_finished(self, job_id: str, timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -442,17 +449,6 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 finished=sum(1 for s in states if s.is_finished),
                 enqueued=store.enqueued,
             )
-
-    def flush(self) -> None:
-        """Forget every job (tests)."""
-        store = self._store
-        with store.lock:
-            for table in (store.jobs, store.tasks, store.ready, store.delayed, store.entry):
-                table.clear()
-            store.keys.clear()
-            store.expiring.clear()
-            store.finish_waiters.clear()
-            store.watchers.clear()
 
 
 def _error(cls: type[BaseException], message: str) -> JobError:
