@@ -70,13 +70,13 @@ class MaxRetriesExceeded(HeadraceTaskError):
     """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
 
 
-class WorkerLost(TaskError):
+class WorkerLost(HeadraceTaskError):
     """The worker running the job stopped renewing its lease (it died, or hung longer than
     the lease): the job was put back in its queue, or dead-lettered after ``max_deliveries``
     such losses. Recorded in the job's errors; never raised in a task."""
 
 
-class LeaseLost(TaskError):
+class LeaseLost(HeadraceTaskError):
     """A worker tried to settle a job whose lease had lapsed and passed to another worker
     (it was paused past its lease): its outcome is ignored, the other attempt counts."""
 

@@ -69,12 +69,18 @@ from typing import Any, Final, Protocol
 from django.core import checks
 from django.core.signals import setting_changed
 from django.db import connections, transaction
-from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.backends.database import sql
 from headrace.tasks.base import DEFAULT_RESULT_TTL
-from headrace.tasks.exceptions import LeaseLost, TaskCancelled, TaskExpired, WorkerLost
+from headrace.tasks.exceptions import (
+    LeaseLost,
+    TaskCancelled,
+    TaskExpired,
+    UnknownTask,
+    WorkerLost,
+)
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState, Move, advance
 
@@ -533,6 +539,37 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             )
         return messages
 
+    # -- tasks as enqueued ------------------------------------------------------------------------
+
+    def task_for_job(self, job: Job) -> Any:
+        """The job's task with the options it was enqueued with (``using()`` is not stored,
+        but its effect is: priority, queue and the options of the row)."""
+        task = self.resolve_task(job.task_path)
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in job.options.items()
+            if value is not None and getattr(task, name, value) != value
+        }
+        if task.priority != job.priority:
+            changes["priority"] = job.priority
+        if task.queue_name != job.queue:
+            changes["queue_name"] = job.queue
+        if not changes:
+            return task
+        try:
+            return task.using(**changes)
+        except (TypeError, ValueError, InvalidTask) as error:
+            logger.warning("task %s: options %r not applied (%s)", job.id, changes, error)
+            return task
+
+    def to_result(self, job: Job, task: Any = None) -> Any:
+        if task is None:
+            try:
+                task = self.task_for_job(job)
+            except UnknownTask:
+                task = None
+        return super().to_result(job, task)
+
     # -- plumbing --------------------------------------------------------------------------------
 
     def _now(self) -> float | None:
@@ -670,48 +707,90 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         return _job(rows[0], self.alias)
 
     def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
-        if JobState.RUNNING not in sql.sources(move):
-            raise ValueError(f"a worker settles running jobs; {move.value} is not such a move")
-        target = advance(JobState.RUNNING, move)
-        with self._store.lock:
-            held = self._store.held.get(job_id)
-        db = self._db(worker=True)
         unknown = [name for name in changes if name not in _CHANGE_COLUMNS and name != "due_at"]
         if unknown:
             raise TypeError(f"move_job cannot change {', '.join(unknown)}")
-        params: dict[str, Any] = {
-            "job_id": job_id,
-            "token": None if held is None else held[0],
-            "state": target.value,
-        }
-        keys = tuple(sorted(name for name in changes if name != "due_at"))
-        for name in keys:
-            params[name] = _change_value(name, changes[name])
-        if target is JobState.READY:
-            due_at = changes.get("due_at", self.clock.time())
-            params["due"] = due_at - self.clock.time()
-            rows = self._run(db, self._sql.requeue(keys), **params)
-        elif self.vendor == "postgresql":
-            params["ttl"] = DEFAULT_RESULT_TTL
-            rows = self._run(db, self._sql.finish(keys), **params)  # type: ignore[attr-defined]
+        with self._store.lock:
+            held = self._store.held.get(job_id)
+        if held is not None and JobState.RUNNING in sql.sources(move):
+            rows = self._settle(job_id, move, held[0], changes)
+            if not rows:
+                return self._stale(job_id, move, True)
         else:
-            rows = self._finish_where(
-                db,
-                "job_id = %(job_id)s AND state = 'RUNNING' AND lease_token = %(token)s",
-                {"job_id": job_id, "token": params["token"]},
-                lambda row: {**row, **{k: changes[k] for k in keys}, "state": target.value},
-            )
-        if not rows:
-            return self._stale(job_id, move, held is not None)
+            rows = self._move_unleased(job_id, move, changes)
         with self._store.lock:
             self._store.held.pop(job_id, None)
             self._store.pending_cancels.discard(job_id)
         job = _job(rows[0], self.alias)
         if job.is_finished:
             self._store.finished(job_id)
-        else:
+        elif job.state is JobState.READY:
             self._store.wake(job.queue)
         return job
+
+    def _settle(
+        self, job_id: str, move: Move, token: str, changes: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """A worker ends its attempt: the move out of RUNNING, if its lease still holds."""
+        target = advance(JobState.RUNNING, move)
+        db = self._db(worker=True)
+        params: dict[str, Any] = {"job_id": job_id, "token": token, "state": target.value}
+        keys = tuple(sorted(name for name in changes if name != "due_at"))
+        for name in keys:
+            params[name] = _change_value(name, changes[name])
+        if target is JobState.READY:
+            now = self.clock.time()
+            params["due"] = changes.get("due_at", now) - now
+            return self._run(db, self._sql.requeue(keys), **params)
+        if self.vendor == "postgresql":
+            params["ttl"] = DEFAULT_RESULT_TTL
+            return self._run(db, self._sql.finish(keys), **params)  # type: ignore[attr-defined]
+        return self._finish_where(
+            db,
+            "job_id = %(job_id)s AND state = 'RUNNING' AND lease_token = %(token)s",
+            {"job_id": job_id, "token": token},
+            lambda row: {**row, **{k: changes[k] for k in keys}, "state": target.value},
+        )
+
+    def _move_unleased(
+        self, job_id: str, move: Move, changes: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Any other move of the state table (an operator's, or a test walking the table):
+        from the state the job is in now, if it is still in it."""
+        current = self.get_job(job_id)
+        if current is None:
+            raise TaskResultDoesNotExist(job_id)
+        target = advance(current.state, move)  # InvalidTransition: "expected X, got Y"
+        db = self._db(worker=True)
+        where = "job_id = %(job_id)s AND state = %(source)s"
+        params: dict[str, Any] = {"job_id": job_id, "source": current.state.value}
+        keys = tuple(sorted(name for name in changes if name != "due_at"))
+        if target.is_finished:
+            rows = self._finish_where(
+                db,
+                where,
+                params,
+                lambda row: {**row, **{k: changes[k] for k in keys}, "state": target.value},
+            )
+        else:
+            sets = ["state = %(state)s"]
+            params["state"] = target.value
+            for name in keys:
+                sets.append(f"{name} = {self._sql._param(name)}")
+                params[name] = _change_value(name, changes[name])
+            if "due_at" in changes:
+                sets.append(f"due_at = {self._sql.now} + %(due)s")
+                params["due"] = changes["due_at"] - self.clock.time()
+            if target is not JobState.RUNNING:
+                sets.append("lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL")
+            statement = (
+                f"UPDATE {sql.JOB} SET {', '.join(sets)} WHERE {where} "
+                f"RETURNING {self._sql.returning_live}"
+            )
+            rows = self._run(db, statement, **params)
+        if not rows:  # it moved meanwhile: judge the move against its new state
+            return self._move_unleased(job_id, move, changes)
+        return rows
 
     def _stale(self, job_id: str, move: Move, leased: bool) -> Job:
         """Nothing matched: the lease this worker held passed on (LeaseLost), or the job
