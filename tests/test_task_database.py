@@ -347,6 +347,6 @@ def test_the_admin_retries_dead_letters_and_failed_results(admin_client: Any) ->
     failed.cancel()
     admin_client.post(
         "/admin/headrace/taskjobresult/",
-        {"action": "retry", "_selected_action": [failed.id]},
+        {"action": "retry", "_selected_action": [TaskJobResult.objects.get(job_id=failed.id).pk]},
     )
     assert TaskJob.objects.filter(task_path="tests.taskapp.tasks.record").count() == 1

@@ -50,7 +50,7 @@ class TaskJob(_JobFields):
     """A waiting (READY) or running (RUNNING) job; a RUNNING one holds a lease."""
 
     seq = models.BigAutoField(primary_key=True)  #: FIFO order within a priority
-    job_id = models.CharField(max_length=80, unique=True)
+    job_id = models.CharField(max_length=80)
     lease_token = models.CharField(max_length=40, null=True, blank=True)
     lease_worker = models.CharField(max_length=80, null=True, blank=True)
     lease_expires_at = models.FloatField(null=True, blank=True)
@@ -58,7 +58,10 @@ class TaskJob(_JobFields):
     class Meta:
         app_label = "headrace"
         verbose_name = "task job"
+        # Unique constraints rather than unique=True: on PostgreSQL the latter adds a second
+        # (LIKE) index that every insert and delete would pay for.
         constraints = [
+            models.UniqueConstraint(fields=["job_id"], name="headrace_job_id"),
             # Live jobs only are in this table, so a plain unique constraint is exactly
             # "one live job per key" (NULLs never conflict).
             models.UniqueConstraint(fields=["idempotency_key"], name="headrace_job_key_live"),
@@ -88,14 +91,17 @@ class TaskJob(_JobFields):
 class TaskJobResult(_JobFields):
     """A finished job (SUCCESSFUL, FAILED or CANCELLED), kept until ``result_expires_at``."""
 
-    job_id = models.CharField(max_length=80, primary_key=True)
+    id = models.BigAutoField(primary_key=True)
+    job_id = models.CharField(max_length=80)
     finished_at = models.FloatField()
-    result_expires_at = models.FloatField(db_index=True)
+    result_expires_at = models.FloatField()
     return_value = models.JSONField(null=True, blank=True)
 
     class Meta:
         app_label = "headrace"
         verbose_name = "task result"
+        constraints = [models.UniqueConstraint(fields=["job_id"], name="headrace_result_id")]
+        indexes = [models.Index(fields=["result_expires_at"], name="headrace_result_expiry")]
 
     def __str__(self) -> str:
         return f"{self.task_path} {self.job_id} ({self.state})"
@@ -104,7 +110,7 @@ class TaskJobResult(_JobFields):
 class TaskDeadLetter(models.Model):
     """A job whose worker was lost ``max_deliveries`` times: kept for a human to retry."""
 
-    job_id = models.CharField(max_length=80, db_index=True)
+    job_id = models.CharField(max_length=80)
     task_path = models.CharField(max_length=300)
     queue = models.CharField(max_length=100)
     priority = models.SmallIntegerField(default=0)
@@ -115,12 +121,16 @@ class TaskDeadLetter(models.Model):
     errors = models.JSONField(default=list)
     worker_ids = models.JSONField(default=list)
     losses = models.IntegerField(default=0)
-    dead_at = models.FloatField(db_index=True)
+    dead_at = models.FloatField()
     retried_as = models.CharField(max_length=80, null=True, blank=True)
 
     class Meta:
         app_label = "headrace"
         verbose_name = "task dead letter"
+        indexes = [
+            models.Index(fields=["job_id"], name="headrace_dead_job"),
+            models.Index(fields=["dead_at"], name="headrace_dead_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_path} {self.job_id}"
@@ -134,12 +144,13 @@ class TaskWorkerHeartbeat(models.Model):
     pid = models.IntegerField()
     queues = models.JSONField(default=list)
     started_at = models.FloatField()
-    last_seen_at = models.FloatField(db_index=True)
+    last_seen_at = models.FloatField()
     running = models.IntegerField(default=0)  #: jobs it held at its last heartbeat
 
     class Meta:
         app_label = "headrace"
         verbose_name = "task worker"
+        indexes = [models.Index(fields=["last_seen_at"], name="headrace_worker_seen")]
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid} ({self.worker_id})"

@@ -5,8 +5,9 @@ epoch, from the database's clock — ``clock_timestamp()`` on PostgreSQL, ``juli
 on SQLite — unless the backend was given a ``clock``, whose time is then passed in):
 
 ``headrace_taskjob`` (live jobs: READY or RUNNING)
-    ``seq`` (primary key, FIFO order), ``job_id`` (unique), the job's fields, and for a RUNNING
-    job its lease: ``lease_token``, ``lease_worker``, ``lease_expires_at``. Indexes:
+    ``seq`` (primary key, FIFO order), ``job_id`` (unique: ``headrace_job_id``), the job's
+    fields, and for a RUNNING job its lease: ``lease_token``, ``lease_worker``,
+    ``lease_expires_at``. Indexes:
 
     - ``headrace_job_ready`` on ``(queue, priority DESC, due_at, seq) WHERE state = 'READY'``:
       the claim walks it in order and stops at the first due row it can lock;
@@ -16,13 +17,18 @@ on SQLite — unless the backend was given a ``clock``, whose time is then passe
       its worker's leases;
     - unique ``idempotency_key``: only live jobs are in this table, so it is exactly "one live
       job per key".
-``headrace_taskjobresult`` (finished jobs, primary key ``job_id``)
+``headrace_taskjobresult`` (finished jobs; ``job_id`` unique: ``headrace_result_id``)
     Written by the statement that finishes the job (the row leaves ``taskjob`` in the same
-    statement); index on ``result_expires_at`` for the purge.
+    statement); ``headrace_result_expiry`` on ``result_expires_at`` for the purge.
 ``headrace_taskdeadletter``
-    Jobs whose lease lapsed ``max_deliveries`` times; indexes on ``job_id`` and ``dead_at``.
+    Jobs whose lease lapsed ``max_deliveries`` times; indexes ``headrace_dead_job`` on
+    ``job_id`` and ``headrace_dead_at`` on ``dead_at``.
 ``headrace_taskworkerheartbeat``
-    One row per running worker (primary key ``worker_id``), index on ``last_seen_at``.
+    One row per running worker (primary key ``worker_id``); ``headrace_worker_seen`` on
+    ``last_seen_at``.
+
+Unique columns are unique *constraints*, not ``unique=True`` fields: on PostgreSQL Django adds
+a second (LIKE) index to the latter, which every insert and delete would maintain.
 
 The state table of :mod:`headrace.tasks.states` is applied in the WHERE clauses: each
 statement that moves a job names the state it moves it from (:func:`sources`), so a move the
@@ -304,7 +310,9 @@ class Dialect:
 
 class PostgresDialect(Dialect):
     vendor = "postgresql"
-    now = "COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())::float8)"
+    # statement_timestamp(): the clock at the start of this statement (a stable value, so a
+    # condition on it can use an index, unlike clock_timestamp()).
+    now = "COALESCE(%(now)s::float8, extract(epoch FROM statement_timestamp())::float8)"
     null_result = "NULL::float8, NULL::float8, NULL::jsonb"
     true = "TRUE"
     wake = f", pg_notify('{NOTIFY_CHANNEL}', 'q' || queue)"
@@ -327,16 +335,33 @@ class PostgresDialect(Dialect):
     def __init__(self) -> None:
         super().__init__()
         self.notify_cancel = f"SELECT pg_notify('{NOTIFY_CHANNEL}', 'c' || %(job_id)s)"
-        self._claim = (
-            f"WITH n AS (SELECT {self.now} AS t), picked AS ("
-            f"SELECT j.seq FROM {JOB} j, n WHERE j.state = 'READY' AND j.queue = ANY(%(q)s) "
-            "AND j.due_at <= n.t AND (j.expires_at IS NULL OR j.expires_at > n.t) "
-            "ORDER BY j.priority DESC, j.due_at, j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED) "
-            f"UPDATE {JOB} j SET state = 'RUNNING', started_at = n.t, last_attempted_at = n.t, "
+        ready = (
+            "j.state = 'READY' AND j.queue = {queue} AND j.due_at <= {now} "
+            "AND (j.expires_at IS NULL OR j.expires_at > {now}) "
+            "ORDER BY j.priority DESC, j.due_at, j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED"
+        )
+        update = (
+            f"UPDATE {JOB} j SET state = 'RUNNING', started_at = {self.now}, "
+            f"last_attempted_at = {self.now}, "
             "worker_ids = j.worker_ids || jsonb_build_array(%(worker)s::text), "
             "lease_token = %(token)s, lease_worker = %(worker)s::text, "
-            "lease_expires_at = n.t + %(lease)s FROM picked, n WHERE j.seq = picked.seq "
-            f"RETURNING {self.live_columns}"
+            f"lease_expires_at = {self.now} + %(lease)s FROM picked "
+            f"WHERE j.seq = picked.seq RETURNING {self.live_columns}"
+        )
+        # One queue: the ready index gives the rows in claim order; LIMIT 1 reads one.
+        self._claim_one = (
+            f"WITH picked AS (SELECT j.seq FROM {JOB} j WHERE "
+            + ready.format(queue="%(q)s", now=self.now)
+            + f") {update}"
+        )
+        # Several: the best row of each queue (each locked, or skipped if locked), then the
+        # best of those.
+        self._claim_many = (
+            "WITH picked AS (SELECT c.seq FROM unnest(%(q)s::text[]) AS q(name) "
+            f"CROSS JOIN LATERAL (SELECT j.seq, j.priority, j.due_at FROM {JOB} j WHERE "
+            + ready.format(queue="q.name", now=self.now)
+            + ") c ORDER BY c.priority DESC, c.due_at, c.seq LIMIT 1) "
+            + update
         )
         self._insert = f"WITH ins AS ({super().insert()}) SELECT ins.*{self.wake} FROM ins"
 
@@ -344,7 +369,9 @@ class PostgresDialect(Dialect):
         return self._insert
 
     def claim(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
-        return self._claim, {"q": list(queues)}
+        if len(queues) == 1:
+            return self._claim_one, {"q": queues[0]}
+        return self._claim_many, {"q": list(queues)}
 
     def finish(self, keys: tuple[str, ...]) -> str:
         """RUNNING -> a finished state with ``keys`` set, in one statement."""
