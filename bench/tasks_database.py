@@ -17,7 +17,8 @@ rows; procrastinate's ``procrastinate_events``).
     python bench/tasks_database.py                 # 20,000 jobs, both systems
     python bench/tasks_database.py --jobs 3000     # a smoke test
 
-Prints JSON.
+Prints JSON: tasks per second, and per CPU-second of the worker process and of worker plus
+server (steadier than wall-clock rates on a shared machine).
 """
 
 from __future__ import annotations
@@ -110,9 +111,8 @@ def reset(system: str, server: PostgresServer) -> None:
 
 def fill(system: str, count: int) -> None:
     if system == "headrace":
-        from django.db import transaction
-
         from bench._tasks_database_app import noop
+        from django.db import transaction
 
         with transaction.atomic():
             for _ in range(count):
@@ -125,12 +125,42 @@ def fill(system: str, count: int) -> None:
             procrastinate_noop.batch_defer(*[{} for _ in range(min(1000, count - start))])
 
 
-def throughput(system: str, server: PostgresServer, jobs: int, concurrency: int) -> float:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def server_cpu_seconds(server: PostgresServer) -> float:
+    """CPU time of the postgres server and its backends (live ones)."""
+    assert server.process is not None
+    root = server.process.pid
+    total = cpu_seconds(root)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def throughput(
+    system: str, server: PostgresServer, jobs: int, concurrency: int
+) -> dict[str, float]:
     reset(system, server)
     fill(system, jobs)
     low, high = int(jobs * 0.1), int(jobs * 0.9)
     worker = start_worker(system, server, concurrency)
     marks: dict[int, float] = {}
+    cpu: dict[int, tuple[float, float]] = {}
     try:
         with server.connect(DATABASE[system]) as conn:
             deadline = time.monotonic() + 600
@@ -139,9 +169,11 @@ def throughput(system: str, server: PostgresServer, jobs: int, concurrency: int)
                 now = time.monotonic()
                 if done >= low and low not in marks:
                     marks[low] = now
+                    cpu[low] = (cpu_seconds(worker.pid), server_cpu_seconds(server))
                     low_done = done
                 if done >= high:
                     marks[high] = now
+                    cpu[high] = (cpu_seconds(worker.pid), server_cpu_seconds(server))
                     high_done = done
                     break
                 time.sleep(0.02)
@@ -149,7 +181,16 @@ def throughput(system: str, server: PostgresServer, jobs: int, concurrency: int)
                 raise RuntimeError(f"{system}: only {done} of {jobs} jobs done")
     finally:
         stop(worker)
-    return (high_done - low_done) / (marks[high] - marks[low])
+    done = high_done - low_done
+    worker_cpu = cpu[high][0] - cpu[low][0]
+    server_cpu = cpu[high][1] - cpu[low][1]
+    return {
+        "tasks_per_second": round(done / (marks[high] - marks[low])),
+        "tasks_per_worker_cpu_second": round(done / worker_cpu) if worker_cpu else 0,
+        "tasks_per_cpu_second_worker_and_server": round(done / (worker_cpu + server_cpu))
+        if worker_cpu + server_cpu
+        else 0,
+    }
 
 
 def latency(system: str, server: PostgresServer, count: int) -> dict[str, float]:
@@ -231,17 +272,19 @@ def main() -> None:
         }
         for system in options.systems:
             report[system] = {
-                "tasks_per_second": round(
-                    throughput(system, server, options.jobs, options.concurrency)
-                ),
+                **throughput(system, server, options.jobs, options.concurrency),
                 "enqueue_to_start": latency(system, server, options.latency_jobs),
             }
         if {"headrace", "procrastinate"} <= set(options.systems):
-            report["headrace_vs_procrastinate"] = round(
-                report["headrace"]["tasks_per_second"]
-                / report["procrastinate"]["tasks_per_second"],
-                2,
-            )
+            report["headrace_vs_procrastinate"] = {
+                key: round(report["headrace"][key] / report["procrastinate"][key], 2)
+                for key in (
+                    "tasks_per_second",
+                    "tasks_per_worker_cpu_second",
+                    "tasks_per_cpu_second_worker_and_server",
+                )
+                if report["procrastinate"][key]
+            }
         print(json.dumps(report, indent=2))
     finally:
         from django.db import connections

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -93,6 +94,7 @@ DEFAULT_LEASE: Final = 30.0
 DEFAULT_MAX_DELIVERIES: Final = 3
 _PURGE_EVERY: Final = 60.0  # seconds between purges of expired results and silent workers
 _NAMED = re.compile(r"%\((\w+)\)s")
+_TUPLES_OK: Final = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,7 +151,7 @@ class _OwnConnection:
         wrapper = connections[self.alias]
         params = dict(wrapper.get_connection_params())
         if self.vendor == "postgresql":
-            return connect_postgres(wrapper, params, durable=self.durable)
+            return _connect_postgres(wrapper, params, durable=self.durable)
         import sqlite3
 
         params.pop("detect_types", None)
@@ -171,6 +173,13 @@ class _OwnConnection:
                 statement = converted
             try:
                 cursor = self.conn.execute(statement, params)
+                if self.vendor == "postgresql":
+                    # Not cursor.description: it builds a Column object per column.
+                    result = cursor.pgresult
+                    if result is None or result.status != _TUPLES_OK:
+                        return []
+                    rows: list[tuple[Any, ...]] = cursor.fetchall()
+                    return rows
                 return list(cursor.fetchall()) if cursor.description else []
             except Exception:
                 self._drop_if_broken()
@@ -213,7 +222,7 @@ class _OwnConnection:
                 conn.close()
 
 
-def connect_postgres(wrapper: Any, params: dict[str, Any], *, durable: bool = True) -> Any:
+def _connect_postgres(wrapper: Any, params: dict[str, Any], *, durable: bool = True) -> Any:
     """A psycopg connection (autocommit) from a Django connection's parameters. Prepared
     statements are on (psycopg's default) unless ``OPTIONS`` sets ``prepare_threshold``."""
     import psycopg
@@ -424,7 +433,7 @@ class _Store:
             conn = None
             try:
                 wrapper = connections[self.database]
-                conn = connect_postgres(wrapper, dict(wrapper.get_connection_params()))
+                conn = _connect_postgres(wrapper, dict(wrapper.get_connection_params()))
                 conn.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
                 self.listening.set()
                 if backoff > 0.1:
@@ -582,9 +591,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             return self._store.worker if worker else self._store.client
         return _DjangoExecutor(self.database)
 
-    def _run(
-        self, db: _Executor, statement: str, **params: Any
-    ) -> list[dict[str, Any]]:
+    def _run(self, db: _Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
         params.setdefault("now", self._now())
         return [_row(values) for values in db.execute(statement, params)]
 
@@ -611,13 +618,14 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         for _ in range(5):
             rows = self._run(db, self._sql.insert(), **params)
             if rows:
-                queue = job.queue
                 if isinstance(db, _DjangoExecutor) and db.in_atomic_block:
                     transaction.on_commit(
-                        lambda: self._store.wake(queue), using=self.database, robust=True
+                        functools.partial(self._store.wake, job.queue),
+                        using=self.database,
+                        robust=True,
                     )
                 else:
-                    self._store.wake(queue)
+                    self._store.wake(job.queue)
                 return _job(rows[0], self.alias), True
             found = self._run(db, self._sql.get, job_id=job.id)
             if not found and job.key is not None:
@@ -635,7 +643,11 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         statement, params = self._sql.claim(list(queues))
         token = secrets.token_hex(16)
         rows = self._run(
-            self._db(worker=True), statement, worker=worker_id, token=token, lease=self.lease,
+            self._db(worker=True),
+            statement,
+            worker=worker_id,
+            token=token,
+            lease=self.lease,
             **params,
         )
         if not rows:
@@ -1021,9 +1033,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         if not workers:
             return
         statement, params = self._sql.renew(workers)
-        rows = store.worker.execute(
-            statement, {"now": self._now(), "lease": self.lease, **params}
-        )
+        rows = store.worker.execute(statement, {"now": self._now(), "lease": self.lease, **params})
         renewed = {job_id: (token, bool(cancel)) for job_id, token, cancel in rows}
         for job_id, (token, _) in held.items():
             found = renewed.get(job_id)
@@ -1053,9 +1063,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             "the worker running this job stopped renewing its lease (it died or hung)",
         )
         statement, params = self._sql.requeue_lost(queues)
-        requeued = self._run(
-            db, statement, lost=_dumps(lost), max=self.max_deliveries, **params
-        )
+        requeued = self._run(db, statement, lost=_dumps(lost), max=self.max_deliveries, **params)
         for row in requeued:
             logger.warning(
                 "task %s (%s): its worker was lost; put back (loss %d of %d)",

@@ -52,9 +52,9 @@ __all__ = [
     "JSON_COLUMNS",
     "NOTIFY_CHANNEL",
     "RESULT_COLUMNS",
+    "ROW_COLUMNS",
     "Dialect",
     "dialect_for",
-    "ROW_COLUMNS",
     "sources",
 ]
 
@@ -376,8 +376,11 @@ class PostgresDialect(Dialect):
     def finish(self, keys: tuple[str, ...]) -> str:
         """RUNNING -> a finished state with ``keys`` set, in one statement."""
         picked = [
-            "%(state)s" if column == "state" else self._param(column) if column in keys else
-            f"d.{column}"
+            "%(state)s"
+            if column == "state"
+            else self._param(column)
+            if column in keys
+            else f"d.{column}"
             for column in JOB_COLUMNS
         ]
         value = self.json("return_value") if "return_value" in keys else "NULL::jsonb"
