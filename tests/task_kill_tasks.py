@@ -11,5 +11,5 @@ from headrace.tasks import task
 def record_id(number: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO kill_record (n) VALUES (%s)", [number])
-    time.sleep(0.02)  # stands for work, so that kills find jobs in flight
+    time.sleep(0.05)  # stands for work, so that kills find jobs in flight
     return number
