@@ -381,6 +381,7 @@ class _Store:
         self.heartbeat: threading.Thread | None = None
         self.stale_acks = 0
         self.lost_leases = 0
+        self.last_maintained: float | None = None  # on the backend's clock
         self.started_at = time.time()
 
     def wake(self, queue: str | None) -> None:
@@ -679,7 +680,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                 job = self.claim_nowait(names, worker_id)
                 if job is not None:
                     return job
-                if self.maintain(names):
+                if self._maintenance_due() and self.maintain(names):
                     continue  # jobs were put back: claim again at once
                 due = self._next_due(names)
                 if due is not None:
@@ -693,6 +694,20 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                     timer.cancel()
                 with store.lock:
                     store.waiters.remove(waiter)
+
+    def _maintenance_due(self) -> bool:
+        """Whether an idle worker should run :meth:`maintain` before it waits: at most once
+        a second per process (and on each heartbeat), so that a burst of wake-ups does not
+        turn into a burst of maintenance statements."""
+        now = self.clock.time()
+        store = self._store
+        with store.lock:
+            if store.last_maintained is not None and now - store.last_maintained < min(
+                1.0, self.lease / 3
+            ):
+                return False
+            store.last_maintained = now
+        return True
 
     def _next_due(self, queues: list[str]) -> float | None:
         """The next due time of a delayed job, on the backend's clock."""
