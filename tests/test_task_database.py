@@ -22,10 +22,16 @@ from django.test import override_settings
 from headrace.layers import ManualClock
 from headrace.tasks import JobState
 from headrace.tasks.backends.database import DatabaseTaskBackend
-from headrace.tasks.backends.database.models import TaskDeadLetter, TaskJob, TaskJobResult
+from headrace.tasks.backends.database.models import (
+    TaskDeadLetter,
+    TaskJob,
+    TaskJobResult,
+    TaskWorkerHeartbeat,
+)
 from headrace.tasks.exceptions import LeaseLost
 from headrace.tasks.states import Move
 from headrace.tasks.worker import TaskWorker
+from tests.task_backends import POSTGRES_ALIAS as POSTGRES
 from tests.task_backends import QUEUES, SQLITE_ALIAS
 from tests.taskapp import tasks
 
@@ -283,6 +289,9 @@ def test_bad_options_are_reported_by_the_system_check(database: str, settings: A
     text = " ".join(m.msg for m in messages)
     assert "lease must be a positive number, got 0" in text
     assert "max_deliveries must be a positive int, got '3'" in text
+    settings.TASKS = {"default": entry(database)}
+    ids = [m.id for m in task_backends["default"].check()]
+    assert ids == (["headrace.I103"] if database == SQLITE_ALIAS else [])
 
 
 # -- the admin -----------------------------------------------------------------------------------
@@ -348,3 +357,85 @@ def test_the_admin_retries_dead_letters_and_failed_results(admin_client: Any) ->
         {"action": "retry", "_selected_action": [TaskJobResult.objects.get(job_id=failed.id).pk]},
     )
     assert TaskJob.objects.filter(task_path="tests.taskapp.tasks.record").count() == 1
+
+
+@pytest.mark.slow
+async def test_a_worker_reconnects_after_its_connections_are_killed(
+    task_postgres: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.TASKS = {  # real clocks: the worker's retry backoff runs on them
+        "default": entry(task_postgres, poll_interval=60),
+        "other": entry(task_postgres),
+    }
+    first = task_backends["default"]
+    assert isinstance(first, DatabaseTaskBackend)
+    worker = TaskWorker(first)
+    run = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(worker.wait_idle(), WAIT)
+    ours = first._store.worker.conn.info.backend_pid
+    killer = await asyncio.to_thread(_terminate_listener_and, ours)
+    assert killer >= 2  # the worker's connection and the listener's (and old stores' ones)
+    result = tasks.add.using(backend="other").enqueue(3, 4)
+    try:
+        await asyncio.wait_for(result.wait(), WAIT)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, WAIT)
+    assert result.return_value == 7
+    assert "listening for task notifications again" in caplog.text
+
+
+def _terminate_listener_and(pid: int) -> int:
+    other = connections.create_connection(POSTGRES)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE pid = %s OR query LIKE 'LISTEN headrace_tasks%%'",
+                [pid],
+            )
+            return int(cursor.fetchone()[0])
+    finally:
+        other.close()
+
+
+async def test_a_worker_shows_in_the_heartbeat_table_while_it_runs(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    run_worker: Callable[..., TaskWorker],
+    database: str,
+) -> None:
+    first, _ = two_backends
+    worker = run_worker(first)
+    await asyncio.wait_for(worker.wait_idle(), WAIT)
+    rows = await asyncio.to_thread(_heartbeats, database)
+    assert rows == [(worker.worker_id, QUEUES)]
+    worker.stop()
+    async with asyncio.timeout(WAIT):
+        while await asyncio.to_thread(_heartbeats, database):
+            await asyncio.sleep(0.01)
+
+
+def _heartbeats(database: str) -> list[tuple[str, list[str]]]:
+    return [
+        (row.worker_id, row.queues) for row in TaskWorkerHeartbeat.objects.using(database).all()
+    ]
+
+
+async def test_purge_drops_expired_results_and_silent_workers(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    run_worker: Callable[..., TaskWorker],
+    clock: ManualClock,
+    database: str,
+) -> None:
+    first, _ = two_backends
+    result = tasks.short_lived.enqueue()  # result_ttl=100
+    worker = run_worker(first)
+    await asyncio.wait_for(result.wait(), WAIT)
+    worker.stop()
+    first._register_worker("a-silent-worker", QUEUES)
+    clock.advance(10 * LEASE + 1)
+    first.purge()
+    assert not await asyncio.to_thread(
+        TaskJobResult.objects.using(database).filter(job_id=result.id).exists
+    )
+    assert "a-silent-worker" not in [w for w, _ in await asyncio.to_thread(_heartbeats, database)]

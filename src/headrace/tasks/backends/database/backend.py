@@ -187,11 +187,8 @@ class _OwnConnection:
 
     def _drop_if_broken(self) -> None:
         conn = self.conn
-        broken = conn is not None and getattr(conn, "closed", False)
-        if self.vendor == "postgresql" and conn is not None:
-            broken = broken or conn.info.transaction_status == 4  # UNKNOWN: connection lost
-        if broken:
-            self.close()
+        if conn is not None and (getattr(conn, "broken", False) or getattr(conn, "closed", False)):
+            self.close()  # the next statement opens a new connection
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -1035,8 +1032,13 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         for worker_id in idle:
             try:
                 self.forget_worker(worker_id)
-            except Exception:
-                logger.exception("could not remove the heartbeat row of task worker %s", worker_id)
+            except Exception as error:  # it goes at the next purge anyway
+                logger.warning(
+                    "could not remove the heartbeat row of task worker %s (%s: %s)",
+                    worker_id,
+                    type(error).__name__,
+                    error,
+                )
 
     def renew_leases(self) -> None:
         """Extend the leases this process's workers hold; hand cancellations requested from
