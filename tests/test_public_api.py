@@ -276,6 +276,22 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.backends.memory": {"MemoryTaskBackend", "MemoryTaskStatistics"},
     "headrace.tasks.backends.database": {"DatabaseTaskBackend", "DatabaseTaskStatistics"},
     "headrace.tasks.backends.database.backend": {"DatabaseTaskBackend", "DatabaseTaskStatistics"},
+    "headrace.tasks.backends.database.connections": {
+        "DjangoExecutor",
+        "Executor",
+        "OwnConnection",
+        "connect_postgres",
+    },
+    "headrace.tasks.backends.database.rows": {
+        "CHANGE_COLUMNS",
+        "change_value",
+        "column_value",
+        "dumps",
+        "error",
+        "job",
+        "row",
+    },
+    "headrace.tasks.backends.database.store": {"Store", "Waiter", "on_loop", "store_for"},
     "headrace.tasks.backends.database.models": {
         "TaskDeadLetter",
         "TaskJob",

@@ -1,5 +1,9 @@
-"""Durable tasks in the project's own database: see :mod:`.backend` (the backend and its
-table layout), :mod:`.sql` (the statements) and :mod:`.models` (the tables).
+"""Durable tasks in the project's own database.
+
+:mod:`.backend` (the backend: what it guarantees and how), :mod:`.sql` (every statement, and
+the table layout with its indexes), :mod:`.models` (the tables), :mod:`.store` (what a
+process shares: leases held, waiting workers, the LISTEN thread), :mod:`.connections` and
+:mod:`.rows` (connections, and rows as jobs).
 
 The backend is imported lazily: the ``headrace`` app's models module imports :mod:`.models`
 while Django is still loading apps.

@@ -55,25 +55,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from django.core import checks
-from django.core.signals import setting_changed
 from django.db import connections, transaction
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.backends.database import rows as records
 from headrace.tasks.backends.database import sql
+from headrace.tasks.backends.database.connections import DjangoExecutor, Executor
+from headrace.tasks.backends.database.store import Waiter, on_loop, store_for
 from headrace.tasks.base import DEFAULT_RESULT_TTL
 from headrace.tasks.exceptions import (
     LeaseLost,
@@ -82,7 +82,7 @@ from headrace.tasks.exceptions import (
     UnknownTask,
     WorkerLost,
 )
-from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.jobs import Job
 from headrace.tasks.states import JobState, Move, advance
 
 __all__ = ["DatabaseTaskBackend", "DatabaseTaskStatistics"]
@@ -93,8 +93,6 @@ _OPTION_KEYS: Final = ("database", "lease", "max_deliveries", "poll_interval")
 DEFAULT_LEASE: Final = 30.0
 DEFAULT_MAX_DELIVERIES: Final = 3
 _PURGE_EVERY: Final = 60.0  # seconds between purges of expired results and silent workers
-_NAMED = re.compile(r"%\((\w+)\)s")
-_TUPLES_OK: Final = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,383 +103,6 @@ class DatabaseTaskStatistics:
     held: int  #: jobs this process's workers hold leases on
     stale_acks: int  #: settlements ignored in this process (LeaseLost)
     lost_leases: int  #: lapsed leases this process found and put back or dead-lettered
-
-
-# -- executing statements ----------------------------------------------------------------------
-
-
-class _Executor(Protocol):
-    def execute(self, statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]: ...
-
-    def transaction(self) -> contextlib.AbstractContextManager[Any]: ...
-
-
-class _DjangoExecutor:
-    """Django's connection of this thread: joins the caller's transaction."""
-
-    def __init__(self, alias: str) -> None:
-        self.alias = alias
-
-    def execute(self, statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        with connections[self.alias].cursor() as cursor:
-            cursor.execute(statement, params)
-            return list(cursor.fetchall()) if cursor.description else []
-
-    def transaction(self) -> contextlib.AbstractContextManager[Any]:
-        return transaction.atomic(using=self.alias)
-
-    @property
-    def in_atomic_block(self) -> bool:
-        return bool(connections[self.alias].in_atomic_block)
-
-
-class _OwnConnection:
-    """A connection of the backend's own, shared by threads (one statement at a time),
-    opened from the ``DATABASES`` entry and reopened after an error that broke it."""
-
-    def __init__(self, alias: str, vendor: str, *, durable: bool) -> None:
-        self.alias = alias
-        self.vendor = vendor
-        self.durable = durable
-        self.lock = threading.RLock()
-        self.conn: Any = None
-        self._qmark: dict[str, str] = {}
-
-    def _connect(self) -> Any:
-        wrapper = connections[self.alias]
-        params = dict(wrapper.get_connection_params())
-        if self.vendor == "postgresql":
-            return _connect_postgres(wrapper, params, durable=self.durable)
-        import sqlite3
-
-        params.pop("detect_types", None)
-        conn = sqlite3.connect(**params, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 10000")
-        for command in getattr(wrapper, "init_commands", ()):
-            if command.strip():
-                conn.execute(command)
-        return conn
-
-    def execute(self, statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        with self.lock:
-            if self.conn is None:
-                self.conn = self._connect()
-            if self.vendor == "sqlite":
-                converted = self._qmark.get(statement)
-                if converted is None:
-                    converted = self._qmark[statement] = _NAMED.sub(r":\1", statement)
-                statement = converted
-            try:
-                cursor = self.conn.execute(statement, params)
-                if self.vendor == "postgresql":
-                    # Not cursor.description: it builds a Column object per column.
-                    result = cursor.pgresult
-                    if result is None or result.status != _TUPLES_OK:
-                        return []
-                    rows: list[tuple[Any, ...]] = cursor.fetchall()
-                    return rows
-                return list(cursor.fetchall()) if cursor.description else []
-            except Exception:
-                self._drop_if_broken()
-                raise
-
-    def _drop_if_broken(self) -> None:
-        conn = self.conn
-        if conn is not None and (getattr(conn, "broken", False) or getattr(conn, "closed", False)):
-            self.close()  # the next statement opens a new connection
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self.lock:
-            if self.conn is None:
-                self.conn = self._connect()
-            if self.vendor == "postgresql":
-                try:
-                    with self.conn.transaction():
-                        yield
-                except Exception:
-                    self._drop_if_broken()
-                    raise
-                return
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-
-    def close(self) -> None:
-        with self.lock:
-            conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def _connect_postgres(wrapper: Any, params: dict[str, Any], *, durable: bool = True) -> Any:
-    """A psycopg connection (autocommit) from a Django connection's parameters. Prepared
-    statements are on (psycopg's default) unless ``OPTIONS`` sets ``prepare_threshold``."""
-    import psycopg
-
-    params.pop("cursor_factory", None)  # Django's binds parameters client-side
-    params.pop("pool", None)
-    if "prepare_threshold" not in wrapper.settings_dict["OPTIONS"]:
-        params.pop("prepare_threshold", None)
-    conn = psycopg.connect(**params, autocommit=True)
-    if not durable:
-        conn.execute("SET synchronous_commit = off")
-    return conn
-
-
-# -- rows and jobs -------------------------------------------------------------------------------
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_error_dict)
-
-
-def _error_dict(value: Any) -> dict[str, str]:
-    if isinstance(value, JobError):
-        return {"exception_class_path": value.exception_class_path, "traceback": value.traceback}
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _error(cls: type[BaseException], message: str) -> dict[str, str]:
-    path = f"{cls.__module__}.{cls.__qualname__}"
-    return {"exception_class_path": path, "traceback": f"{path}: {message}\n"}
-
-
-def _row(values: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(sql.ROW_COLUMNS, values, strict=False))
-    for column in sql.JSON_COLUMNS:
-        value = row[column]
-        if isinstance(value, str | bytes):
-            row[column] = json.loads(value)
-    return row
-
-
-def _job(row: Mapping[str, Any], alias: str) -> Job:
-    return Job(
-        id=row["job_id"],
-        task_path=row["task_path"],
-        args=row["args"],
-        kwargs=row["kwargs"],
-        queue=row["queue"],
-        priority=row["priority"],
-        backend=alias,
-        state=JobState(row["state"]),
-        enqueued_at=row["enqueued_at"],
-        due_at=row["due_at"],
-        expires_at=row["expires_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_attempted_at=row["last_attempted_at"],
-        worker_ids=tuple(row["worker_ids"] or ()),
-        errors=tuple(JobError(**error) for error in row["errors"] or ()),
-        return_value=row["return_value"],
-        retries=row["retries"],
-        key=row["idempotency_key"],
-        owner=row["owner"],
-        progress=row["progress"],
-        cancel_requested=bool(row["cancel_requested"]),
-        result_expires_at=row["result_expires_at"],
-        options=row["options"] or {},
-    )
-
-
-def _column_value(column: str, value: Any) -> Any:
-    if column in sql.JSON_COLUMNS:
-        if value is None and column in ("progress", "return_value"):
-            return None
-        return _dumps(list(value) if isinstance(value, tuple) else value)
-    return value
-
-
-_CHANGE_COLUMNS: Final = {
-    "return_value": "return_value",
-    "errors": "errors",
-    "retries": "retries",
-    "progress": "progress",
-    "cancel_requested": "cancel_requested",
-}
-
-
-def _change_value(name: str, value: Any) -> Any:
-    if name == "errors":
-        return _dumps(list(value))
-    if name in ("return_value", "progress"):
-        return None if value is None else _dumps(value)
-    return value
-
-
-# -- waiting -------------------------------------------------------------------------------------
-
-
-class _Waiter:
-    __slots__ = ("future", "loop", "queues")
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], queues: frozenset[str]
-    ) -> None:
-        self.loop = loop
-        self.future = future
-        self.queues = queues
-
-    def wake(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            _resolve(self.future)
-        elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_resolve, self.future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _on_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-# -- the shared store ----------------------------------------------------------------------------
-
-
-class _Store:
-    """What every backend object of one ``TASKS`` entry shares in a process: connections,
-    the leases its workers hold, waiting workers, and the heartbeat and listener threads."""
-
-    def __init__(self, database: str, vendor: str) -> None:
-        self.database = database
-        self.vendor = vendor
-        self.dialect = sql.dialect_for(vendor)
-        self.client = _OwnConnection(database, vendor, durable=True)
-        self.worker = _OwnConnection(database, vendor, durable=False)
-        self.lock = threading.Lock()
-        self.held: dict[str, tuple[str, str]] = {}  # job id -> (lease token, worker id)
-        self.workers: dict[str, list[str]] = {}  # worker id -> queues, workers of this process
-        self.waiters: list[_Waiter] = []
-        self.watchers: dict[str, Callable[[], None]] = {}
-        self.pending_cancels: set[str] = set()
-        self.finish_waiters: dict[str, list[Callable[[], None]]] = {}
-        self.closed = threading.Event()
-        self.listening = threading.Event()
-        self.listener: threading.Thread | None = None
-        self.heartbeat: threading.Thread | None = None
-        self.stale_acks = 0
-        self.lost_leases = 0
-        self.last_maintained: float | None = None  # on the backend's clock
-        self.started_at = time.time()
-
-    def wake(self, queue: str | None) -> None:
-        with self.lock:
-            waiters = [w for w in self.waiters if queue is None or queue in w.queues]
-        for waiter in waiters:
-            waiter.wake()
-
-    def finished(self, job_id: str) -> None:
-        with self.lock:
-            callbacks = self.finish_waiters.pop(job_id, [])
-            self.watchers.pop(job_id, None)
-            self.pending_cancels.discard(job_id)
-        for callback in callbacks:
-            callback()
-
-    def cancel_requested(self, job_id: str) -> None:
-        """Hand a cancel request to the job's watcher, or keep it for the watcher to come
-        (a job just claimed, whose runner has not started watching yet)."""
-        with self.lock:
-            watcher = self.watchers.get(job_id)
-            if watcher is None and job_id in self.held:
-                self.pending_cancels.add(job_id)
-        if watcher is not None:
-            watcher()
-
-    def close(self) -> None:
-        """Stop the threads (they notice within half a second and close their connection)
-        and close the connections."""
-        self.closed.set()
-        self.client.close()
-        self.worker.close()
-
-    # -- the listener (PostgreSQL) ---------------------------------------------------------
-
-    def ensure_listener(self) -> None:
-        if self.vendor != "postgresql" or self.closed.is_set():
-            return
-        with self.lock:
-            if self.listener is None:
-                self.listener = threading.Thread(
-                    target=self._listen, name="headrace-task-listen", daemon=True
-                )
-                self.listener.start()
-        self.listening.wait(5)
-
-    def _listen(self) -> None:
-        backoff = 0.1
-        while not self.closed.is_set():
-            conn = None
-            try:
-                wrapper = connections[self.database]
-                conn = _connect_postgres(wrapper, dict(wrapper.get_connection_params()))
-                conn.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
-                self.listening.set()
-                if backoff > 0.1:
-                    logger.warning("listening for task notifications again")
-                    self.wake(None)  # notifications may have been missed meanwhile
-                backoff = 0.1
-                while not self.closed.is_set():
-                    for notify in conn.notifies(timeout=0.5):
-                        self._notified(notify.payload)
-            except Exception as error:
-                if self.closed.is_set():
-                    return
-                logger.error(
-                    "task notifications: %s: %s; reconnecting in %.1f s (idle workers poll "
-                    "meanwhile)",
-                    type(error).__name__,
-                    error,
-                    backoff,
-                )
-                self.closed.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-
-    def _notified(self, payload: str) -> None:
-        kind, name = payload[:1], payload[1:]
-        if kind == "q":
-            self.wake(name)
-        elif kind == "c":
-            self.cancel_requested(name)
-        else:
-            logger.warning("ignoring a task notification with an unknown payload %r", payload)
-
-
-_stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
-_stores_lock = threading.Lock()
-
-
-def _forget_stores(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("TASKS", "DATABASES"):
-        with _stores_lock:
-            found = list(_stores.values())
-            _stores.clear()
-        for _, store in found:
-            store.close()
-
-
-setting_changed.connect(_forget_stores)
 
 
 def _positive(options: Mapping[str, Any], name: str, default: float) -> tuple[float, str | None]:
@@ -527,11 +148,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         )
         problems.append(problem)
         self._option_problems.extend(p for p in problems if p)
-        with _stores_lock:
-            found = _stores.get((alias, id(params)))
-            if found is None:
-                found = _stores[alias, id(params)] = (params, _Store(self.database, self.vendor))
-        self._store = found[1]
+        self._store = store_for(alias, params, self.database, self.vendor)
         self._sql = self._store.dialect
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -583,15 +200,15 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         """The ``now`` parameter: None lets the database's clock decide."""
         return None if self._uses_db_clock else self.clock.time()
 
-    def _db(self, *, worker: bool = False) -> _Executor:
+    def _db(self, *, worker: bool = False) -> Executor:
         """Django's connection from sync code; the backend's own on an event loop."""
-        if _on_loop():
+        if on_loop():
             return self._store.worker if worker else self._store.client
-        return _DjangoExecutor(self.database)
+        return DjangoExecutor(self.database)
 
-    def _run(self, db: _Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
+    def _run(self, db: Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
         params.setdefault("now", self._now())
-        return [_row(values) for values in db.execute(statement, params)]
+        return [records.row(values) for values in db.execute(statement, params)]
 
     # -- store -----------------------------------------------------------------------------------
 
@@ -603,9 +220,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             "task_path": job.task_path,
             "queue": job.queue,
             "priority": job.priority,
-            "args": _dumps(job.args),
-            "kwargs": _dumps(job.kwargs),
-            "options": _dumps(dict(job.options)),
+            "args": records.dumps(job.args),
+            "kwargs": records.dumps(job.kwargs),
+            "options": records.dumps(dict(job.options)),
             "owner": job.owner,
             "key": job.key,
             # Times the core computed on its clock become offsets from the store's now.
@@ -616,7 +233,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         for _ in range(5):
             rows = self._run(db, self._sql.insert(), **params)
             if rows:
-                if isinstance(db, _DjangoExecutor) and db.in_atomic_block:
+                if isinstance(db, DjangoExecutor) and db.in_atomic_block:
                     transaction.on_commit(
                         functools.partial(self._store.wake, job.queue),
                         using=self.database,
@@ -624,18 +241,18 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                     )
                 else:
                     self._store.wake(job.queue)
-                return _job(rows[0], self.alias), True
+                return records.job(rows[0], self.alias), True
             found = self._run(db, self._sql.get, job_id=job.id)
             if not found and job.key is not None:
                 found = self._run(db, self._sql.get_by_key, key=job.key)
             if found:
-                return _job(found[0], self.alias), False
+                return records.job(found[0], self.alias), False
             # The job holding the key finished between the two statements: try again.
         raise RuntimeError(f"could not store job {job.id}: its key {job.key!r} kept changing")
 
     def get_job(self, job_id: str) -> Job | None:
         rows = self._run(self._db(), self._sql.get, job_id=job_id)
-        return _job(rows[0], self.alias) if rows else None
+        return records.job(rows[0], self.alias) if rows else None
 
     def claim_nowait(self, queues: Iterable[str], worker_id: str) -> Job | None:
         statement, params = self._sql.claim(list(queues))
@@ -650,7 +267,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         )
         if not rows:
             return None
-        job = _job(rows[0], self.alias)
+        job = records.job(rows[0], self.alias)
         with self._store.lock:
             self._store.held[job.id] = (token, worker_id)
         return job
@@ -668,7 +285,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         loop = asyncio.get_running_loop()
         while True:
             future: asyncio.Future[None] = loop.create_future()
-            waiter = _Waiter(loop, future, frozenset(names))
+            waiter = Waiter(loop, future, frozenset(names))
             with store.lock:
                 store.waiters.append(waiter)
             timers: list[Any] = []
@@ -728,10 +345,12 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             return None
         with self._store.lock:
             self._store.held[job_id] = (token, worker_id)
-        return _job(rows[0], self.alias)
+        return records.job(rows[0], self.alias)
 
     def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
-        unknown = [name for name in changes if name not in _CHANGE_COLUMNS and name != "due_at"]
+        unknown = [
+            name for name in changes if name not in records.CHANGE_COLUMNS and name != "due_at"
+        ]
         if unknown:
             raise TypeError(f"move_job cannot change {', '.join(unknown)}")
         with self._store.lock:
@@ -745,7 +364,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         with self._store.lock:
             self._store.held.pop(job_id, None)
             self._store.pending_cancels.discard(job_id)
-        job = _job(rows[0], self.alias)
+        job = records.job(rows[0], self.alias)
         if job.is_finished:
             self._store.finished(job_id)
         elif job.state is JobState.READY:
@@ -761,7 +380,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         params: dict[str, Any] = {"job_id": job_id, "token": token, "state": target.value}
         keys = tuple(sorted(name for name in changes if name != "due_at"))
         for name in keys:
-            params[name] = _change_value(name, changes[name])
+            params[name] = records.change_value(name, changes[name])
         if target is JobState.READY:
             now = self.clock.time()
             params["due"] = changes.get("due_at", now) - now
@@ -801,7 +420,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             params["state"] = target.value
             for name in keys:
                 sets.append(f"{name} = {self._sql._param(name)}")
-                params[name] = _change_value(name, changes[name])
+                params[name] = records.change_value(name, changes[name])
             if "due_at" in changes:
                 sets.append(f"due_at = {self._sql.now} + %(due)s")
                 params["due"] = changes["due_at"] - self.clock.time()
@@ -834,7 +453,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
 
     def _finish_where(
         self,
-        db: _Executor,
+        db: Executor,
         where: str,
         params: Mapping[str, Any],
         change: Callable[[dict[str, Any]], dict[str, Any]],
@@ -848,9 +467,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         with db.transaction():
             rows = db.execute(self._sql.delete_live(where), {"now": now, **params})
             for values in rows:
-                row = change(_row(values))
+                row = change(records.row(values))
                 insert = {
-                    column: _column_value(column, row[column])
+                    column: records.column_value(column, row[column])
                     if column in sql.JSON_COLUMNS
                     else row[column]
                     for column in sql.JOB_COLUMNS
@@ -861,17 +480,17 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                     ttl=DEFAULT_RESULT_TTL if ttl is None else float(ttl),
                     return_value=None
                     if row.get("return_value") is None
-                    else _dumps(row["return_value"]),
+                    else records.dumps(row["return_value"]),
                 )
                 [result] = db.execute(self._sql.insert_result, insert)
-                done.append(_row(result))
+                done.append(records.row(result))
                 if dead:
                     db.execute(
                         self._sql.insert_dead,
                         {
                             "now": now,
                             **{
-                                column: _column_value(column, row[column])
+                                column: records.column_value(column, row[column])
                                 if column in sql.JSON_COLUMNS
                                 else row[column]
                                 for column in sql.DEAD_COLUMNS
@@ -883,7 +502,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
 
     def request_cancel(self, job_id: str) -> Job | None:
         db = self._db()
-        error = _error(TaskCancelled, "cancelled before it started")
+        error = records.error(TaskCancelled, "cancelled before it started")
         rows = self._finish_where(
             db,
             f"job_id = %(job_id)s AND state IN ('{JobState.READY.value}')",
@@ -897,13 +516,13 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         )
         if rows:
             self._store.finished(job_id)
-            return _job(rows[0], self.alias)
+            return records.job(rows[0], self.alias)
         rows = self._run(db, self._sql.flag_cancel, job_id=job_id)
         if rows:
             if self.vendor == "postgresql":
                 db.execute(self._sql.notify_cancel, {"job_id": job_id})  # type: ignore[attr-defined]
             self._store.cancel_requested(job_id)
-            return _job(rows[0], self.alias)
+            return records.job(rows[0], self.alias)
         return self.get_job(job_id)
 
     def watch_job(self, job_id: str, on_cancel: Callable[[], None]) -> None:
@@ -921,7 +540,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
 
     def set_progress(self, job_id: str, value: Mapping[str, Any]) -> None:
         self._db(worker=True).execute(
-            self._sql.set_progress, {"job_id": job_id, "progress": _dumps(dict(value))}
+            self._sql.set_progress, {"job_id": job_id, "progress": records.dumps(dict(value))}
         )
 
     async def wait_finished(self, job_id: str, timeout: float | None = None) -> None:
@@ -1012,7 +631,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                 "worker": worker_id,
                 "hostname": socket.gethostname()[:255],
                 "pid": os.getpid(),
-                "queues": _dumps(queues),
+                "queues": records.dumps(queues),
                 "running": running,
             },
         )
@@ -1075,12 +694,14 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
     def _reap(self, queues: list[str]) -> int:
         store = self._store
         db = store.worker
-        lost = _error(
+        lost = records.error(
             WorkerLost,
             "the worker running this job stopped renewing its lease (it died or hung)",
         )
         statement, params = self._sql.requeue_lost(queues)
-        requeued = self._run(db, statement, lost=_dumps(lost), max=self.max_deliveries, **params)
+        requeued = self._run(
+            db, statement, lost=records.dumps(lost), max=self.max_deliveries, **params
+        )
         for row in requeued:
             logger.warning(
                 "task %s (%s): its worker was lost; put back (loss %d of %d)",
@@ -1104,7 +725,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             dead=True,
         )
         for row in dead:
-            job = _job(row, self.alias)
+            job = records.job(row, self.alias)
             logger.error(
                 "task %s (%s): its worker was lost %d times; dead-lettered",
                 job.id,
@@ -1118,7 +739,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
 
     def _expire(self, queues: list[str]) -> int:
         expired, params = self._sql.expired(queues)
-        error = _error(TaskExpired, "expired before a worker took it")
+        error = records.error(TaskExpired, "expired before a worker took it")
         rows = self._finish_where(
             self._store.worker,
             expired,
@@ -1130,7 +751,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             },
         )
         for row in rows:
-            job = _job(row, self.alias)
+            job = records.job(row, self.alias)
             self._store.finished(job.id)
             self.announce_finished(job)
         return len(rows)
