@@ -439,3 +439,15 @@ async def test_purge_drops_expired_results_and_silent_workers(
         TaskJobResult.objects.using(database).filter(job_id=result.id).exists
     )
     assert "a-silent-worker" not in [w for w, _ in await asyncio.to_thread(_heartbeats, database)]
+
+
+def test_enqueue_inside_atomic_is_not_warned_about_here(
+    db_clock_backend: DatabaseTaskBackend,
+    database: str,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings.DEBUG = True  # the other backends warn: their jobs may run before the commit
+    with caplog.at_level("WARNING", logger="headrace.tasks"), transaction.atomic(using=database):
+        tasks.add.enqueue(1, 1)
+    assert "enqueue_on_commit" not in caplog.text
