@@ -44,7 +44,7 @@ from django.conf import settings
 
 from headrace.delay import DELAY_CHANNEL, forward_delay_request
 from headrace.exceptions import ConfigurationError
-from headrace.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from headrace.layers import BaseChannelLayer, capabilities_of, get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
 from headrace.layers.rules import check_channel_name, is_process_channel
 from headrace.settings import limits
@@ -537,7 +537,8 @@ def embedded_workers_enabled(layer_alias: str = DEFAULT_CHANNEL_LAYER) -> bool:
     """
     if not getattr(settings, "HEADRACE_EMBEDDED_WORKERS", True):
         return False
-    return isinstance(get_channel_layer(layer_alias), InMemoryChannelLayer)
+    layer = get_channel_layer(layer_alias)
+    return layer is not None and capabilities_of(layer).in_process
 
 
 @contextlib.asynccontextmanager

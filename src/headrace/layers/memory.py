@@ -17,19 +17,18 @@ Why it is fast:
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from headrace.exceptions import ChannelFull, ConfigurationError
+from headrace.exceptions import ChannelFull
 from headrace.layers import rules
-from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
+from headrace.layers.base import BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock, SystemClock, TimerHandle
 from headrace.layers.codec import decode
+from headrace.layers.config import Capabilities, LayerConfig
 from headrace.layers.groups import Membership
 from headrace.layers.schedule import DelaySchedule
 
@@ -54,37 +53,21 @@ class _Channel:
 class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer held in this process's memory.
 
-    CONFIG keys: ``expiry`` (60 s), ``group_expiry`` (86400 s), ``capacity`` (100),
-    ``channel_capacity`` (glob or regex -> capacity), ``max_message_size`` (1 MiB).
+    CONFIG keys: those of :class:`~headrace.layers.config.LayerConfig` and no others —
+    ``expiry`` (60 s), ``group_expiry`` (86400 s), ``capacity`` (100), ``channel_capacity``
+    (glob or regex -> capacity), ``max_message_size`` (1 MiB).
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush", "delay"]
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        groups=True, flush=True, delay=True, in_process=True
+    )
+    extensions: ClassVar[list[str]] = capabilities.extensions
     process_wide: ClassVar[bool] = True
 
     def __init__(
-        self,
-        *,
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
-        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        clock: Clock | None = None,
-        **unknown: object,
+        self, *, config: LayerConfig | None = None, clock: Clock | None = None, **settings: Any
     ) -> None:
-        if unknown:
-            raise ConfigurationError(
-                f"InMemoryChannelLayer got unknown CONFIG keys: {', '.join(sorted(unknown))}; "
-                "it accepts expiry, group_expiry, capacity, channel_capacity, max_message_size"
-            )
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            max_message_size=max_message_size,
-            clock=clock,
-        )
+        super().__init__(config=config, clock=clock, **settings)
         self._lock = threading.Lock()
         self._channels: dict[str, _Channel] = {}
         self._membership = Membership()

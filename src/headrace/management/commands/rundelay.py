@@ -24,12 +24,11 @@ from django.core.management.base import CommandError, CommandParser
 
 from headrace.delay import DELAY_CHANNEL
 from headrace.exceptions import LayerConnectionError
-from headrace.layers import get_channel_layer
-from headrace.process import freeze_startup_objects
+from headrace.layers import capabilities_of, get_channel_layer
+from headrace.process import configure_logging, freeze_startup_objects, serve_until_signalled
 from headrace.worker import DEFAULT_CONCURRENCY, Worker
 
 from .runworker import Command as RunworkerCommand
-from .runworker import configure_logging, serve_until_signalled
 
 __all__ = ["DEFAULT_SWEEP_INTERVAL", "Command", "sweep_due_messages"]
 
@@ -41,19 +40,18 @@ logger = logging.getLogger("headrace.delay")
 async def sweep_due_messages(alias: str, interval: float) -> None:
     """Deliver due delayed messages of layer ``alias`` every ``interval`` seconds, for ever.
 
-    Only for layers with ``move_due()`` (Redis); returns at once for the others, whose
-    delayed messages live and die with the process that scheduled them. A failing Redis is
-    logged once per outage (any other error too, with its traceback) and retried on the next
-    tick.
+    Only for layers whose capabilities say ``moves_due`` (Redis); returns at once for the
+    others, whose delayed messages live and die with the process that scheduled them. A
+    failing Redis is logged once per outage (any other error too, with its traceback) and
+    retried on the next tick.
     """
     layer = get_channel_layer(alias)
-    move_due = getattr(layer, "move_due", None)
-    if move_due is None:
+    if layer is None or not capabilities_of(layer).moves_due:
         return
     failing = False
     while True:
         try:
-            moved = await move_due()
+            moved = await layer.move_due()
         except Exception as error:
             if not failing:
                 logger.warning(

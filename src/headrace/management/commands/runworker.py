@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
 from headrace.process import (
     EVENT_LOOPS,
     cancel_and_wait,
+    configure_logging,
     event_loop_factory,
     freeze_startup_objects,
 )
@@ -35,22 +35,11 @@ from headrace.tasks.worker import TaskWorker, WorkerSet, task_worker_for_command
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
+# configure_logging lives in headrace.process; importing it from here keeps working.
+# serve_until_signalled is defined here because it also serves task workers.
 __all__ = ["Command", "configure_logging", "serve_until_signalled"]
 
 logger = logging.getLogger("headrace.worker")
-
-
-def configure_logging(verbosity: int) -> None:
-    """Send headrace's log lines to stderr when the project has not configured logging."""
-    headrace_logger = logging.getLogger("headrace")
-    if headrace_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    headrace_logger.addHandler(handler)
-    headrace_logger.setLevel(
-        logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    )
 
 
 async def serve_until_signalled(
