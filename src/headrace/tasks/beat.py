@@ -312,6 +312,7 @@ class BeatStatistics:
     """Counters since the scheduler started."""
 
     entries: int
+    passes: int  #: times it looked at the clock for due slots
     fired: int  #: slots this scheduler fired
     skipped: int  #: slots another scheduler (or an earlier run) had fired already
     failed: int  #: attempts to fire that raised (retried with backoff)
@@ -386,12 +387,12 @@ class Beat:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._changed = asyncio.Event()
-        self._checked_at: float | None = None
+        self._wake_at: float | None = None  #: when the sleeping loop wakes next
         self._waiting = False
         self._failing = False
         self._stop_requested = False
         self._started = threading.Event()
-        self._counts = dict.fromkeys(("fired", "skipped", "failed"), 0)
+        self._counts = dict.fromkeys(("passes", "fired", "skipped", "failed"), 0)
 
     @property
     def layer_alias(self) -> str:
@@ -410,6 +411,7 @@ class Beat:
             now = self.clock.time()
         if self.started_at is None:
             self.started_at = now
+        self._counts["passes"] += 1
         fired: list[str] = []
         failed = False
         for entry in self.entries:
@@ -481,14 +483,12 @@ class Beat:
 
     async def wait_idle(self) -> None:
         """Wait until the scheduler has fired what is due at the clock's current time and
-        sleeps until the next slot (tests move a ManualClock, then wait on this)."""
+        sleeps until a later time (tests move a ManualClock, then wait on this)."""
         while True:
             self._changed.clear()
-            if (
-                self._waiting
-                and self._checked_at is not None
-                and self._checked_at >= self.clock.time()
-            ) or self.state is WorkerState.STOPPED:
+            if self.state is WorkerState.STOPPED or (
+                self._waiting and self._wake_at is not None and self._wake_at > self.clock.time()
+            ):
                 return
             await self._changed.wait()
 
@@ -550,7 +550,7 @@ class Beat:
                     backoff = _BACKOFF[0]
                 limit = now + self.max_sleep
                 wake_at = limit if wake_at is None else min(wake_at, limit)
-                self._checked_at = now
+                self._wake_at = wake_at
                 self._waiting = True
                 self._started.set()
                 self._changed.set()
