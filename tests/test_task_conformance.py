@@ -290,6 +290,8 @@ async def test_context_retry_uses_its_countdown_or_the_default_delay(
     clock.advance(5)
     await asyncio.wait_for(result.wait(), WAIT)
     assert result.return_value == 3
+    assert [e.exception_class for e in result.errors] == [RuntimeError, RuntimeError]
+    assert "attempt 1" in result.errors[0].traceback
     other = tasks.asks_to_retry.enqueue(None)
     await idle(worker)
     clock.advance(29)
@@ -396,9 +398,7 @@ async def test_a_sync_job_past_its_timeout_only_sees_cancel_requested(
 
 async def idle_running(worker: TaskWorker) -> None:
     """Until the worker has a job in hand."""
-    async with asyncio.timeout(WAIT):
-        while not worker.statistics().running:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(worker.wait_running(), WAIT)
 
 
 async def test_a_job_not_started_before_it_expires_fails_unrun(
@@ -645,9 +645,8 @@ async def test_a_job_cancelled_by_a_stop_goes_back_to_its_queue(
     result = tasks.held_async.enqueue("back")
     await idle_running(worker)
     worker.stop()
-    async with asyncio.timeout(WAIT):
-        while worker.statistics().returned == 0:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(worker.wait_stopped(), WAIT)
+    assert worker.statistics().returned == 1
     result.refresh()
     assert result.status == TaskResultStatus.READY
     assert result.errors == []
@@ -666,9 +665,9 @@ async def test_concurrency_bounds_the_jobs_in_hand(
     results = [tasks.held_async.enqueue("c") for _ in range(5)]
     worker = await make_worker(concurrency=2)
     await started(2)
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert len(tasks.CALLS) == 2
+    # Both slots are taken and the jobs never end until the gate opens, so the third job
+    # cannot have been claimed: it waits in the store, not in the worker.
+    assert worker.statistics().running == 2
     assert backend.ready_count(["default"]) == 3
     tasks.ASYNC_GATES["c"].set()
     for result in results:
@@ -683,9 +682,8 @@ async def test_sync_jobs_run_on_a_bounded_thread_pool(
     results = [tasks.held_plain_sync.enqueue("pool") for _ in range(4)]
     worker = await make_worker(sync_threads=2)
     await started(2)
-    async with asyncio.timeout(WAIT):  # all four in hand while two threads are blocked
-        while worker.statistics().running < 4:
-            await asyncio.sleep(0)
+    # All four in hand while two threads are blocked.
+    await asyncio.wait_for(worker.wait_running(4), WAIT)
     tasks.GATES["pool"].set()
     for result in results:
         await asyncio.wait_for(result.wait(), WAIT)
@@ -722,3 +720,112 @@ def test_a_worker_refuses_an_unknown_queue(backend: HeadraceTaskBackend) -> None
 
     with pytest.raises(ConfigurationError, match="no queue 'nowhere'"):
         TaskWorker(backend, ["nowhere"])
+
+
+async def test_a_sync_job_closes_old_database_connections_around_its_run(
+    worker: TaskWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headrace.tasks import runner
+
+    seen: list[tuple[str, int]] = []
+    real = runner.close_old_connections_unless_suspended
+
+    def spy() -> None:
+        seen.append(("close_old_connections", threading.get_ident()))
+        real()
+
+    monkeypatch.setattr(runner, "close_old_connections_unless_suspended", spy)
+    result = tasks.where_sync.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    [(_, thread)] = [call for call in tasks.CALLS if call[0] == "where_sync"]
+    assert seen == [("close_old_connections", thread)] * 2
+
+
+def _job_in(backend: HeadraceTaskBackend, state: JobState, clock: ManualClock) -> str:
+    """A job of ``state``, reached through the store's own operations."""
+    from headrace.tasks.states import Move
+
+    job_id = tasks.record.enqueue(state.name).id
+    if state is JobState.READY:
+        return job_id
+    if state is JobState.CANCELLED:
+        backend.request_cancel(job_id)
+        return job_id
+    claimed = backend.claim_nowait(["default"], "walker")
+    assert claimed is not None
+    assert claimed.id == job_id
+    if state is JobState.SUCCESSFUL:
+        backend.move_job(job_id, Move.SUCCEED, return_value=None)
+    elif state is JobState.FAILED:
+        backend.move_job(job_id, Move.FAIL)
+    return job_id
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_the_store_applies_the_state_table_and_nothing_else(
+    backend: HeadraceTaskBackend, clock: ManualClock, state: JobState
+) -> None:
+    from headrace.tasks import InvalidTransition
+    from headrace.tasks.states import MOVES, Move
+
+    for move in Move:
+        job_id = _job_in(backend, state, clock)
+        found = backend.get_job(job_id)
+        assert found is not None
+        assert found.state is state
+        if (state, move) in MOVES:
+            assert backend.move_job(job_id, move).state is MOVES[state, move]
+        else:
+            with pytest.raises(InvalidTransition, match=f"got {state.name}"):
+                backend.move_job(job_id, move)
+            still = backend.get_job(job_id)
+            assert still is not None
+            assert still.state is state
+        # Leave nothing claimable for the next round.
+        while (left := backend.claim_nowait(["default"], "walker")) is not None:
+            backend.move_job(left.id, Move.SUCCEED)
+
+
+async def test_a_task_that_calls_sys_exit_fails_and_the_worker_goes_on(
+    worker: TaskWorker,
+) -> None:
+    result = tasks.exits.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class is SystemExit
+    after = tasks.add.enqueue(1, 1)
+    await asyncio.wait_for(after.wait(), WAIT)
+    assert after.return_value == 2
+
+
+@pytest.mark.slow
+async def test_a_failing_store_is_retried_on_the_clock_and_logged_once(
+    backend: HeadraceTaskBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_claim = backend.claim
+    failures = 0
+
+    async def claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise ConnectionError("store unreachable")
+        return await real_claim(*args, **kwargs)
+
+    backend.claim = claim  # type: ignore[method-assign]
+    worker = TaskWorker(backend, jitter=lambda cap: cap)
+    run = asyncio.ensure_future(worker.run())
+    try:
+        result = tasks.add.enqueue(1, 1)
+        for _ in range(3):
+            await asyncio.wait_for(clock.wait_armed(), WAIT)  # the backoff pause
+            clock.advance(2)  # the longest pause there is
+        await asyncio.wait_for(result.wait(), WAIT)
+        assert result.return_value == 2
+        assert worker.statistics().outages == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, WAIT)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("claiming a job from TASKS['default'] failed" in line for line in lines) == 1
+    assert sum("works again after 3 failures" in line for line in lines) == 1

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from django.conf import settings
 
 if TYPE_CHECKING:
+    from headrace.tasks.worker import TaskWorker, WorkerSet
     from headrace.worker import Worker
 
 __all__ = [
@@ -131,7 +132,7 @@ def configure_logging(verbosity: int) -> None:
 
 
 async def serve_until_signalled(
-    worker: Worker, companions: Sequence[asyncio.Task[Any]] = ()
+    worker: Worker | TaskWorker | WorkerSet, companions: Sequence[asyncio.Task[Any]] = ()
 ) -> None:
     """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left).
 

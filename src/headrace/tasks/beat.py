@@ -74,6 +74,7 @@ __all__ = [
     "EntryReport",
     "ScheduleEntry",
     "ScheduleStore",
+    "beat_for_command",
     "check_schedule",
     "format_report",
     "load_schedule",
@@ -140,7 +141,7 @@ class ScheduleEntry:
         return f"beat.{self.id}.{slot_label(slot)}"
 
 
-def entry_id(name: str) -> str:
+def _entry_id(name: str) -> str:
     """``name`` if it is short and made of job-id characters; else a readable part of it
     and a hash of the whole, so that two names never share an id."""
     if _ID_RE.fullmatch(name):
@@ -245,7 +246,7 @@ def _entry(setting: str, name: object, raw: object, default: CatchUp) -> Schedul
         )
     return ScheduleEntry(
         name=name,
-        id=entry_id(name),
+        id=_entry_id(name),
         setting=setting,
         task=task,
         schedule=schedule,

@@ -23,7 +23,7 @@ What differs: the task runs on a headrace backend from ``TASKS`` (Django's frame
 ``notify_author.task.enqueue(...)`` works too); the task's name is its import path
 (``name=`` is accepted and ignored); only JSON arguments are accepted; ``get()`` raises the
 task's exception class when it can be imported (else
-:class:`~headrace.tasks.exceptions.TaskError`), with the worker's traceback as its message.
+:class:`~headrace.tasks.exceptions.HeadraceTaskError`), with the worker's traceback as its message.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import Any, Final
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django.utils.module_loading import import_string
 
-from headrace.tasks.base import OPTION_NAMES, Task, _unknown_options_message
+from headrace.tasks.base import Task, check_option_names
 from headrace.tasks.context import TaskContext
-from headrace.tasks.exceptions import Retry, TaskError
+from headrace.tasks.exceptions import HeadraceTaskError, Retry
 from headrace.tasks.schedules import crontab
 from headrace.tasks.states import JobState
 
@@ -155,7 +155,7 @@ class AsyncResult:
 
 def _rebuild(error: Any) -> BaseException:
     if error is None:
-        return TaskError("the task failed")
+        return HeadraceTaskError("the task failed")
     message = error.traceback.strip().splitlines()[-1] if error.traceback else ""
     try:
         cls = import_string(error.exception_class_path)
@@ -163,7 +163,7 @@ def _rebuild(error: Any) -> BaseException:
             return cls(message)
     except Exception:
         pass
-    return TaskError(f"{error.exception_class_path}: {message}")
+    return HeadraceTaskError(f"{error.exception_class_path}: {message}")
 
 
 class CeleryTask:
@@ -245,9 +245,7 @@ def _make(func: Callable[..., Any], options: dict[str, Any]) -> CeleryTask:
     backend = options.pop("backend", DEFAULT_TASK_BACKEND_ALIAS)
     if "autoretry_for" in options and isinstance(options["autoretry_for"], list):
         options["autoretry_for"] = tuple(options["autoretry_for"])
-    unknown = [name for name in options if name not in OPTION_NAMES]
-    if unknown:
-        raise TypeError(_unknown_options_message(unknown))
+    check_option_names(options)
     if bind:
         target = _bound_entry(func)
         holder: dict[str, CeleryTask] = {}

@@ -5,6 +5,8 @@ function is awaited on the worker's own loop, a plain function runs on the worke
 pool (or inline in eager mode) — and settles the job through the store:
 
 - it returned: SUCCESSFUL (the return value must be JSON);
+- a sync function's thread closes old database connections before and after the call, as
+  Django does around a request;
 - ``cancel()`` was called while it ran: CANCELLED, whatever it did (never retried);
 - it raised: the retry policy decides between READY again (``task_retried``) and FAILED;
 - an async job past its ``timeout`` is cancelled and ends with ``TaskTimeout`` (which the
@@ -29,7 +31,8 @@ from asgiref.sync import async_to_sync
 from django.tasks.base import TaskError
 from django.tasks.signals import task_started
 
-from headrace.tasks.base import _to_json
+from headrace.db import close_old_connections_unless_suspended
+from headrace.tasks.base import to_json
 from headrace.tasks.context import JobControl, TaskContext
 from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
 from headrace.tasks.jobs import Job, JobError
@@ -134,7 +137,7 @@ class Runner:
 
     def _succeeded(self, attempt: _Attempt, value: Any) -> None:
         try:
-            value = _to_json(value, f"{attempt.task.module_path} returned", "its return value")
+            value = to_json(value, f"{attempt.task.module_path} returned", "its return value")
         except TypeError as error:
             self._failed(attempt, error, retry=False)
             return
@@ -167,7 +170,9 @@ class Runner:
             decision = self._policy(attempt).decide(error, retries=job.retries, jitter=self.jitter)
         else:
             decision = None
-        recorded = _record(error)
+        # What the attempt ends with: the error, or the ``exc`` given to ``retry()``.
+        final = decision.error if decision is not None and decision.error is not None else error
+        recorded = _record(final)
         if decision is not None and decision.retry:
             delay = 0.0 if self.eager else decision.delay
             job = self.backend.move_job(
@@ -181,13 +186,10 @@ class Runner:
             task_retried.send(
                 type(self.backend),
                 task_result=self.backend.to_result(job, attempt.task),
-                exception=error,
+                exception=final,
                 delay=delay,
             )
             return
-        final = decision.error if decision is not None and decision.error is not None else error
-        if final is not error:
-            recorded = _record(final)
         job = self.backend.move_job(job.id, Move.FAIL, errors=(*job.errors, recorded))
         self._finished(attempt, job)
 
@@ -198,7 +200,13 @@ class Runner:
             ("status", job.state.status),
             ("state", job.state),
             ("finished_at", _when(job.finished_at)),
-            ("errors", [TaskError(**vars_of(e)) for e in job.errors]),
+            (
+                "errors",
+                [
+                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
+                    for e in job.errors
+                ],
+            ),
             ("progress", job.progress),
             ("cancel_requested", job.cancel_requested),
         ):
@@ -260,7 +268,7 @@ class Runner:
                 if is_async:
                     value = await attempt.task.func(*args, **kwargs)
                 else:
-                    call = functools.partial(attempt.task.func, *args, **kwargs)
+                    call = functools.partial(_call_sync, attempt.task.func, args, kwargs)
                     value = await loop.run_in_executor(
                         self.executor, contextvars.copy_context().run, call
                     )
@@ -276,7 +284,7 @@ class Runner:
         except asyncio.CancelledError:
             self._lose(attempt)
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a task calling sys.exit() fails, alone
             self._failed(attempt, error)
         else:
             self._succeeded(attempt, value)
@@ -317,7 +325,7 @@ class Runner:
                     value = async_to_sync(func)(*args, **kwargs)
                 else:
                     value = func(*args, **kwargs)
-            except Exception as error:
+            except (Exception, SystemExit) as error:
                 self._failed(attempt, error)
             else:
                 self._succeeded(attempt, value)
@@ -325,9 +333,15 @@ class Runner:
                 attempt.control.close()
 
 
+def _call_sync(func: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """A sync task on a pool thread, with Django's per-request connection hygiene around it
+    (a worker thread lives for many jobs, as a server thread lives for many requests)."""
+    close_old_connections_unless_suspended()
+    try:
+        return func(*args, **kwargs)
+    finally:
+        close_old_connections_unless_suspended()
+
+
 def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def vars_of(error: JobError) -> dict[str, str]:
-    return {"exception_class_path": error.exception_class_path, "traceback": error.traceback}

@@ -14,11 +14,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from headrace.exceptions import ConfigurationError
-from headrace.process import EVENT_LOOPS, configure_logging, event_loop_factory
+from headrace.process import (
+    EVENT_LOOPS,
+    configure_logging,
+    event_loop_factory,
+    serve_until_signalled,
+)
 from headrace.tasks.beat import beat_for_command
 from headrace.tasks.worker import WorkerSet
-
-from .runworker import serve_until_signalled
 
 __all__ = ["Command"]
 
