@@ -357,15 +357,22 @@ async def test_a_failing_store_is_logged_counted_and_retried_while_the_others_fi
 
     monkeypatch.setattr(backend, "fire_slot", flaky)
     beat = await start_beat(entries)
-    with caplog.at_level(logging.ERROR, "headrace.tasks.beat"):
-        await advance(clock, 30, beat)  # 07:00: fragile fails, sturdy fires
+    with caplog.at_level(logging.WARNING, "headrace.tasks.beat"):
+        clock.advance(30)  # 07:00: fragile fails, sturdy fires; the scheduler backs off
+        await asyncio.wait_for(clock.wait_armed(), WAIT)
     assert enqueued == ["beat.sturdy.20260501T070000Z"]
-    assert "firing schedule entry 'fragile' failed" in caplog.text
-    await advance(clock, 0.5, beat)  # first backoff: fails again
-    await advance(clock, 1.0, beat)  # second backoff: fires (catch_up latest: the 07:00 slot)
+    assert "firing schedule entry 'fragile' failed; retrying with backoff" in caplog.text
+    assert "ConnectionError: store is down" in caplog.text  # with its traceback
+    assert f"scheduler {beat.beat_id} failed (ConnectionError: store is down)" in caplog.text
+    clock.advance(2)  # the backoff pause (at most 2 s): fails again
+    await asyncio.wait_for(clock.wait_armed(), WAIT)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "headrace.tasks.beat"):
+        await advance(clock, 2, beat)  # fires (catch_up latest: the 07:00 slot)
     assert enqueued[-1] == "beat.fragile.20260501T070000Z"
-    assert beat.statistics().failed == 2
-    assert beat.statistics().fired == 2
+    assert f"scheduler {beat.beat_id} works again after 2 failures" in caplog.text
+    stats = beat.statistics()
+    assert (stats.failed, stats.outages, stats.fired) == (2, 1, 2)
 
 
 # -- what a fired job carries ---------------------------------------------------------------------

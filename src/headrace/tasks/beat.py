@@ -52,6 +52,7 @@ from django.tasks.signals import task_enqueued
 from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
+from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.base import check_arguments
@@ -93,7 +94,6 @@ OPTION_KEYS: Final = ("queue", "priority", "expires")
 #: The longest a scheduler sleeps before looking at the clock again (a clock that jumps, a
 #: machine that slept).
 MAX_SLEEP: Final = 60.0
-_BACKOFF: Final = (0.5, 30.0)
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,39}")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -316,7 +316,8 @@ class BeatStatistics:
     passes: int  #: times it looked at the clock for due slots
     fired: int  #: slots this scheduler fired
     skipped: int  #: slots another scheduler (or an earlier run) had fired already
-    failed: int  #: attempts to fire that raised (retried with backoff)
+    failed: int  #: attempts to fire an entry that raised (retried with backoff)
+    outages: int  #: times firing started failing (see headrace.backoff)
 
 
 def _backend(backend: str | HeadraceTaskBackend) -> HeadraceTaskBackend:
@@ -390,10 +391,12 @@ class Beat:
         self._changed = asyncio.Event()
         self._wake_at: float | None = None  #: when the sleeping loop wakes next
         self._waiting = False
-        self._failing = False
+        self._error: Exception | None = None  #: the first failure of the last pass
+        self._failing_entries: set[str] = set()
         self._stop_requested = False
         self._started = threading.Event()
         self._counts = dict.fromkeys(("passes", "fired", "skipped", "failed"), 0)
+        self._backoff = Backoff(f"scheduler {self.beat_id}", logger=logger, clock=self.clock)
 
     @property
     def layer_alias(self) -> str:
@@ -401,7 +404,9 @@ class Beat:
         return self.backend.channel_layer_alias
 
     def statistics(self) -> BeatStatistics:
-        return BeatStatistics(entries=len(self.entries), **self._counts)
+        return BeatStatistics(
+            entries=len(self.entries), **self._counts, outages=self._backoff.outages
+        )
 
     # -- one pass (no loop: tests call it with the time they choose) -----------------------------
 
@@ -414,15 +419,23 @@ class Beat:
             self.started_at = now
         self._counts["passes"] += 1
         fired: list[str] = []
-        failed = False
+        self._error = None
         for entry in self.entries:
             try:
                 fired.extend(self._fire_entry(entry, now))
-            except Exception:
-                failed = True
+            except Exception as error:
+                self._error = self._error or error
                 self._counts["failed"] += 1
-                logger.exception("firing schedule entry %r failed; retrying", entry.name)
-        self._failing = failed
+                first = entry.name not in self._failing_entries
+                self._failing_entries.add(entry.name)
+                logger.log(
+                    logging.ERROR if first else logging.DEBUG,
+                    "firing schedule entry %r failed; retrying with backoff",
+                    entry.name,
+                    exc_info=first,
+                )
+            else:
+                self._failing_entries.discard(entry.name)
         return fired
 
     def _fire_entry(self, entry: ScheduleEntry, now: float) -> list[str]:
@@ -538,17 +551,15 @@ class Beat:
             self.backend.alias,
             self.tz,
         )
-        backoff = _BACKOFF[0]
         try:
             while self.state is WorkerState.RUNNING:
                 now = self.clock.time()
                 self.fire_due(now)
+                if self._error is not None:
+                    await self._pause(self._error)
+                    continue
+                self._backoff.succeeded()
                 wake_at = self.next_wake(now)
-                if self._failing:
-                    wake_at = now + backoff if wake_at is None else min(wake_at, now + backoff)
-                    backoff = min(backoff * 2, _BACKOFF[1])
-                else:
-                    backoff = _BACKOFF[0]
                 limit = now + self.max_sleep
                 wake_at = limit if wake_at is None else min(wake_at, limit)
                 self._wake_at = wake_at
@@ -567,6 +578,21 @@ class Beat:
             self._started.set()
             self._changed.set()
             logger.info("scheduler %s stopped (%s)", self.beat_id, self.statistics())
+
+    async def _pause(self, error: Exception) -> None:
+        """Sleep the backoff pause after a failed pass (a stop cuts it short); the slots
+        still due are fired by the next pass."""
+        assert self._wake is not None
+        self._started.set()
+        paused = asyncio.ensure_future(self._backoff.failed(error))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({paused, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (paused, woken):
+                waiting.cancel()
+            await asyncio.wait({paused, woken})
+            self._wake.clear()
 
 
 # -- runserver ------------------------------------------------------------------------------------
