@@ -477,9 +477,7 @@ async def test_runserver_embeds_the_schedule_and_its_jobs_run_in_the_same_proces
     with caplog.at_level(logging.INFO, "headrace.tasks"):
         beats = asyncio.ensure_future(run_embedded_beats())
         workers = asyncio.ensure_future(run_embedded_task_workers())
-        async with asyncio.timeout(WAIT):
-            while "scheduler" not in caplog.text or "firing 1 schedule entry" not in caplog.text:
-                await asyncio.sleep(0)  # until its first pass (it logs before it)
+        await asyncio.wait_for(clock.wait_armed(), WAIT)  # its first pass is done
         clock.advance(30)
         await asyncio.wait_for(periodic.PINGED.wait(), WAIT)
     assert "running the schedule of TASKS['default'] in this process" in caplog.text
