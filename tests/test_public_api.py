@@ -233,6 +233,7 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.policy": {"DEFAULT_JITTER", "RetryDecision", "RetryPolicy", "backoff_delay"},
     "headrace.tasks.exceptions": {
         "InvalidTransition",
+        "LeaseLost",
         "MaxRetriesExceeded",
         "Retry",
         "TaskCancelled",
@@ -240,6 +241,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "TaskExpired",
         "TaskTimeout",
         "UnknownTask",
+        "WorkerLost",
     },
     "headrace.tasks.jobs": {"Job", "JobError", "job_options"},
     "headrace.tasks.results": {

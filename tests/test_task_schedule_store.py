@@ -25,7 +25,10 @@ SLOT = 1_800_000_000.0
 
 @pytest.fixture(params=sorted(TASK_BACKENDS))
 def store(request: pytest.FixtureRequest, settings: Any) -> Iterator[Any]:
-    settings.TASKS = TASK_BACKENDS[request.param](ManualClock(start=SLOT))
+    factory = TASK_BACKENDS[request.param]
+    for name in getattr(factory, "fixtures", ()):  # e.g. a database server and its tables
+        request.getfixturevalue(name)
+    settings.TASKS = factory(ManualClock(start=SLOT))
     backend = task_backends["default"]
     assert isinstance(backend, HeadraceTaskBackend)
     assert isinstance(backend, ScheduleStore)
@@ -99,7 +102,7 @@ def test_the_last_fired_slot_outlives_the_job_s_result(store: Any) -> None:
     claimed = store.claim_nowait(["default"], "w")
     assert claimed is not None
     assert claimed.id == stored.id
-    store.move_job(stored.id, Move.SUCCEED, return_value=None, finished_at=SLOT)
+    store.move_job(stored.id, Move.SUCCEED, return_value=None)
     store.clock.advance(2 * 86400)  # past the default result_ttl
     assert store.get_job(stored.id) is None
     _, added = store.fire_slot(job(SLOT), entry="nightly", slot=SLOT)

@@ -582,9 +582,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             return self._store.worker if worker else self._store.client
         return _DjangoExecutor(self.database)
 
-    def _run(
-        self, db: _Executor, statement: str, **params: Any
-    ) -> list[dict[str, Any]]:
+    def _run(self, db: _Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
         params.setdefault("now", self._now())
         return [_row(values) for values in db.execute(statement, params)]
 
@@ -627,6 +625,22 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             # The job holding the key finished between the two statements: try again.
         raise RuntimeError(f"could not store job {job.id}: its key {job.key!r} kept changing")
 
+    def fire_slot(self, job: Job, *, entry: str, slot: float, task: Any = None) -> tuple[Job, bool]:
+        """*schedule store* Fire ``slot`` of schedule ``entry`` as ``job`` unless that slot
+        or a later one was fired: the slot row and the job are written in one transaction
+        (see headrace.tasks.beat)."""
+        db = self._db()
+        with db.transaction():
+            if not db.execute(self._sql.fire_slot, {"entry": entry, "slot": slot}):
+                found = self._run(db, self._sql.get, job_id=job.id)
+                return (_job(found[0], self.alias) if found else job), False
+            return self.put_job(job, task)
+
+    def last_fired_slot(self, entry: str) -> float | None:
+        """*schedule store* The last slot fired for schedule ``entry``, or None."""
+        rows = self._db().execute(self._sql.last_fired_slot, {"entry": entry})
+        return float(rows[0][0]) if rows else None
+
     def get_job(self, job_id: str) -> Job | None:
         rows = self._run(self._db(), self._sql.get, job_id=job_id)
         return _job(rows[0], self.alias) if rows else None
@@ -635,7 +649,11 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         statement, params = self._sql.claim(list(queues))
         token = secrets.token_hex(16)
         rows = self._run(
-            self._db(worker=True), statement, worker=worker_id, token=token, lease=self.lease,
+            self._db(worker=True),
+            statement,
+            worker=worker_id,
+            token=token,
+            lease=self.lease,
             **params,
         )
         if not rows:
@@ -1021,9 +1039,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         if not workers:
             return
         statement, params = self._sql.renew(workers)
-        rows = store.worker.execute(
-            statement, {"now": self._now(), "lease": self.lease, **params}
-        )
+        rows = store.worker.execute(statement, {"now": self._now(), "lease": self.lease, **params})
         renewed = {job_id: (token, bool(cancel)) for job_id, token, cancel in rows}
         for job_id, (token, _) in held.items():
             found = renewed.get(job_id)
@@ -1053,9 +1069,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             "the worker running this job stopped renewing its lease (it died or hung)",
         )
         statement, params = self._sql.requeue_lost(queues)
-        requeued = self._run(
-            db, statement, lost=_dumps(lost), max=self.max_deliveries, **params
-        )
+        requeued = self._run(db, statement, lost=_dumps(lost), max=self.max_deliveries, **params)
         for row in requeued:
             logger.warning(
                 "task %s (%s): its worker was lost; put back (loss %d of %d)",

@@ -23,6 +23,10 @@ on SQLite — unless the backend was given a ``clock``, whose time is then passe
     Jobs whose lease lapsed ``max_deliveries`` times; indexes on ``job_id`` and ``dead_at``.
 ``headrace_taskworkerheartbeat``
     One row per running worker (primary key ``worker_id``), index on ``last_seen_at``.
+``headrace_taskscheduleslot``
+    The last slot fired per schedule entry (primary key ``entry``): :attr:`Dialect.fire_slot`
+    moves it forward only (an upsert whose update has ``WHERE slot < new``), in the same
+    transaction as the slot's job; of schedulers racing for a slot, one gets a row back.
 
 The state table of :mod:`headrace.tasks.states` is applied in the WHERE clauses: each
 statement that moves a job names the state it moves it from (:func:`sources`), so a move the
@@ -58,6 +62,7 @@ JOB = "headrace_taskjob"
 RESULT = "headrace_taskjobresult"
 DEAD = "headrace_taskdeadletter"
 WORKER = "headrace_taskworkerheartbeat"
+SLOT = "headrace_taskscheduleslot"
 
 #: The columns a job keeps in both tables, in the order rows are read.
 JOB_COLUMNS: Final = (
@@ -161,6 +166,12 @@ class Dialect:
             "WHERE job_id = %(job_id)s AND state = 'RUNNING'"
         )
         self.purge_results = f"DELETE FROM {RESULT} WHERE result_expires_at <= {now}"
+        self.fire_slot = (
+            f"INSERT INTO {SLOT} (entry, slot) VALUES (%(entry)s, %(slot)s) "
+            f"ON CONFLICT (entry) DO UPDATE SET slot = excluded.slot "
+            f"WHERE {SLOT}.slot < excluded.slot RETURNING slot"
+        )
+        self.last_fired_slot = f"SELECT slot FROM {SLOT} WHERE entry = %(entry)s"
         self.purge_workers = f"DELETE FROM {WORKER} WHERE last_seen_at < {now} - %(age)s"
         self.forget_worker = f"DELETE FROM {WORKER} WHERE worker_id = %(worker)s"
         self.heartbeat = (
@@ -349,8 +360,11 @@ class PostgresDialect(Dialect):
     def finish(self, keys: tuple[str, ...]) -> str:
         """RUNNING -> a finished state with ``keys`` set, in one statement."""
         picked = [
-            "%(state)s" if column == "state" else self._param(column) if column in keys else
-            f"d.{column}"
+            "%(state)s"
+            if column == "state"
+            else self._param(column)
+            if column in keys
+            else f"d.{column}"
             for column in JOB_COLUMNS
         ]
         value = self.json("return_value") if "return_value" in keys else "NULL::jsonb"
