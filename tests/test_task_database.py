@@ -61,7 +61,7 @@ def two_backends(
     first, second = task_backends["default"], task_backends["other"]
     assert isinstance(first, DatabaseTaskBackend)
     assert isinstance(second, DatabaseTaskBackend)
-    yield first, second
+    return first, second
 
 
 @pytest.fixture
@@ -129,9 +129,16 @@ def test_a_job_enqueued_in_a_rolled_back_transaction_never_exists(
     class Abort(Exception):
         pass
 
-    with pytest.raises(Abort), transaction.atomic(using=database):
-        result = tasks.add.enqueue(1, 2)
-        raise Abort
+    enqueued = []
+
+    def enqueue_then_abort() -> None:
+        with transaction.atomic(using=database):
+            enqueued.append(tasks.add.enqueue(1, 2))
+            raise Abort
+
+    with pytest.raises(Abort):
+        enqueue_then_abort()
+    [result] = enqueued
     assert not _visible_elsewhere(database, result.id)
     with pytest.raises(TaskResultDoesNotExist):
         tasks.add.get_result(result.id)
@@ -155,7 +162,7 @@ async def test_an_enqueue_from_elsewhere_wakes_an_idle_worker_without_polling(
     run_worker: Callable[..., TaskWorker],
     database: str,
 ) -> None:
-    first, second = two_backends
+    first, _second = two_backends
     worker = run_worker(first)
     await asyncio.wait_for(worker.wait_idle(), WAIT)
     # Enqueued through the other store: only NOTIFY can wake the worker before its 60 s
@@ -176,7 +183,8 @@ async def test_a_lapsed_lease_puts_the_job_back_with_worker_lost_and_a_late_ack_
     first, second = two_backends
     result = tasks.add.enqueue(2, 2)
     lost = second.claim_nowait(QUEUES, "a-worker-that-will-hang")  # no heartbeat runs for it
-    assert lost is not None and lost.id == result.id
+    assert lost is not None
+    assert lost.id == result.id
     clock.advance(LEASE - 1)
     assert first.maintain() == 0  # not lapsed yet
     clock.advance(2)

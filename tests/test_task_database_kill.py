@@ -107,4 +107,4 @@ def test_sigkilled_workers_lose_no_job_and_rerun_only_jobs_in_flight(
         ), f"task {n} ran {recorded[n]} times without a lost worker"
     statuses = Counter(backend.get_result(job_id).status for job_id in ids)
     assert statuses == {TaskResultStatus.SUCCESSFUL: TASKS}
-    print(f"kills: {kills}, recorded twice or more: {len(twice)}")  # noqa: T201
+    print(f"kills: {kills}, recorded twice or more: {len(twice)}")

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -612,7 +613,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                 queue = job.queue
                 if isinstance(db, _DjangoExecutor) and db.in_atomic_block:
                     transaction.on_commit(
-                        lambda: self._store.wake(queue), using=self.database, robust=True
+                        functools.partial(self._store.wake, queue),
+                        using=self.database,
+                        robust=True,
                     )
                 else:
                     self._store.wake(queue)

@@ -50,9 +50,9 @@ __all__ = [
     "JSON_COLUMNS",
     "NOTIFY_CHANNEL",
     "RESULT_COLUMNS",
+    "ROW_COLUMNS",
     "Dialect",
     "dialect_for",
-    "ROW_COLUMNS",
     "sources",
 ]
 
