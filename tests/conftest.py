@@ -68,6 +68,7 @@ TASK_TABLES = (
     "headrace_taskjobresult",
     "headrace_taskdeadletter",
     "headrace_taskworkerheartbeat",
+    "headrace_taskscheduleslot",
 )
 
 

@@ -570,15 +570,22 @@ async def test_outbox_close_policy_abandons_the_backlog_and_closes_1013() -> Non
 @override_settings(HEADRACE_WEBSOCKET_HANDSHAKE_TIMEOUT=0.05)
 async def test_sync_connect_that_never_answers_is_refused() -> None:
     release = threading.Event()
+    finished = threading.Event()
 
     class StuckSync(WebsocketConsumer):
         def connect(self) -> None:
-            release.wait(5)
-            self.accept()  # too late: discarded, the handshake was already refused
+            try:
+                release.wait(5)
+                self.accept()  # too late: discarded, the handshake was already refused
+            finally:
+                finished.set()
 
     comm = WebsocketCommunicator(StuckSync.as_asgi(), "/", raise_errors=False)
     assert await comm.connect() == (False, 1000)
     release.set()
+    # The late accept() hops to this test's event loop: keep the loop running until it has
+    # (a handler thread left waiting on a closed loop would keep the interpreter from exiting).
+    assert await asyncio.to_thread(finished.wait, 5)
     await comm.disconnect(code=1006)
 
 

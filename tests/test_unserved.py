@@ -108,7 +108,7 @@ def test_runserver_with_embedded_workers_serves_every_routed_channel(
 ) -> None:
     settings.ASGI_APPLICATION = PROGROCK
     tasks = Runserver().get_background_tasks()
-    assert len(tasks) == 2  # the embedded workers and the embedded task workers
+    assert len(tasks) == 3  # the embedded workers, task workers and schedules
     assert _warnings(caplog) == []
 
 
@@ -134,10 +134,10 @@ def test_runserver_on_redis_names_the_runworker_command(
     [warning] = _warnings(caplog)
     assert "prog-rocker" in warning
     assert warning.endswith("python manage.py runworker jobs noop prog-rocker")
-    # the embedded workers (which do nothing here), the embedded task workers and the watch
-    assert len(tasks) == 3
+    # the embedded workers (which do nothing here), task workers, schedules and the watch
+    assert len(tasks) == 4
     settings.HEADRACE_UNREAD_CHANNEL_WARNING_AFTER = 0
-    assert len(Runserver().get_background_tasks()) == 2
+    assert len(Runserver().get_background_tasks()) == 3
 
 
 # -- the unread-channel watch on Redis -----------------------------------------------------------

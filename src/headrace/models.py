@@ -11,7 +11,14 @@ from headrace.tasks.backends.database.models import (
     TaskDeadLetter,
     TaskJob,
     TaskJobResult,
+    TaskScheduleSlot,
     TaskWorkerHeartbeat,
 )
 
-__all__ = ["TaskDeadLetter", "TaskJob", "TaskJobResult", "TaskWorkerHeartbeat"]
+__all__ = [
+    "TaskDeadLetter",
+    "TaskJob",
+    "TaskJobResult",
+    "TaskScheduleSlot",
+    "TaskWorkerHeartbeat",
+]

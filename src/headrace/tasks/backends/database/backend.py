@@ -250,6 +250,22 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             # The job holding the key finished between the two statements: try again.
         raise RuntimeError(f"could not store job {job.id}: its key {job.key!r} kept changing")
 
+    def fire_slot(self, job: Job, *, entry: str, slot: float, task: Any = None) -> tuple[Job, bool]:
+        """*schedule store* Fire ``slot`` of schedule ``entry`` as ``job`` unless that slot
+        or a later one was fired: the slot row and the job are written in one transaction
+        (see headrace.tasks.beat)."""
+        db = self._db()
+        with db.transaction():
+            if not db.execute(self._sql.fire_slot, {"entry": entry, "slot": slot}):
+                found = self._run(db, self._sql.get, job_id=job.id)
+                return (records.job(found[0], self.alias) if found else job), False
+            return self.put_job(job, task)
+
+    def last_fired_slot(self, entry: str) -> float | None:
+        """*schedule store* The last slot fired for schedule ``entry``, or None."""
+        rows = self._db().execute(self._sql.last_fired_slot, {"entry": entry})
+        return float(rows[0][0]) if rows else None
+
     def get_job(self, job_id: str) -> Job | None:
         rows = self._run(self._db(), self._sql.get, job_id=job_id)
         return records.job(rows[0], self.alias) if rows else None

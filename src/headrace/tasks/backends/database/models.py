@@ -13,7 +13,13 @@ from django.db.models import Q
 
 from headrace.tasks.states import JobState
 
-__all__ = ["TaskDeadLetter", "TaskJob", "TaskJobResult", "TaskWorkerHeartbeat"]
+__all__ = [
+    "TaskDeadLetter",
+    "TaskJob",
+    "TaskJobResult",
+    "TaskScheduleSlot",
+    "TaskWorkerHeartbeat",
+]
 
 STATE_CHOICES = [(state.value, state.name.title()) for state in JobState]
 
@@ -154,3 +160,18 @@ class TaskWorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid} ({self.worker_id})"
+
+
+class TaskScheduleSlot(models.Model):
+    """The last slot fired for one schedule entry (see :mod:`headrace.tasks.beat`): a slot
+    fires only if it is later than this one, in the transaction that adds its job."""
+
+    entry = models.CharField(max_length=80, primary_key=True)
+    slot = models.FloatField()  #: seconds since the epoch
+
+    class Meta:
+        app_label = "headrace"
+        verbose_name = "schedule slot"
+
+    def __str__(self) -> str:
+        return f"{self.entry} @ {self.slot}"

@@ -29,6 +29,10 @@ on SQLite — unless the backend was given a ``clock``, whose time is then passe
 
 Unique columns are unique *constraints*, not ``unique=True`` fields: on PostgreSQL Django adds
 a second (LIKE) index to the latter, which every insert and delete would maintain.
+``headrace_taskscheduleslot``
+    The last slot fired per schedule entry (primary key ``entry``): :attr:`Dialect.fire_slot`
+    moves it forward only (an upsert whose update has ``WHERE slot < new``), in the same
+    transaction as the slot's job; of schedulers racing for a slot, one gets a row back.
 
 The state table of :mod:`headrace.tasks.states` is applied in the WHERE clauses: each
 statement that moves a job names the state it moves it from (:func:`sources`), so a move the
@@ -64,6 +68,7 @@ JOB = "headrace_taskjob"
 RESULT = "headrace_taskjobresult"
 DEAD = "headrace_taskdeadletter"
 WORKER = "headrace_taskworkerheartbeat"
+SLOT = "headrace_taskscheduleslot"
 
 #: The columns a job keeps in both tables, in the order rows are read.
 JOB_COLUMNS: Final = (
@@ -167,6 +172,12 @@ class Dialect:
             "WHERE job_id = %(job_id)s AND state = 'RUNNING'"
         )
         self.purge_results = f"DELETE FROM {RESULT} WHERE result_expires_at <= {now}"
+        self.fire_slot = (
+            f"INSERT INTO {SLOT} (entry, slot) VALUES (%(entry)s, %(slot)s) "
+            f"ON CONFLICT (entry) DO UPDATE SET slot = excluded.slot "
+            f"WHERE {SLOT}.slot < excluded.slot RETURNING slot"
+        )
+        self.last_fired_slot = f"SELECT slot FROM {SLOT} WHERE entry = %(entry)s"
         self.purge_workers = f"DELETE FROM {WORKER} WHERE last_seen_at < {now} - %(age)s"
         self.forget_worker = f"DELETE FROM {WORKER} WHERE worker_id = %(worker)s"
         self.heartbeat = (
