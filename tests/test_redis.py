@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from headrace import exceptions
 from headrace.layers import ManualClock
-from headrace.layers.redis import RedisChannelLayer, scripts
+from headrace.layers.redis import RedisChannelLayer, layout
 from tests.redis_servers import RedisServer, servers
 
 MakeLayer = Callable[..., RedisChannelLayer]
@@ -105,7 +105,7 @@ async def test_group_send_writes_the_message_once_per_process_and_no_member_list
     for layer in members:
         process = f"specific.{layer.client_prefix}!"
         entries = await raw.lrange(f"{prefix}:i:{process}", 0, -1)
-        kinds = [scripts.parse_inbox_entry(entry)[0] for entry in entries]
+        kinds = [layout.parse_inbox_entry(entry)[0] for entry in entries]
         assert kinds.count(ord("G")) == 1  # the message, once for the whole process
     for layer, channels in members.items():
         for channel in channels:
@@ -147,7 +147,7 @@ async def test_dead_process_is_skipped_and_forgotten(
     assert await receive(alive, live_channel) == {"type": "hello"}
     assert not await raw.hexists(f"{prefix}:g:room", f"p:{dead_process}")
     inbox = await raw.lrange(f"{prefix}:i:{dead_process}", 0, -1)
-    assert ord("G") not in [scripts.parse_inbox_entry(entry)[0] for entry in inbox]
+    assert ord("G") not in [layout.parse_inbox_entry(entry)[0] for entry in inbox]
 
 
 async def test_every_key_carries_a_ttl(

@@ -1,8 +1,9 @@
 """The Redis channel layer (extra ``redis``): see :class:`RedisChannelLayer`.
 
 Modules: :mod:`.layer` (the layer), :mod:`.reading` (pumps and local fan-out),
-:mod:`.connection` (per-loop pipelines and state), :mod:`.scripts` (key layout, entry formats, Lua
-scripts), :mod:`.topology` (hosts, Sentinel, Cluster and the consistent hash).
+:mod:`.connection` (per-loop pipelines and state), :mod:`.layout` (key names and entry
+formats), :mod:`.scripts` (the Lua scripts), :mod:`.topology` (hosts, Sentinel, Cluster and
+the consistent hash).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The Redis channel layer: channels, groups and delays shared by many processes and machines.
 
-How it works (the key layout and the scripts are in :mod:`headrace.layers.redis.scripts`):
+How it works (the key layout is in :mod:`headrace.layers.redis.layout`, the scripts in
+:mod:`headrace.layers.redis.scripts`):
 
 - A normal channel is a Redis list; any process may read it (worker pools compete for it).
 - All process-specific channels (``name!client``) of one process share one *inbox* list; the
@@ -50,7 +51,7 @@ from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, Lay
 from headrace.layers.clock import Clock
 from headrace.layers.codec import decode
 from headrace.layers.handoff import Handoff
-from headrace.layers.redis import scripts
+from headrace.layers.redis import layout
 from headrace.layers.redis.connection import (
     Batcher,
     LoopState,
@@ -59,6 +60,7 @@ from headrace.layers.redis.connection import (
     raise_first,
     translate,
 )
+from headrace.layers.redis.layout import DelayedKind, EntryKind
 from headrace.layers.redis.reading import Reading
 from headrace.layers.redis.scripts import (
     DELIVER,
@@ -77,7 +79,6 @@ _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
 _MAX_STORED_CAPACITY: Final = 2**32 - 1  # a delayed entry stores its target's capacity in 4 bytes
-_NO_ORIGIN: Final = bytes(4)  # moved entries belong to no loop's hand-over bookkeeping
 
 
 class RedisChannelLayer(Reading, BaseChannelLayer):
@@ -254,7 +255,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         due = self._due_time(delay, at)
         state = self._state()
         if due is not None:
-            kind = b"p" if "!" in channel else b"c"
+            kind = DelayedKind.PROCESS if "!" in channel else DelayedKind.CHANNEL
             await self._schedule(state, kind, channel, self._seal(data), due)
             return
         now = self.clock.time()
@@ -324,13 +325,13 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             state.pushed[process] += 1
             state.unsettled[process] += 1
             shard = topology.shard_of(process)
-            tag = topology.tags[shard]
-            entry = scripts.inbox_entry(b"D", expires_at, origin, channel, payload)
+            keys = topology.keys[shard]
+            entry = EntryKind.DIRECT.pack(expires_at, origin, channel, payload)
             statuses, position = await self._merged_script(
                 state,
                 shard,
                 PUSH_DIRECT,
-                (f"{tag}i:{process}", f"{tag}n:{process}"),
+                (keys.inbox(process), keys.counts(process)),
                 (self._ttl_ms,),
                 (channel, capacity, entry),
             )
@@ -343,14 +344,14 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         state.pushed[channel] += 1
         state.unsettled[channel] += 1
         shard = topology.shard_of(channel)
-        tag = topology.tags[shard]
+        keys = topology.keys[shard]
         (expired, groups, taken), position = await self._merged_script(
             state,
             shard,
             DELIVER,
-            (f"{tag}c:{channel}", f"{tag}m:{channel}"),
+            (keys.channel(channel), keys.groups_of(channel)),
             (repr(now), capacity, self._ttl_ms, mode),
-            (scripts.channel_entry(expires_at, origin, payload),),
+            (layout.channel_entry(expires_at, origin, payload),),
             mode,
         )
         if position == 0:  # the merged call's outcome for the channel is reported once
@@ -369,9 +370,11 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         calls = []
         for group in groups:
             shard = self._topology.shard_of(group)
-            tag = self._topology.tags[shard]
+            keys = self._topology.keys[shard]
             calls.append(
-                self._batcher(state, shard).call(("HDEL", f"{tag}g:{group}", f"c:{channel}"))
+                self._batcher(state, shard).call(
+                    ("HDEL", keys.group(group), layout.channel_field(channel))
+                )
             )
             members = self._normal_groups.get(group)
             if members is not None:
@@ -393,7 +396,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         due = self._due_time(delay, at)
         state = self._state()
         if due is not None:
-            await self._schedule(state, b"g", group, payload, due)
+            await self._schedule(state, DelayedKind.GROUP, group, payload, due)
             return
         self._group_sends += 1
         now = self.clock.time()
@@ -403,11 +406,11 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         self, state: LoopState, group: str, payload: bytes, expires_at: float, now: float
     ) -> None:
         shard = self._topology.shard_of(group)
-        tag = self._topology.tags[shard]
-        entry = scripts.inbox_entry(b"G", expires_at, state.origin, group, payload)
+        keys = self._topology.keys[shard]
+        entry = EntryKind.GROUP.pack(expires_at, state.origin, group, payload)
         state.group_epoch += 1
         _, normal = await self._script(
-            state, shard, GROUP_SEND, (f"{tag}g:{group}",), repr(now), entry, self._ttl_ms, tag
+            state, shard, GROUP_SEND, (keys.group(group),), repr(now), entry, self._ttl_ms, keys.tag
         )
         if not normal:
             return
@@ -429,30 +432,30 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         expires_at = self.clock.time() + self.group_expiry
         topology = self._topology
         shard = topology.shard_of(group)
-        tag = topology.tags[shard]
-        key = f"{tag}g:{group}"
+        keys = topology.keys[shard]
+        key = keys.group(group)
         if "!" in channel:
             process = rules.non_local_name(channel)
-            inbox = f"{tag}i:{process}"
+            inbox = keys.inbox(process)
             # The inbox learns first: a group send that sees the process already finds the
             # membership ahead of its message.
             results = await self._batcher(state, shard).run(
                 (
                     "RPUSH",
                     inbox,
-                    scripts.inbox_entry(b"A", expires_at, state.origin, group, channel.encode()),
+                    EntryKind.ADD.pack(expires_at, state.origin, group, channel.encode()),
                 ),
                 ("PEXPIRE", inbox, self._ttl_ms),
-                ("HSET", key, f"p:{process}", repr(expires_at)),
+                ("HSET", key, layout.process_field(process), repr(expires_at)),
                 ("PEXPIRE", key, self._group_ttl_ms),
-                ("SET", f"{tag}a:{process}", b"1", "PX", self._alive_ms),
+                ("SET", keys.alive(process), b"1", "PX", self._alive_ms),
             )
         else:
             channel_shard = topology.shard_of(channel)
-            index = f"{topology.tags[channel_shard]}m:{channel}"
+            index = topology.keys[channel_shard].groups_of(channel)
             both = await asyncio.gather(
                 self._batcher(state, shard).call(
-                    ("HSET", key, f"c:{channel}", repr(expires_at)),
+                    ("HSET", key, layout.channel_field(channel), repr(expires_at)),
                     ("PEXPIRE", key, self._group_ttl_ms),
                 ),
                 self._batcher(state, channel_shard).call(
@@ -470,23 +473,25 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         state.group_epoch += 1
         topology = self._topology
         shard = topology.shard_of(group)
-        tag = topology.tags[shard]
+        keys = topology.keys[shard]
         if "!" in channel:
             process = rules.non_local_name(channel)
             results = await self._batcher(state, shard).run(
                 (
                     "RPUSH",
-                    f"{tag}i:{process}",
-                    scripts.inbox_entry(b"R", 0.0, state.origin, group, channel.encode()),
+                    keys.inbox(process),
+                    EntryKind.REMOVE.pack(0.0, state.origin, group, channel.encode()),
                 ),
-                ("PEXPIRE", f"{tag}i:{process}", self._ttl_ms),
+                ("PEXPIRE", keys.inbox(process), self._ttl_ms),
             )
         else:
             channel_shard = topology.shard_of(channel)
             both = await asyncio.gather(
-                self._batcher(state, shard).call(("HDEL", f"{tag}g:{group}", f"c:{channel}")),
+                self._batcher(state, shard).call(
+                    ("HDEL", keys.group(group), layout.channel_field(channel))
+                ),
                 self._batcher(state, channel_shard).call(
-                    ("SREM", f"{topology.tags[channel_shard]}m:{channel}", group)
+                    ("SREM", topology.keys[channel_shard].groups_of(channel), group)
                 ),
             )
             results = both[0] + both[1]
@@ -536,20 +541,22 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
     # -- delayed delivery --------------------------------------------------------------------
 
     async def _schedule(
-        self, state: LoopState, kind: bytes, target: str, payload: bytes, due: float
+        self, state: LoopState, kind: DelayedKind, target: str, payload: bytes, due: float
     ) -> None:
-        owner = rules.non_local_name(target) if kind == b"p" else target
+        owner = rules.non_local_name(target) if kind is DelayedKind.PROCESS else target
         shard = self._topology.shard_of(owner)
-        tag = self._topology.tags[shard]
+        keys = self._topology.keys[shard]
         ttl = int((max(0.0, due - self.clock.time()) + self.expiry + 3600) * 1000)
-        capacity = 0 if kind == b"g" else min(self.capacity_of(target), _MAX_STORED_CAPACITY)
+        capacity = (
+            0 if kind is DelayedKind.GROUP else min(self.capacity_of(target), _MAX_STORED_CAPACITY)
+        )
         await self._merged_script(
             state,
             shard,
             SCHEDULE,
-            (f"{tag}d", f"{tag}s"),
+            (keys.delayed, keys.sequence),
             (),
-            (repr(due), scripts.delayed_entry(kind, capacity, target, payload), ttl),
+            (repr(due), kind.pack(capacity, target, payload), ttl),
         )
         self._delayed += 1
         heapq.heappush(self._pending, (due, shard))
@@ -621,19 +628,19 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                     heapq.heappush(pending, entry)  # due elsewhere: that shard's move takes it
         moved = 0
         for shard in shards:
-            tag = self._topology.tags[shard]
+            keys = self._topology.keys[shard]
             while True:
                 taken, delivered, refused, expired, groups, left = await self._script(
                     state,
                     shard,
                     MOVE_DUE,
-                    (f"{tag}d",),
+                    (keys.delayed,),
                     repr(now),
                     _MOVE_BATCH,
                     repr(self.expiry),
                     self._ttl_ms,
-                    tag,
-                    _NO_ORIGIN,
+                    keys.tag,
+                    layout.NO_ORIGIN,
                 )
                 moved += taken
                 self._sent += delivered
@@ -661,7 +668,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
     async def _deliver_late_group(
         self, state: LoopState, entry: bytes, due: float, now: float
     ) -> None:
-        _, group, payload = scripts.parse_delayed_entry(entry)
+        _, group, payload = layout.parse_delayed_entry(entry)
         expires_at = max(due, now) + self.expiry  # as the in-memory layer: from delivery
         self._group_sends += 1
         await self._deliver_group(state, group, payload, expires_at, now)

@@ -15,13 +15,13 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Final
+from typing import Any
 
 from headrace.exceptions import LayerConnectionError
 from headrace.layers import rules
 from headrace.layers.clock import Clock
 from headrace.layers.groups import Membership
-from headrace.layers.redis import scripts
+from headrace.layers.redis import layout
 from headrace.layers.redis.connection import (
     CONNECTION_ERRORS,
     Batcher,
@@ -30,17 +30,13 @@ from headrace.layers.redis.connection import (
     Message,
     translate,
 )
+from headrace.layers.redis.layout import EntryKind
 from headrace.layers.redis.scripts import DECREMENT
 from headrace.layers.redis.topology import Topology
 
 __all__ = ["Reading"]
 
 logger = logging.getLogger("headrace.layers.redis")
-
-_KIND_DIRECT: Final = ord("D")
-_KIND_GROUP: Final = ord("G")
-_KIND_ADD: Final = ord("A")
-_KIND_REMOVE: Final = ord("R")
 
 
 class Reading:
@@ -93,7 +89,7 @@ class Reading:
 
     async def _drop_normal_member(self, state: LoopState, channel: str) -> None:
         shard = self._topology.shard_of(channel)
-        index = f"{self._topology.tags[shard]}m:{channel}"
+        index = self._topology.keys[shard].groups_of(channel)
         groups, _ = await self._batcher(state, shard).run(("SMEMBERS", index), ("DEL", index))
         if isinstance(groups, Exception):
             raise translate(groups)
@@ -162,8 +158,8 @@ class Reading:
         A process pump lives as long as the loop state and heartbeats; a channel pump ends
         when nobody is waiting. Redis failures are logged once and retried with backoff.
         """
-        tag = self._topology.tags[shard]
-        key = f"{tag}i:{source}" if process else f"{tag}c:{source}"
+        keys = self._topology.keys[shard]
+        key = keys.inbox(source) if process else keys.channel(source)
         batcher = self._batcher(state, shard)
         wakeup = state.wakeups.setdefault(source, asyncio.Event())
         linger = self.heartbeat_interval if process else self.block_timeout
@@ -179,7 +175,7 @@ class Reading:
                 try:
                     if process and time.monotonic() >= next_beat:
                         next_beat = time.monotonic() + self.heartbeat_interval
-                        await batcher.call(("SET", f"{tag}a:{source}", b"1", "PX", self._alive_ms))
+                        await batcher.call(("SET", keys.alive(source), b"1", "PX", self._alive_ms))
                         await self._move_due(state, [shard])
                     wanted = state.waiting[source]
                     if wanted <= 0:
@@ -274,13 +270,13 @@ class Reading:
         origin = state.origin
         own = 0
         for entry in entries:
-            if entry[8:12] == origin:
+            if layout.entry_origin(entry) == origin:
                 own += 1
-            expires_at = scripts.unpack_double(entry)
+            expires_at = layout.unpack_double(entry)
             if expires_at <= now:
                 expired += 1
                 continue
-            self._offer(state, channel, expires_at, self._thaw(entry[scripts.CHANNEL_HEADER :]))
+            self._offer(state, channel, expires_at, self._thaw(entry[layout.CHANNEL_HEADER :]))
         if own:
             state.unsettled[channel] = max(0, state.unsettled[channel] - own)
         if expired:
@@ -297,8 +293,8 @@ class Reading:
         taken: Counter[str] = Counter()
         own = 0
         for entry in entries:
-            kind, expires_at, origin, name, body = scripts.parse_inbox_entry(entry)
-            if kind == _KIND_DIRECT:
+            kind, expires_at, origin, name, body = layout.parse_inbox_entry(entry)
+            if kind is EntryKind.DIRECT:
                 taken[name] += 1
                 if origin == state.origin:
                     own += 1
@@ -307,11 +303,11 @@ class Reading:
                     membership.drop_channel(name)
                 else:
                     self._offer(state, name, expires_at, self._thaw(body))
-            elif kind == _KIND_GROUP:
+            elif kind is EntryKind.GROUP:
                 self._fan_out(state, membership, name, expires_at, body, now)
-            elif kind == _KIND_ADD:
+            elif kind is EntryKind.ADD:
                 membership.add(name, body.decode("ascii"), expires_at)
-            elif kind == _KIND_REMOVE:
+            elif kind is EntryKind.REMOVE:
                 membership.discard(name, body.decode("ascii"))
         if own:
             state.unsettled[process] = max(0, state.unsettled[process] - own)
@@ -321,7 +317,7 @@ class Reading:
             for channel, count in taken.items():
                 args += [channel, count]
             self._batcher(state, home).call_nowait(
-                ("EVALSHA", DECREMENT.sha, 1, f"{self._topology.tags[home]}n:{process}", *args)
+                ("EVALSHA", DECREMENT.sha, 1, self._topology.keys[home].counts(process), *args)
             )
 
     def _fan_out(
