@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from headrace.layers.redis import layout
+from headrace.layers.redis.handover import HandOverLedger
 from headrace.layers.redis.layout import DelayedKind, EntryKind, Keys
 
 
@@ -64,3 +65,68 @@ def test_channel_entries_carry_expiry_and_origin() -> None:
     assert entry[layout.CHANNEL_HEADER :] == b"payload"
     with pytest.raises(ValueError):
         layout.unpack_double(b"short")
+
+
+# -- the local hand-over's bookkeeping ---------------------------------------------------------
+
+
+def test_a_channel_is_settled_until_this_loop_writes_to_it() -> None:
+    ledger = HandOverLedger(b"abcd")
+    assert ledger.channel_settled("jobs")
+    ledger.wrote("jobs")
+    assert not ledger.channel_settled("jobs")
+    ledger.refused("jobs")  # the channel was full: nothing was queued
+    assert ledger.channel_settled("jobs")
+
+
+def test_taking_own_entries_back_settles_them() -> None:
+    ledger = HandOverLedger(b"abcd")
+    ledger.wrote("jobs")
+    ledger.wrote("jobs")
+    ledger.took_own("jobs", 1)
+    assert not ledger.channel_settled("jobs")
+    ledger.took_own("jobs", 5)  # never below zero
+    assert ledger.channel_settled("jobs")
+    ledger.wrote("jobs")
+    assert not ledger.channel_settled("jobs")
+
+
+def test_an_empty_pop_settles_only_what_was_written_before_it() -> None:
+    ledger = HandOverLedger(b"abcd")
+    ledger.wrote("jobs")
+    mark = ledger.mark("jobs")
+    ledger.wrote("jobs")  # written while the pop was in flight: may still be queued
+    ledger.found_empty("jobs", ("jobs", 0), mark, settle=True)
+    assert not ledger.channel_settled("jobs")
+    mark = ledger.mark("jobs")
+    ledger.found_empty("jobs", ("jobs", 0), mark, settle=True)
+    assert ledger.channel_settled("jobs")
+
+
+def test_a_process_needs_every_inbox_found_empty_since_the_last_group_operation() -> None:
+    ledger = HandOverLedger(b"abcd")
+    process = "specific.ab!"
+    assert not ledger.process_settled(process, 2)  # no inbox seen empty yet
+    for shard in (0, 1):
+        ledger.found_empty(process, (process, shard), ledger.mark(process), settle=shard == 0)
+    assert ledger.process_settled(process, 2)
+    ledger.group_changed()  # e.g. a group_send that may have reached this process's inbox
+    assert not ledger.process_settled(process, 2)
+    assert not ledger.nothing_to_settle(process, (process, 0))
+    mark = ledger.mark(process)
+    ledger.found_empty(process, (process, 0), mark, settle=True)
+    assert ledger.nothing_to_settle(process, (process, 0))
+    assert not ledger.process_settled(process, 2)  # shard 1 not seen empty since
+    ledger.found_empty(process, (process, 1), mark, settle=False)
+    assert ledger.process_settled(process, 2)
+    ledger.wrote(process)  # a direct message
+    assert not ledger.process_settled(process, 2)
+
+
+def test_a_lone_reader_blocks_at_once_only_when_nothing_is_left_to_settle() -> None:
+    ledger = HandOverLedger(b"abcd")
+    assert ledger.nothing_to_settle("jobs", ("jobs", 0))
+    ledger.wrote("jobs")
+    assert not ledger.nothing_to_settle("jobs", ("jobs", 0))
+    ledger.forget()  # flushed: nothing of this loop's is queued
+    assert ledger.nothing_to_settle("jobs", ("jobs", 0))

@@ -33,6 +33,8 @@ from headrace.exceptions import ChannelLayerError, LayerConnectionError
 from headrace.layers.clock import TimerHandle
 from headrace.layers.groups import Membership
 from headrace.layers.handoff import Handoff, Wakeups
+from headrace.layers.redis.handover import HandOverLedger
+from headrace.layers.redis.layout import ORIGIN_SIZE
 from headrace.layers.redis.scripts import SCRIPTS
 from headrace.layers.redis.topology import Connections
 
@@ -322,15 +324,8 @@ class LoopState:
         self.wake_checks: set[str] = set()  # sources whose idle pump may need waking
         self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
-        # Local hand-over bookkeeping (see RedisChannelLayer._can_hand_over). ``origin`` tags
-        # the entries this loop writes; ``pushed``/``unsettled`` count, per source, the entries
-        # written and those that may still be queued; ``group_epoch`` counts group operations
-        # and ``group_clean`` the epoch at which a process pump last found its inbox empty.
-        self.origin = secrets.token_bytes(4)
-        self.pushed: Counter[str] = Counter()
-        self.unsettled: Counter[str] = Counter()
-        self.group_epoch = 0
-        self.group_clean: dict[tuple[str, int], int] = {}
+        # Whether a send may skip Redis (see handover.py); ``origin`` tags this loop's entries.
+        self.handover = HandOverLedger(secrets.token_bytes(ORIGIN_SIZE))
         self.popping: dict[str, asyncio.Future[list[Any]]] = {}  # a pump's LPOP in flight
         self.timer: TimerHandle | None = None
         self.timer_due = 0.0

@@ -292,17 +292,12 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         Otherwise the message goes through Redis.
         """
         if "!" not in channel:
-            if state.unsettled[channel] > 0 or (channel, 0) not in state.pumps:
+            if not state.handover.channel_settled(channel) or (channel, 0) not in state.pumps:
                 return False
         else:
             source = rules.non_local_name(channel)
-            if state.unsettled[source] > 0:
+            if not state.handover.process_settled(source, self._topology.shards):
                 return False
-            epoch = state.group_epoch
-            clean = state.group_clean
-            for shard in range(self._topology.shards):
-                if clean.get((source, shard)) != epoch:
-                    return False
         buffered = state.buffers.get(channel)
         return buffered is None or len(buffered) < self.capacity_of(channel)
 
@@ -319,11 +314,11 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         gone). Counts sent/expired; the caller counts the refusal."""
         topology = self._topology
         capacity = self.capacity_of(channel)
-        origin = state.origin
+        handover = state.handover
+        origin = handover.origin
         if "!" in channel:
             process = rules.non_local_name(channel)
-            state.pushed[process] += 1
-            state.unsettled[process] += 1
+            handover.wrote(process)
             shard = topology.shard_of(process)
             keys = topology.keys[shard]
             entry = EntryKind.DIRECT.pack(expires_at, origin, channel, payload)
@@ -339,10 +334,9 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             if queued:
                 self._sent += 1
             else:
-                state.unsettled[process] -= 1
+                handover.refused(process)
             return queued
-        state.pushed[channel] += 1
-        state.unsettled[channel] += 1
+        handover.wrote(channel)
         shard = topology.shard_of(channel)
         keys = topology.keys[shard]
         (expired, groups, taken), position = await self._merged_script(
@@ -362,7 +356,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         if position < taken:
             self._sent += 1
             return True
-        state.unsettled[channel] -= 1
+        handover.refused(channel)
         return False
 
     async def _leave_groups(self, state: LoopState, channel: str, groups: list[str]) -> None:
@@ -407,8 +401,8 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
     ) -> None:
         shard = self._topology.shard_of(group)
         keys = self._topology.keys[shard]
-        entry = EntryKind.GROUP.pack(expires_at, state.origin, group, payload)
-        state.group_epoch += 1
+        entry = EntryKind.GROUP.pack(expires_at, state.handover.origin, group, payload)
+        state.handover.group_changed()
         _, normal = await self._script(
             state, shard, GROUP_SEND, (keys.group(group),), repr(now), entry, self._ttl_ms, keys.tag
         )
@@ -428,7 +422,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         rules.check_group_name(group)
         rules.check_channel_name(channel)
         state = self._state()
-        state.group_epoch += 1
+        state.handover.group_changed()
         expires_at = self.clock.time() + self.group_expiry
         topology = self._topology
         shard = topology.shard_of(group)
@@ -443,7 +437,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 (
                     "RPUSH",
                     inbox,
-                    EntryKind.ADD.pack(expires_at, state.origin, group, channel.encode()),
+                    EntryKind.ADD.pack(expires_at, state.handover.origin, group, channel.encode()),
                 ),
                 ("PEXPIRE", inbox, self._ttl_ms),
                 ("HSET", key, layout.process_field(process), repr(expires_at)),
@@ -470,7 +464,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         rules.check_group_name(group)
         rules.check_channel_name(channel)
         state = self._state()
-        state.group_epoch += 1
+        state.handover.group_changed()
         topology = self._topology
         shard = topology.shard_of(group)
         keys = topology.keys[shard]
@@ -480,7 +474,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 (
                     "RPUSH",
                     keys.inbox(process),
-                    EntryKind.REMOVE.pack(0.0, state.origin, group, channel.encode()),
+                    EntryKind.REMOVE.pack(0.0, state.handover.origin, group, channel.encode()),
                 ),
                 ("PEXPIRE", keys.inbox(process), self._ttl_ms),
             )
@@ -690,7 +684,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 await self._unlink(client, batch)
         state.buffers.clear()
         state.memberships.clear()
-        state.unsettled.clear()  # nothing of this loop's is queued any more
+        state.handover.forget()
         self._normal_groups.clear()
         self._pending.clear()
         if state.timer is not None:

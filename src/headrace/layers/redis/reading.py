@@ -233,19 +233,15 @@ class Reading:
         """Take up to ``wanted`` entries from ``key``, blocking (up to ``block_timeout``)
         while it is empty, and settle the local hand-over bookkeeping on the way."""
         blpop = ("BLPOP", key, self.block_timeout)
-        if wanted == 1 and (
-            state.group_clean.get(pump_key) == state.group_epoch
-            if "!" in source
-            else state.unsettled[source] == 0
-        ):
+        handover = state.handover
+        if wanted == 1 and handover.nothing_to_settle(source, pump_key):
             # One reader and nothing to settle: an inbox's own entries are counted out
             # exactly as they come in (only this process reads it), and none of this loop's
             # messages to a normal channel can still be queued. Block at once: a pop first
             # would cost a round trip per receive.
             (popped,) = await link.execute([blpop])
             return [popped[1]] if popped else []
-        pushed = state.pushed[source]
-        group_epoch = state.group_epoch
+        mark = handover.mark(source)
         popping = state.popping[source] = batcher.call(("LPOP", key, wanted))
         try:
             (entries,) = await popping
@@ -258,16 +254,14 @@ class Reading:
             return list(entries)
         # Everything this loop wrote before the pop was taken: only what it wrote since may
         # still be queued.
-        if settle:
-            state.unsettled[source] = state.pushed[source] - pushed
-        state.group_clean[pump_key] = group_epoch
+        handover.found_empty(source, pump_key, mark, settle=settle)
         (popped,) = await link.execute([blpop])
         return [popped[1]] if popped else []
 
     def _take_in_channel(self, state: LoopState, channel: str, entries: list[bytes]) -> None:
         now = self.clock.time()
         expired = 0
-        origin = state.origin
+        origin = state.handover.origin
         own = 0
         for entry in entries:
             if layout.entry_origin(entry) == origin:
@@ -278,7 +272,7 @@ class Reading:
                 continue
             self._offer(state, channel, expires_at, self._thaw(entry[layout.CHANNEL_HEADER :]))
         if own:
-            state.unsettled[channel] = max(0, state.unsettled[channel] - own)
+            state.handover.took_own(channel, own)
         if expired:
             self._expired += expired
             self._member_gone(state, channel)
@@ -292,11 +286,12 @@ class Reading:
             membership = state.memberships[process] = Membership()
         taken: Counter[str] = Counter()
         own = 0
+        own_origin = state.handover.origin
         for entry in entries:
             kind, expires_at, origin, name, body = layout.parse_inbox_entry(entry)
             if kind is EntryKind.DIRECT:
                 taken[name] += 1
-                if origin == state.origin:
+                if origin == own_origin:
                     own += 1
                 if expires_at <= now:
                     self._expired += 1
@@ -310,7 +305,7 @@ class Reading:
             elif kind is EntryKind.REMOVE:
                 membership.discard(name, body.decode("ascii"))
         if own:
-            state.unsettled[process] = max(0, state.unsettled[process] - own)
+            state.handover.took_own(process, own)
         if taken:
             home = self._topology.shard_of(process)
             args: list[Any] = []
