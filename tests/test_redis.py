@@ -389,7 +389,7 @@ async def test_several_movers_deliver_each_delayed_message_once(
         await movers[number % 3].send("due", {"type": "d", "n": number}, delay=5 + number % 4)
     clock.advance(10)  # every mover's timer fires; they all race for the same set
     await asyncio.gather(
-        *(layer._move_due(layer._state(), range(1)) for layer in movers)  # and once more
+        *(layer.move_due() for layer in movers)  # and once more
     )
     got = sorted([(await receive(movers[0], "due"))["n"] for _ in range(30)])
     assert got == list(range(30))

@@ -1,9 +1,17 @@
 """The Redis channel layer (extra ``redis``): see :class:`RedisChannelLayer`.
 
-Modules: :mod:`.layer` (the layer), :mod:`.reading` (pumps and local fan-out),
-:mod:`.connection` (per-loop pipelines and state), :mod:`.layout` (key names and entry
-formats), :mod:`.scripts` (the Lua scripts), :mod:`.topology` (hosts, Sentinel, Cluster and
-the consistent hash).
+Modules, by responsibility:
+
+- :mod:`.layer`: the :class:`RedisChannelLayer` facade (checks, then hands work to one
+  event loop's parts);
+- :mod:`.sender` (sends, group sends, memberships), :mod:`.reader` (``receive()`` and the
+  local fan-out), :mod:`.pump` (the tasks that take entries from Redis), :mod:`.delays`
+  (delayed messages): the parts of one event loop;
+- :mod:`.handover` (when a send may skip Redis), :mod:`.shared` (settings and counters),
+  :mod:`.payload` (encoding and encryption): plain values and rules;
+- :mod:`.layout` (key names and entry formats), :mod:`.scripts` (the Lua scripts);
+- :mod:`.connection` (per-loop pipelines), :mod:`.wire` (one connection and its errors),
+  :mod:`.topology` (hosts, Sentinel, Cluster and the consistent hash).
 """
 
 from __future__ import annotations

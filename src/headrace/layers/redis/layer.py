@@ -14,7 +14,7 @@ How it works (the key layout is in :mod:`headrace.layers.redis.layout`, the scri
 - Commands issued while a batch is in flight go out together as the next pipeline; a reader
   takes at most as many entries as there are receive() calls waiting (no hoarding).
 - A send to a channel this loop itself reads, with nothing older of this loop's queued for
-  it in Redis, is handed to the local reader directly (see ``_can_hand_over``).
+  it in Redis, is handed to the local reader directly (see :mod:`.handover`).
 - Delayed messages wait in a sorted set and are taken atomically by whichever process is due.
 - Everything carries a Redis TTL as a safety net; the layer's clock decides expiry.
 
@@ -22,66 +22,55 @@ Delivery is at most once: a message is taken from Redis before it is handed to a
 process that dies in between loses it, and a command interrupted by a connection failure is
 not repeated (it may or may not have happened). See docs/explanation/redis-design.md.
 
-State that belongs to an event loop (connections, readers, the pumps that feed them) is kept
-per loop and closed with the loop, so a layer used from ``async_to_sync`` leaks nothing.
+This class is the facade: it checks names and messages, and hands the work to the parts of
+the event loop it runs in (:class:`_LoopParts`: connections, a :class:`Sender`, a
+:class:`Reader` and :class:`Delays`), which are made for each loop that uses the layer and
+closed with the loop, so a layer used from ``async_to_sync`` leaks nothing. What the parts
+of all loops share is process-wide: the settings (:class:`Params`), the counters
+(:class:`Counts`), this process's pending delayed messages and its normal group members.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import heapq
 import re
+import secrets
 import weakref
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from headrace.exceptions import (
-    ChannelFull,
-    ConfigurationError,
-)
+from headrace.exceptions import ConfigurationError
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock
-from headrace.layers.codec import decode
-from headrace.layers.handoff import Handoff
-from headrace.layers.redis import layout
 from headrace.layers.redis.connection import (
-    Batcher,
-    LoopState,
-    Message,
-    close_with_loop,
-    raise_first,
-    translate,
+    LoopConnections,
+    Server,
+    forget_guard,
+    register_with_loop,
 )
-from headrace.layers.redis.layout import DelayedKind, EntryKind
-from headrace.layers.redis.reading import Reading
-from headrace.layers.redis.scripts import (
-    DELIVER,
-    GROUP_SEND,
-    MOVE_DUE,
-    PUSH_DIRECT,
-    SCHEDULE,
-    Script,
-)
+from headrace.layers.redis.delays import Delays
+from headrace.layers.redis.handover import HandOverLedger
+from headrace.layers.redis.layout import ORIGIN_SIZE, DelayedKind
+from headrace.layers.redis.payload import Payloads
+from headrace.layers.redis.reader import Reader
+from headrace.layers.redis.sender import Sender
+from headrace.layers.redis.shared import Counts, Params
 from headrace.layers.redis.topology import Topology
+from headrace.layers.redis.wire import Message
 
 __all__ = ["RedisChannelLayer"]
 
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
-_MAX_STORED_CAPACITY: Final = 2**32 - 1  # a delayed entry stores its target's capacity in 4 bytes
 
 
-class RedisChannelLayer(Reading, BaseChannelLayer):
+class RedisChannelLayer(BaseChannelLayer):
     """A channel layer on Redis, for several processes and machines.
 
     CONFIG keys (those shared with channels_redis mean the same):
@@ -146,7 +135,7 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         self.heartbeat_interval = rules.positive_seconds("heartbeat_interval", heartbeat_interval)
         self.block_timeout = rules.positive_seconds("block_timeout", block_timeout)
         self.connect_timeout = rules.positive_seconds("connect_timeout", connect_timeout)
-        self._crypter = _crypter(symmetric_encryption_keys)
+        self._payloads = Payloads(symmetric_encryption_keys)
         self._topology = Topology(
             hosts,
             prefix=prefix,
@@ -159,86 +148,41 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                 "retry": Retry(NoBackoff(), 0),
             },
         )
-        self._scripts_loaded = [False] * len(self._topology.hosts)
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
+        self._servers = [Server(spec.name) for spec in self._topology.hosts]
+        self._params = Params(
+            clock=self.clock,
+            capacity_of=self.capacity_of,
+            expiry=self.expiry,
+            group_expiry=self.group_expiry,
+            heartbeat_interval=self.heartbeat_interval,
+            block_timeout=self.block_timeout,
+            connect_timeout=self.connect_timeout,
+        )
+        self._counts = Counts()
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopParts] = (
             weakref.WeakKeyDictionary()
         )
-        # Garbage-collection TTLs (milliseconds of real time; the clock decides expiry).
-        self._ttl_ms = int(max(self.expiry * 2, self.expiry + 300) * 1000)
-        self._group_ttl_ms = int((self.group_expiry + 300) * 1000)
-        self._alive_ms = int(self.heartbeat_interval * 3 * 1000)
         self._pending: list[tuple[float, int]] = []  # (due, shard) of own delayed messages
         self._normal_groups: dict[str, set[str]] = {}
-        self._outage_logged = False
-        self._sent = self._received = self._rejected_full = self._dropped_full = 0
-        self._expired = self._group_sends = self._delayed = 0
 
-    # -- per-loop state ----------------------------------------------------------------------
+    # -- per-loop parts ----------------------------------------------------------------------
 
-    def _state(self) -> LoopState:
+    def _parts(self) -> _LoopParts:
         loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None or state.closed:
-            state = LoopState(self, loop)
-            self._states[loop] = state
-            guard = close_with_loop(state)
-            state.guard = guard
-            starting = guard.asend(None)  # registers with the loop's async-generator hooks
-            try:
-                starting.send(None)
-            except StopIteration:
-                pass
-        return state
-
-    def _host_name(self, index: int) -> str:
-        hosts = self._topology.hosts
-        return hosts[min(index, len(hosts) - 1)].name
-
-    def _batcher(self, state: LoopState, shard: int) -> Batcher:
-        return state.batchers[self._topology.client_of[shard]]
-
-    async def _script(
-        self, state: LoopState, shard: int, script: Script, keys: Sequence[str], *args: Any
-    ) -> Any:
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        (result,) = await self._batcher(state, shard).run(command)
-        if isinstance(result, Exception):
-            raise translate(result)
-        return result
-
-    async def _merged_script(
-        self,
-        state: LoopState,
-        shard: int,
-        script: Script,
-        keys: tuple[str, ...],
-        common: tuple[Any, ...],
-        args: tuple[Any, ...],
-        variant: str = "",
-    ) -> tuple[Any, int]:
-        """Run ``script`` merged with the calls on the same keys (and ``variant``) waiting
-        for the same batch.
-
-        ``common`` arguments are taken from the first of the merged calls; ``args`` of each
-        are appended in calling order. Returns the result and this call's position.
-        """
-        head = ("EVALSHA", script.sha, len(keys), *keys, *common)
-        result, position = await self._batcher(state, shard).merge(
-            (script.name, variant, *keys), head, args
-        )
-        if isinstance(result, Exception):
-            raise translate(result)
-        return result, position
-
-    # -- encoding ----------------------------------------------------------------------------
-
-    def _seal(self, data: bytes) -> bytes:
-        return data if self._crypter is None else self._crypter.encrypt(data)
-
-    def _thaw(self, payload: bytes) -> Message:
-        if self._crypter is not None:
-            payload = self._crypter.decrypt(payload)
-        return decode(payload)
+        parts = self._states.get(loop)
+        if parts is None or parts.closed:
+            parts = self._states[loop] = _LoopParts(
+                loop,
+                topology=self._topology,
+                servers=self._servers,
+                params=self._params,
+                counts=self._counts,
+                payloads=self._payloads,
+                pending=self._pending,
+                normal_groups=self._normal_groups,
+            )
+            parts.guard = register_with_loop(parts)
+        return parts
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -253,129 +197,12 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         rules.check_channel_name(channel)
         data = self._freeze(message)
         due = self._due_time(delay, at)
-        state = self._state()
+        parts = self._parts()
         if due is not None:
             kind = DelayedKind.PROCESS if "!" in channel else DelayedKind.CHANNEL
-            await self._schedule(state, kind, channel, self._seal(data), due)
+            await parts.delays.schedule(kind, channel, self._payloads.seal(data), due)
             return
-        now = self.clock.time()
-        local = self._can_hand_over(state, channel)
-        if not local:
-            popping = state.popping.get(rules.non_local_name(channel))
-            if popping is not None:
-                # This loop's reader is taking in what is queued (one round trip, never a
-                # blocking pop); once it has, the message can usually stay in this loop.
-                await asyncio.wait([popping])
-                local = self._can_hand_over(state, channel)
-        if local:
-            # This loop reads the channel and Redis holds nothing older for it: deliver here,
-            # as a pop would have.
-            self._sent += 1
-            self._offer(state, channel, now + self.expiry, decode(data))
-            await asyncio.sleep(0)  # let the reader run before the next send
-            return
-        payload = self._seal(data)
-        if not await self._deliver(state, channel, payload, now + self.expiry, now, "send"):
-            self._rejected_full += 1
-            raise ChannelFull(f"channel {channel!r} is full (capacity {self.capacity_of(channel)})")
-
-    def _can_hand_over(self, state: LoopState, channel: str) -> bool:
-        """True when a message for ``channel`` may be delivered inside this loop.
-
-        That needs a reader of this loop for the channel (its pump is running), none of this
-        loop's own earlier messages for it possibly still queued in Redis (they are counted
-        out when this loop's reader takes them in, and an empty pop settles everything written
-        before it, so the new message cannot overtake them), for a process channel no group
-        operation of this loop possibly still in its inboxes, and room in the local queue.
-        Messages from other processes may be queued: they were sent concurrently, so no order
-        is owed between them, and this loop's reader takes them in whenever it waits.
-        Otherwise the message goes through Redis.
-        """
-        if "!" not in channel:
-            if not state.handover.channel_settled(channel) or (channel, 0) not in state.pumps:
-                return False
-        else:
-            source = rules.non_local_name(channel)
-            if not state.handover.process_settled(source, self._topology.shards):
-                return False
-        buffered = state.buffers.get(channel)
-        return buffered is None or len(buffered) < self.capacity_of(channel)
-
-    async def _deliver(
-        self,
-        state: LoopState,
-        channel: str,
-        payload: bytes,
-        expires_at: float,
-        now: float,
-        mode: str,
-    ) -> bool:
-        """Queue one message on a channel; False when it is full (or, for a group member,
-        gone). Counts sent/expired; the caller counts the refusal."""
-        topology = self._topology
-        capacity = self.capacity_of(channel)
-        handover = state.handover
-        origin = handover.origin
-        if "!" in channel:
-            process = rules.non_local_name(channel)
-            handover.wrote(process)
-            shard = topology.shard_of(process)
-            keys = topology.keys[shard]
-            entry = EntryKind.DIRECT.pack(expires_at, origin, channel, payload)
-            statuses, position = await self._merged_script(
-                state,
-                shard,
-                PUSH_DIRECT,
-                (keys.inbox(process), keys.counts(process)),
-                (self._ttl_ms,),
-                (channel, capacity, entry),
-            )
-            queued = bool(statuses[position] == 1)
-            if queued:
-                self._sent += 1
-            else:
-                handover.refused(process)
-            return queued
-        handover.wrote(channel)
-        shard = topology.shard_of(channel)
-        keys = topology.keys[shard]
-        (expired, groups, taken), position = await self._merged_script(
-            state,
-            shard,
-            DELIVER,
-            (keys.channel(channel), keys.groups_of(channel)),
-            (repr(now), capacity, self._ttl_ms, mode),
-            (layout.channel_entry(expires_at, origin, payload),),
-            mode,
-        )
-        if position == 0:  # the merged call's outcome for the channel is reported once
-            if expired:
-                self._expired += expired
-            if groups:
-                await self._leave_groups(state, channel, [g.decode() for g in groups])
-        if position < taken:
-            self._sent += 1
-            return True
-        handover.refused(channel)
-        return False
-
-    async def _leave_groups(self, state: LoopState, channel: str, groups: list[str]) -> None:
-        """Remove a normal channel from ``groups`` (it let a message expire unread)."""
-        calls = []
-        for group in groups:
-            shard = self._topology.shard_of(group)
-            keys = self._topology.keys[shard]
-            calls.append(
-                self._batcher(state, shard).call(
-                    ("HDEL", keys.group(group), layout.channel_field(channel))
-                )
-            )
-            members = self._normal_groups.get(group)
-            if members is not None:
-                members.discard(channel)
-                if not members:
-                    del self._normal_groups[group]
-        await asyncio.gather(*calls)
+        await parts.sender.send(channel, data)
 
     async def group_send(
         self,
@@ -386,207 +213,38 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         at: float | datetime | None = None,
     ) -> None:
         rules.check_group_name(group)
-        payload = self._seal(self._freeze(message))
+        payload = self._payloads.seal(self._freeze(message))
         due = self._due_time(delay, at)
-        state = self._state()
+        parts = self._parts()
         if due is not None:
-            await self._schedule(state, DelayedKind.GROUP, group, payload, due)
+            await parts.delays.schedule(DelayedKind.GROUP, group, payload, due)
             return
-        self._group_sends += 1
+        self._counts.group_sends += 1
         now = self.clock.time()
-        await self._deliver_group(state, group, payload, now + self.expiry, now)
-
-    async def _deliver_group(
-        self, state: LoopState, group: str, payload: bytes, expires_at: float, now: float
-    ) -> None:
-        shard = self._topology.shard_of(group)
-        keys = self._topology.keys[shard]
-        entry = EntryKind.GROUP.pack(expires_at, state.handover.origin, group, payload)
-        state.handover.group_changed()
-        _, normal = await self._script(
-            state, shard, GROUP_SEND, (keys.group(group),), repr(now), entry, self._ttl_ms, keys.tag
-        )
-        if not normal:
-            return
-        outcomes = await asyncio.gather(
-            *(
-                self._deliver(state, name.decode(), payload, expires_at, now, "group")
-                for name in normal
-            )
-        )
-        self._dropped_full += outcomes.count(False)
+        await parts.sender.deliver_group(group, payload, now + self.expiry, now)
 
     # -- groups ------------------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str) -> None:
         rules.check_group_name(group)
         rules.check_channel_name(channel)
-        state = self._state()
-        state.handover.group_changed()
-        expires_at = self.clock.time() + self.group_expiry
-        topology = self._topology
-        shard = topology.shard_of(group)
-        keys = topology.keys[shard]
-        key = keys.group(group)
-        if "!" in channel:
-            process = rules.non_local_name(channel)
-            inbox = keys.inbox(process)
-            # The inbox learns first: a group send that sees the process already finds the
-            # membership ahead of its message.
-            results = await self._batcher(state, shard).run(
-                (
-                    "RPUSH",
-                    inbox,
-                    EntryKind.ADD.pack(expires_at, state.handover.origin, group, channel.encode()),
-                ),
-                ("PEXPIRE", inbox, self._ttl_ms),
-                ("HSET", key, layout.process_field(process), repr(expires_at)),
-                ("PEXPIRE", key, self._group_ttl_ms),
-                ("SET", keys.alive(process), b"1", "PX", self._alive_ms),
-            )
-        else:
-            channel_shard = topology.shard_of(channel)
-            index = topology.keys[channel_shard].groups_of(channel)
-            both = await asyncio.gather(
-                self._batcher(state, shard).call(
-                    ("HSET", key, layout.channel_field(channel), repr(expires_at)),
-                    ("PEXPIRE", key, self._group_ttl_ms),
-                ),
-                self._batcher(state, channel_shard).call(
-                    ("SADD", index, group), ("PEXPIRE", index, self._group_ttl_ms)
-                ),
-            )
-            results = both[0] + both[1]
-            self._normal_groups.setdefault(group, set()).add(channel)
-        raise_first(results)
+        await self._parts().sender.group_add(group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         rules.check_group_name(group)
         rules.check_channel_name(channel)
-        state = self._state()
-        state.handover.group_changed()
-        topology = self._topology
-        shard = topology.shard_of(group)
-        keys = topology.keys[shard]
-        if "!" in channel:
-            process = rules.non_local_name(channel)
-            results = await self._batcher(state, shard).run(
-                (
-                    "RPUSH",
-                    keys.inbox(process),
-                    EntryKind.REMOVE.pack(0.0, state.handover.origin, group, channel.encode()),
-                ),
-                ("PEXPIRE", keys.inbox(process), self._ttl_ms),
-            )
-        else:
-            channel_shard = topology.shard_of(channel)
-            both = await asyncio.gather(
-                self._batcher(state, shard).call(
-                    ("HDEL", keys.group(group), layout.channel_field(channel))
-                ),
-                self._batcher(state, channel_shard).call(
-                    ("SREM", topology.keys[channel_shard].groups_of(channel), group)
-                ),
-            )
-            results = both[0] + both[1]
-            members = self._normal_groups.get(group)
-            if members is not None:
-                members.discard(channel)
-                if not members:
-                    del self._normal_groups[group]
-        raise_first(results)
+        await self._parts().sender.group_discard(group, channel)
 
     # -- receiving ---------------------------------------------------------------------------
 
     async def receive(self, channel: str) -> Message:
         rules.check_channel_name(channel)
-        state = self._state()
-        buffered = state.buffers.get(channel)
-        if buffered:
-            message = self._take_buffered(state, channel, buffered)
-            if message is not None:
-                self._received += 1
-                return message
-        source = rules.non_local_name(channel)
-        waiter: Handoff[tuple[float, Message]] = Handoff(state.ready_readers)
-        state.waiters.setdefault(channel, deque()).append(waiter)
-        state.waiting[source] += 1
-        self._ensure_pumps(state, channel, source)
-        try:
-            _, message = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # Handed to us just as we were cancelled: first in line for the next reader.
-                self._offer(state, channel, *waiter.result(), front=True)
-            else:
-                waiters = state.waiters.get(channel)
-                if waiters is not None and waiter in waiters:
-                    waiters.remove(waiter)
-                    state.waiting[source] -= 1
-                    if not waiters:
-                        del state.waiters[channel]
-            raise
-        self._received += 1
-        return message
+        return await self._parts().reader.receive(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         return self._new_channel_name(prefix)
 
     # -- delayed delivery --------------------------------------------------------------------
-
-    async def _schedule(
-        self, state: LoopState, kind: DelayedKind, target: str, payload: bytes, due: float
-    ) -> None:
-        owner = rules.non_local_name(target) if kind is DelayedKind.PROCESS else target
-        shard = self._topology.shard_of(owner)
-        keys = self._topology.keys[shard]
-        ttl = int((max(0.0, due - self.clock.time()) + self.expiry + 3600) * 1000)
-        capacity = (
-            0 if kind is DelayedKind.GROUP else min(self.capacity_of(target), _MAX_STORED_CAPACITY)
-        )
-        await self._merged_script(
-            state,
-            shard,
-            SCHEDULE,
-            (keys.delayed, keys.sequence),
-            (),
-            (repr(due), kind.pack(capacity, target, payload), ttl),
-        )
-        self._delayed += 1
-        heapq.heappush(self._pending, (due, shard))
-        self._arm(state)
-
-    def _arm(self, state: LoopState) -> None:
-        if not self._pending or state.closed:
-            return
-        due = self._pending[0][0]
-        if state.timer is not None:
-            if state.timer_due == due:
-                return
-            state.timer.cancel()
-        state.timer_due = due
-        state.timer = self.clock.call_at(due, lambda: self._on_due(state))
-
-    def _on_due(self, state: LoopState) -> None:
-        state.timer = None
-        if state.closed:
-            return
-        if state.moving:
-            state.move_again = True  # one mover at a time: under load each move takes more
-            return
-        state.moving = True
-        state.spawn(self._keep_moving(state))
-
-    async def _keep_moving(self, state: LoopState) -> None:
-        """Move due messages until no timer fired during the last move."""
-        try:
-            while True:
-                state.move_again = False
-                await self._move_due(state)
-                if not state.move_again or state.closed:
-                    return
-        finally:
-            state.moving = False
 
     async def move_due(self) -> int:
         """Deliver every delayed message now due, whichever process scheduled it.
@@ -597,83 +255,15 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
         before their due time do not wait for a heartbeat. Safe to run anywhere, any number
         of times: each message is moved once. Returns how many were moved.
         """
-        return await self._move_due(self._state(), range(self._topology.shards))
-
-    async def _move_due(self, state: LoopState, shards: Iterable[int] | None = None) -> int:
-        """Take every delayed message now due from ``shards`` and deliver it; returns how
-        many were taken.
-
-        Without ``shards``: the shards where this process's own due messages wait.
-        """
-        now = self.clock.time()
-        pending = self._pending
-        # From here on this process's messages due by now are on their way, not pending. The
-        # heap is popped, never rebuilt: with thousands of delayed messages in flight a full
-        # pass per timer made every move cost O(pending).
-        due_here: list[tuple[float, int]] = []
-        while pending and pending[0][0] <= now:
-            due_here.append(heapq.heappop(pending))
-        if shards is None:
-            shards = sorted({shard for _, shard in due_here})
-        else:
-            shards = list(shards)
-            for entry in due_here:
-                if entry[1] not in shards:
-                    heapq.heappush(pending, entry)  # due elsewhere: that shard's move takes it
-        moved = 0
-        for shard in shards:
-            keys = self._topology.keys[shard]
-            while True:
-                taken, delivered, refused, expired, groups, left = await self._script(
-                    state,
-                    shard,
-                    MOVE_DUE,
-                    (keys.delayed,),
-                    repr(now),
-                    _MOVE_BATCH,
-                    repr(self.expiry),
-                    self._ttl_ms,
-                    keys.tag,
-                    layout.NO_ORIGIN,
-                )
-                moved += taken
-                self._sent += delivered
-                self._dropped_full += refused
-                self._expired += expired
-                # What the script leaves to us: group messages (their normal channel members
-                # live on other shards), and the groups of channels found with an expired head.
-                work = [
-                    self._deliver_late_group(state, groups[index], float(groups[index + 1]), now)
-                    for index in range(0, len(groups), 2)
-                ]
-                work += [
-                    self._leave_groups(
-                        state, left[index].decode(), [g.decode() for g in left[index + 1]]
-                    )
-                    for index in range(0, len(left), 2)
-                ]
-                if work:
-                    await asyncio.gather(*work)
-                if taken < _MOVE_BATCH:
-                    break
-        self._arm(state)
-        return moved
-
-    async def _deliver_late_group(
-        self, state: LoopState, entry: bytes, due: float, now: float
-    ) -> None:
-        _, group, payload = layout.parse_delayed_entry(entry)
-        expires_at = max(due, now) + self.expiry  # as the in-memory layer: from delivery
-        self._group_sends += 1
-        await self._deliver_group(state, group, payload, expires_at, now)
+        return await self._parts().delays.move_due(range(self._topology.shards))
 
     # -- housekeeping ------------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Delete every key under this layer's prefix (SCAN + UNLINK; never KEYS/FLUSHDB)."""
-        state = self._state()
+        parts = self._parts()
         pattern = f"{self.prefix}:*"
-        for client in state.connections.clients:
+        for client in parts.conn.connections.clients:
             batch: list[Any] = []
             async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
                 batch.append(key)
@@ -682,14 +272,11 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
                     batch = []
             if batch:
                 await self._unlink(client, batch)
-        state.buffers.clear()
-        state.memberships.clear()
-        state.handover.forget()
+        parts.reader.forget()
+        parts.handover.forget()
         self._normal_groups.clear()
         self._pending.clear()
-        if state.timer is not None:
-            state.timer.cancel()
-            state.timer = None
+        parts.delays.stop()
 
     async def _unlink(self, client: Any, keys: list[Any]) -> None:
         if self._topology.cluster:
@@ -704,54 +291,91 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        state = self._states.pop(loop, None)
-        if state is None:
+        parts = self._states.pop(loop, None)
+        if parts is None:
             return
-        await state.aclose()
-        if state.guard is not None:
-            closing = state.guard.aclose()  # already closed: finishes without suspending
-            try:
-                closing.send(None)
-            except StopIteration:
-                pass
+        await parts.aclose()
+        if parts.guard is not None:
+            forget_guard(parts.guard)
 
     def statistics(self) -> LayerStatistics:
         channels: set[str] = set()
         # Groups this process knows to have members: those it added normal channels to, and
         # those its processes' inboxes announced (a group spanning two inboxes counts twice).
         groups = len(self._normal_groups)
-        for state in list(self._states.values()):
-            channels.update(name for name, queue in state.buffers.items() if queue)
-            channels.update(name for name, waiters in state.waiters.items() if waiters)
-            groups += sum(len(membership) for membership in state.memberships.values())
+        for parts in list(self._states.values()):
+            channels.update(parts.reader.channels())
+            groups += parts.reader.group_count()
+        counts = self._counts
         return LayerStatistics(
-            sent=self._sent,
-            received=self._received,
-            rejected_full=self._rejected_full,
-            dropped_full=self._dropped_full,
-            expired=self._expired,
-            group_sends=self._group_sends,
-            delayed=self._delayed,
+            sent=counts.sent,
+            received=counts.received,
+            rejected_full=counts.rejected_full,
+            dropped_full=counts.dropped_full,
+            expired=counts.expired,
+            group_sends=counts.group_sends,
+            delayed=counts.delayed,
             delayed_pending=len(self._pending),
             channels=len(channels),
             groups=groups,
         )
 
 
-def _crypter(keys: Sequence[str | bytes] | None) -> Any:
-    """A MultiFernet over ``keys`` (each hashed to a Fernet key, as channels_redis does)."""
-    if keys is None:
-        return None
-    if isinstance(keys, str | bytes) or not keys:
-        raise ConfigurationError(
-            "symmetric_encryption_keys must be a non-empty list of keys (the first encrypts)"
-        )
-    from cryptography.fernet import Fernet, MultiFernet
+class _LoopParts:
+    """The parts of one layer in one event loop, wired together."""
 
-    fernets = []
-    for key in keys:
-        raw = key.encode() if isinstance(key, str) else key
-        if not isinstance(raw, bytes) or not raw:
-            raise ConfigurationError("each symmetric encryption key must be a non-empty str")
-        fernets.append(Fernet(base64.urlsafe_b64encode(hashlib.sha256(raw).digest())))
-    return MultiFernet(fernets)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        topology: Topology,
+        servers: list[Server],
+        params: Params,
+        counts: Counts,
+        payloads: Payloads,
+        pending: list[tuple[float, int]],
+        normal_groups: dict[str, set[str]],
+    ) -> None:
+        self.conn = LoopConnections(loop, topology, servers, connect_timeout=params.connect_timeout)
+        self.handover = HandOverLedger(secrets.token_bytes(ORIGIN_SIZE))
+        self.reader = Reader(
+            self.conn,
+            topology,
+            params,
+            counts,
+            payloads,
+            self.handover,
+            leave_groups=self._leave_groups,
+            sweep=self._sweep,
+        )
+        self.sender = Sender(
+            self.conn,
+            topology,
+            params,
+            counts,
+            payloads,
+            self.handover,
+            self.reader,
+            normal_groups,
+        )
+        self.delays = Delays(self.conn, topology, params, counts, self.sender, pending)
+        self.guard: AsyncGenerator[None, None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    async def _leave_groups(self, channel: str, groups: list[str]) -> None:
+        await self.sender.leave_groups(channel, groups)
+
+    async def _sweep(self, shard: int) -> None:
+        await self.delays.move_due([shard])
+
+    async def aclose(self) -> None:
+        """Stop the pumps and timers, fail waiting readers, close the connections."""
+        if self.conn.closed:
+            return
+        self.delays.stop()
+        pumps = self.reader.close()
+        await self.conn.aclose(pumps)
+        self.reader.close()  # readers that started waiting meanwhile

@@ -1,0 +1,174 @@
+"""A pump: the task of one event loop that takes entries from one Redis list for its readers.
+
+A pump reads one *source*'s list on one shard: a normal channel's list, or one of a
+process's inboxes. It takes at most as many entries as there are ``receive()`` calls waiting
+(``wanted``), so a process never hoards messages its siblings could read, and hands them to
+the :class:`~headrace.layers.redis.reader.Reader` (``take_in``). A process pump also
+heartbeats (the process's alive key) and sweeps its shard's due delayed messages; a channel
+pump ends when nobody has waited for ``block_timeout``. Redis failures are logged once per
+outage and retried with backoff; a pump never ends a consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from headrace.exceptions import LayerConnectionError
+from headrace.layers.redis.connection import LoopConnections
+from headrace.layers.redis.handover import HandOverLedger
+from headrace.layers.redis.layout import Keys
+from headrace.layers.redis.shared import Params
+from headrace.layers.redis.wire import CONNECTION_ERRORS, Link
+
+__all__ = ["Pump"]
+
+logger = logging.getLogger("headrace.layers.redis")
+
+
+class Pump:
+    """Feeds one loop's readers of ``source`` from its list on ``shard`` (see the module)."""
+
+    __slots__ = (
+        "_alive_key",
+        "_conn",
+        "_done",
+        "_handover",
+        "_params",
+        "_sweep",
+        "_take_in",
+        "_wakeup",
+        "_wanted",
+        "key",
+        "popping",
+        "process",
+        "settle",
+        "shard",
+        "source",
+        "task",
+    )
+
+    def __init__(
+        self,
+        conn: LoopConnections,
+        params: Params,
+        handover: HandOverLedger,
+        keys: Keys,
+        *,
+        source: str,
+        shard: int,
+        home: bool,
+        wakeup: asyncio.Event,
+        wanted: Callable[[], int],
+        take_in: Callable[[list[bytes]], None],
+        sweep: Callable[[int], Awaitable[object]],
+        done: Callable[[Pump], None],
+    ) -> None:
+        self._conn = conn
+        self._params = params
+        self._handover = handover
+        self.source = source
+        self.shard = shard
+        self.process = "!" in source
+        self.key = keys.inbox(source) if self.process else keys.channel(source)
+        self._alive_key = keys.alive(source)
+        # A process's direct messages (the ones the hand-over counts) are on its home shard.
+        self.settle = home
+        self._wakeup = wakeup
+        self._wanted = wanted
+        self._take_in = take_in
+        self._sweep = sweep
+        self._done = done
+        #: The non-blocking pop in flight, if any: a sender of this loop may wait for it,
+        #: since it settles the hand-over bookkeeping.
+        self.popping: asyncio.Future[list[Any]] | None = None
+        self.task = conn.loop.create_task(self._run())
+
+    @property
+    def name(self) -> tuple[str, int]:
+        """``(source, shard)``; a normal channel's pump is ``(channel, 0)``."""
+        return (self.source, self.shard if self.process else 0)
+
+    async def _run(self) -> None:
+        conn = self._conn
+        params = self._params
+        batcher = conn.batcher(self.shard)
+        wakeup = self._wakeup
+        wanted_now = self._wanted
+        process = self.process
+        linger = params.heartbeat_interval if process else params.block_timeout
+        next_beat = 0.0
+        pause = 0.05
+        failing = False
+        link = conn.open_link(self.shard)  # blocking pops hold a connection: one of its own
+        try:
+            while not conn.closed:
+                try:
+                    if process and time.monotonic() >= next_beat:
+                        next_beat = time.monotonic() + params.heartbeat_interval
+                        await batcher.call(("SET", self._alive_key, b"1", "PX", params.alive_ms))
+                        await self._sweep(self.shard)
+                    wanted = wanted_now()
+                    if wanted <= 0:
+                        # Nobody waits: take nothing (no hoarding), wait for a reader.
+                        wakeup.clear()
+                        try:
+                            await asyncio.wait_for(wakeup.wait(), linger)
+                        except TimeoutError:
+                            if not process and wanted_now() <= 0:
+                                return
+                        continue
+                    entries = await self._pop(link, wanted)
+                except (*CONNECTION_ERRORS, LayerConnectionError) as error:
+                    if not failing:
+                        failing = True
+                        logger.warning(
+                            "Redis layer lost its connection reading %r; reconnecting: %s",
+                            self.source,
+                            error,
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+                    continue
+                if failing:
+                    failing = False
+                    pause = 0.05
+                    logger.warning("Redis layer reconnected; reading %r again", self.source)
+                if entries:
+                    self._take_in(entries)
+        finally:
+            await conn.close_link(link)
+            self._done(self)
+
+    async def _pop(self, link: Link, wanted: int) -> list[bytes]:
+        """Take up to ``wanted`` entries, blocking (up to ``block_timeout``) while the list is
+        empty, and settle the local hand-over bookkeeping on the way."""
+        blpop = ("BLPOP", self.key, self._params.block_timeout)
+        handover = self._handover
+        source = self.source
+        if wanted == 1 and handover.nothing_to_settle(source, self.name):
+            # One reader and nothing to settle: an inbox's own entries are counted out
+            # exactly as they come in (only this process reads it), and none of this loop's
+            # messages to a normal channel can still be queued. Block at once: a pop first
+            # would cost a round trip per receive.
+            (popped,) = await link.execute([blpop])
+            return [popped[1]] if popped else []
+        mark = handover.mark(source)
+        popping = self.popping = self._conn.batcher(self.shard).call(("LPOP", self.key, wanted))
+        try:
+            (entries,) = await popping
+        finally:
+            if self.popping is popping:
+                self.popping = None
+        if isinstance(entries, Exception):
+            raise entries
+        if entries:
+            return list(entries)
+        # Everything this loop wrote before the pop was taken: only what it wrote since may
+        # still be queued.
+        handover.found_empty(source, self.name, mark, settle=self.settle)
+        (popped,) = await link.execute([blpop])
+        return [popped[1]] if popped else []

@@ -1,0 +1,376 @@
+"""The reading half of the Redis layer: the ``receive()`` calls of one event loop, the pumps
+that feed them, and the local fan-out of group messages.
+
+A :class:`~headrace.layers.redis.pump.Pump` per *source* (a normal channel's list, or one
+of a process's inboxes) takes at most as many entries as there are readers waiting; the
+reader hands each to a waiting ``receive()`` (or keeps it in the loop's buffer for the next
+one), applies expiry and capacity, fans group messages out to the process's members, and
+learns memberships from the inbox in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from headrace.exceptions import LayerConnectionError
+from headrace.layers import rules
+from headrace.layers.groups import Membership
+from headrace.layers.handoff import Handoff, Wakeups
+from headrace.layers.redis import layout
+from headrace.layers.redis.connection import LoopConnections
+from headrace.layers.redis.handover import HandOverLedger
+from headrace.layers.redis.layout import EntryKind
+from headrace.layers.redis.payload import Payloads
+from headrace.layers.redis.pump import Pump
+from headrace.layers.redis.scripts import DECREMENT
+from headrace.layers.redis.shared import Counts, Params
+from headrace.layers.redis.topology import Topology
+from headrace.layers.redis.wire import Message, translate
+
+__all__ = ["LeaveGroups", "Reader"]
+
+logger = logging.getLogger("headrace.layers.redis")
+
+#: Removes a normal channel from groups (it let a message expire unread).
+LeaveGroups = Callable[[str, list[str]], Awaitable[None]]
+_Waiter = Handoff[tuple[float, Message]]
+
+
+class Reader:
+    """The receiving side of one layer in one event loop."""
+
+    def __init__(
+        self,
+        conn: LoopConnections,
+        topology: Topology,
+        params: Params,
+        counts: Counts,
+        payloads: Payloads,
+        handover: HandOverLedger,
+        *,
+        leave_groups: LeaveGroups,
+        sweep: Callable[[int], Awaitable[object]],
+    ) -> None:
+        self._conn = conn
+        self._topology = topology
+        self._params = params
+        self._clock = params.clock
+        self._capacity_of = params.capacity_of
+        self._counts = counts
+        self._open = payloads.open
+        self._handover = handover
+        self._leave_groups = leave_groups
+        self._sweep = sweep  # move the due delayed messages of a shard (on each heartbeat)
+        self._waiters: dict[str, deque[_Waiter]] = {}
+        self._ready_readers = Wakeups(conn.loop)  # readers handed a message, woken together
+        self._waiting: Counter[str] = Counter()  # per source (process name or normal channel)
+        self._buffers: dict[str, deque[tuple[float, Message]]] = {}
+        self._memberships: dict[str, Membership] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._wake_checks: set[str] = set()  # sources whose idle pump may need waking
+        self._pumps: dict[tuple[str, int], Pump] = {}
+
+    # -- what the layer and the sender ask -----------------------------------------------------
+
+    async def receive(self, channel: str) -> Message:
+        """The next message for ``channel`` (already checked), waiting as long as it takes."""
+        buffered = self._buffers.get(channel)
+        if buffered:
+            message = self._take_buffered(channel, buffered)
+            if message is not None:
+                self._counts.received += 1
+                return message
+        source = rules.non_local_name(channel)
+        waiter: _Waiter = Handoff(self._ready_readers)
+        self._waiters.setdefault(channel, deque()).append(waiter)
+        self._waiting[source] += 1
+        self._ensure_pumps(channel, source)
+        try:
+            _, message = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed to us just as we were cancelled: first in line for the next reader.
+                self.offer(channel, *waiter.result(), front=True)
+            else:
+                waiters = self._waiters.get(channel)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    self._waiting[source] -= 1
+                    if not waiters:
+                        del self._waiters[channel]
+            raise
+        self._counts.received += 1
+        return message
+
+    def pumping(self, channel: str) -> bool:
+        """True when a pump of this loop reads normal ``channel``."""
+        return (channel, 0) in self._pumps
+
+    def has_room(self, channel: str) -> bool:
+        """True when this loop's buffer for ``channel`` is below its capacity."""
+        buffered = self._buffers.get(channel)
+        return buffered is None or len(buffered) < self._capacity_of(channel)
+
+    def popping(self, source: str) -> asyncio.Future[list[Any]] | None:
+        """A non-blocking pop of ``source`` in flight, if any (it settles the hand-over)."""
+        shards = self._topology.shards if "!" in source else 1
+        for shard in range(shards):
+            pump = self._pumps.get((source, shard))
+            if pump is not None and pump.popping is not None:
+                return pump.popping
+        return None
+
+    def channels(self) -> set[str]:
+        """Channels with messages buffered or readers waiting in this loop."""
+        found = {name for name, queue in self._buffers.items() if queue}
+        found.update(name for name, waiters in self._waiters.items() if waiters)
+        return found
+
+    def group_count(self) -> int:
+        """Groups this loop's processes' inboxes announced members of."""
+        return sum(len(membership) for membership in self._memberships.values())
+
+    def forget(self) -> None:
+        """Redis was flushed: drop what was taken in but not yet received, and memberships."""
+        self._buffers.clear()
+        self._memberships.clear()
+
+    def close(self) -> list[asyncio.Task[None]]:
+        """Fail the waiting readers; the pumps, for the caller to cancel."""
+        closed = LayerConnectionError("the Redis layer was closed while receive() was waiting")
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(closed)
+                    waiter.exception()  # mark retrieved: nobody may be left to see it
+        self._waiters.clear()
+        return [pump.task for pump in self._pumps.values()]
+
+    # -- taking in ---------------------------------------------------------------------------
+
+    def _take_buffered(
+        self, channel: str, buffered: deque[tuple[float, Message]]
+    ) -> Message | None:
+        now = self._clock.time()
+        if buffered[0][0] <= now:
+            self._expire_buffered(channel, buffered, now)
+        if not buffered:
+            del self._buffers[channel]
+            return None
+        message = buffered.popleft()[1]
+        if not buffered:
+            del self._buffers[channel]
+        return message
+
+    def _expire_buffered(
+        self, channel: str, buffered: deque[tuple[float, Message]], now: float
+    ) -> None:
+        while buffered and buffered[0][0] <= now:
+            buffered.popleft()
+            self._counts.expired += 1
+        self._member_gone(channel)
+
+    def _member_gone(self, channel: str) -> None:
+        """``channel`` let a message expire unread: it leaves every group."""
+        if "!" in channel:
+            membership = self._memberships.get(rules.non_local_name(channel))
+            if membership is not None:
+                membership.drop_channel(channel)
+        else:
+            self._conn.spawn(self._drop_normal_member(channel))
+
+    async def _drop_normal_member(self, channel: str) -> None:
+        shard = self._topology.shard_of(channel)
+        index = self._topology.keys[shard].groups_of(channel)
+        groups, _ = await self._conn.batcher(shard).run(("SMEMBERS", index), ("DEL", index))
+        if isinstance(groups, Exception):
+            raise translate(groups)
+        if groups:
+            await self._leave_groups(channel, [g.decode() for g in groups])
+
+    def offer(
+        self,
+        channel: str,
+        expires_at: float,
+        message: Message,
+        *,
+        front: bool = False,
+    ) -> None:
+        """Hand a message to a waiting reader of this loop, or keep it for the next one."""
+        waiters = self._waiters.get(channel)
+        if waiters:
+            source = rules.non_local_name(channel)
+            while waiters:
+                waiter = waiters.popleft()
+                self._waiting[source] -= 1
+                if waiter.give((expires_at, message)):
+                    if not waiters:
+                        del self._waiters[channel]
+                    return
+            del self._waiters[channel]
+        buffered = self._buffers.get(channel)
+        if buffered is None:
+            buffered = self._buffers[channel] = deque()
+        if front:
+            buffered.appendleft((expires_at, message))
+        else:
+            buffered.append((expires_at, message))
+
+    def _ensure_pumps(self, channel: str, source: str) -> None:
+        if "!" in channel:
+            for shard in range(self._topology.shards):
+                if (source, shard) not in self._pumps:
+                    self._start_pump(source, shard)
+        elif (source, 0) not in self._pumps:
+            self._start_pump(source, self._topology.shard_of(channel))
+        wakeup = self._wakeups.get(source)
+        if wakeup is not None and not wakeup.is_set() and source not in self._wake_checks:
+            # Wake an idle pump at the end of this loop pass, and only if a reader still
+            # waits then: a sender of this loop often hands the message over first (a
+            # producer and a consumer in one process), and an idle pump woken for nothing
+            # costs more than the message.
+            self._wake_checks.add(source)
+            self._conn.loop.call_soon(self._wake_pump, source)
+
+    def _start_pump(self, source: str, shard: int) -> None:
+        process = "!" in source
+        take_in = (
+            partial(self._take_in_process, source, shard)
+            if process
+            else partial(self._take_in_channel, source)
+        )
+        pump = Pump(
+            self._conn,
+            self._params,
+            self._handover,
+            self._topology.keys[shard],
+            source=source,
+            shard=shard,
+            home=self._topology.shard_of(source) == shard,
+            wakeup=self._wakeups.setdefault(source, asyncio.Event()),
+            wanted=partial(self._waiting.__getitem__, source),
+            take_in=take_in,
+            sweep=self._sweep,
+            done=self._pump_done,
+        )
+        self._pumps[pump.name] = pump
+
+    def _pump_done(self, pump: Pump) -> None:
+        if self._pumps.get(pump.name) is pump:
+            del self._pumps[pump.name]
+            if not pump.process:
+                self._wakeups.pop(pump.source, None)
+
+    def _wake_pump(self, source: str) -> None:
+        self._wake_checks.discard(source)
+        wakeup = self._wakeups.get(source)
+        if wakeup is not None and self._waiting[source] > 0:
+            wakeup.set()
+
+    def _take_in_channel(self, channel: str, entries: list[bytes]) -> None:
+        now = self._clock.time()
+        expired = 0
+        origin = self._handover.origin
+        own = 0
+        for entry in entries:
+            if layout.entry_origin(entry) == origin:
+                own += 1
+            expires_at = layout.unpack_double(entry)
+            if expires_at <= now:
+                expired += 1
+                continue
+            self.offer(channel, expires_at, self._open(entry[layout.CHANNEL_HEADER :]))
+        if own:
+            self._handover.took_own(channel, own)
+        if expired:
+            self._counts.expired += expired
+            self._member_gone(channel)
+
+    def _take_in_process(self, process: str, shard: int, entries: list[bytes]) -> None:
+        now = self._clock.time()
+        membership = self._memberships.get(process)
+        if membership is None:
+            membership = self._memberships[process] = Membership()
+        taken: Counter[str] = Counter()
+        own = 0
+        own_origin = self._handover.origin
+        for entry in entries:
+            kind, expires_at, origin, name, body = layout.parse_inbox_entry(entry)
+            if kind is EntryKind.DIRECT:
+                taken[name] += 1
+                if origin == own_origin:
+                    own += 1
+                if expires_at <= now:
+                    self._counts.expired += 1
+                    membership.drop_channel(name)
+                else:
+                    self.offer(name, expires_at, self._open(body))
+            elif kind is EntryKind.GROUP:
+                self._fan_out(membership, name, expires_at, body, now)
+            elif kind is EntryKind.ADD:
+                membership.add(name, body.decode("ascii"), expires_at)
+            elif kind is EntryKind.REMOVE:
+                membership.discard(name, body.decode("ascii"))
+        if own:
+            self._handover.took_own(process, own)
+        if taken:
+            home = self._topology.shard_of(process)
+            args: list[Any] = []
+            for channel, count in taken.items():
+                args += [channel, count]
+            self._conn.batcher(home).call_nowait(
+                ("EVALSHA", DECREMENT.sha, 1, self._topology.keys[home].counts(process), *args)
+            )
+
+    def _fan_out(
+        self,
+        membership: Membership,
+        group: str,
+        expires_at: float,
+        body: bytes,
+        now: float,
+    ) -> None:
+        """Deliver one group message to this process's members: decoded once, a shallow
+        copy each."""
+        members = membership.members(group, now)
+        if not members:
+            return
+        if expires_at <= now:
+            for member in members:
+                self._counts.expired += 1
+                membership.drop_channel(member)
+            return
+        shared = self._open(body)
+        # The hot loop of a large group: a waiting reader takes its copy directly; anything
+        # else (buffered messages, expiry, capacity) goes the general way. A channel with a
+        # reader waiting has nothing buffered (receive() takes from the buffer first).
+        buffers = self._buffers
+        all_waiters = self._waiters
+        take_waiters = all_waiters.pop
+        copy = shared.copy
+        handed = 0
+        for member in members:
+            waiters = take_waiters(member, None)
+            if waiters is not None:
+                if len(waiters) == 1 and waiters[0].give((expires_at, copy())):
+                    handed += 1
+                    continue
+                all_waiters[member] = waiters  # the general way, below
+            elif member in buffers:
+                buffered = buffers[member]
+                if buffered[0][0] <= now:
+                    self._expire_buffered(member, buffered, now)
+                    continue
+                if len(buffered) >= self._capacity_of(member):
+                    self._counts.dropped_full += 1
+                    continue
+            self._counts.sent += 1
+            self.offer(member, expires_at, dict(shared))
+        if handed:
+            self._counts.sent += handed
+            self._waiting[rules.non_local_name(members[0])] -= handed
