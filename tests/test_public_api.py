@@ -12,6 +12,7 @@ import pytest
 
 PUBLIC_API: dict[str, set[str]] = {
     "headrace": {"__version__"},
+    "headrace.backoff": {"Backoff", "pause_for", "sleep", "supervise"},
     "headrace.exceptions": {
         "AcceptConnection",
         "ChannelFull",

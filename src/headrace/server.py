@@ -4,6 +4,8 @@ headrace writes no HTTP or WebSocket protocol code; uvicorn does that. This modu
 :class:`headrace.settings.Limits` into uvicorn options (message size -> 1009 on the wire, ping
 interval and timeout), logs WebSocket connects and disconnects, and runs *background*
 coroutines beside the server — the seam ``runserver`` uses to run workers in the same process.
+A background coroutine that raises is logged with its traceback and run again after the shared
+backoff (:func:`headrace.backoff.supervise`): it is never left dead while the server serves.
 
 :class:`Server` runs in the foreground (``run``) or on a thread with its own event loop
 (``start_in_thread``), which is what the live-server test helpers use. Either way the loop is
@@ -23,6 +25,8 @@ from typing import Any
 
 import uvicorn
 
+from .backoff import Backoff, supervise
+from .layers.clock import Clock
 from .process import cancel_and_wait
 from .settings import Limits, limits
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +41,8 @@ __all__ = [
 
 logger = logging.getLogger("headrace.server")
 
-#: A zero-argument callable returning a coroutine to run for the server's lifetime.
+#: A zero-argument callable returning a coroutine to run for the server's lifetime (called
+#: again, after a backoff pause, when the coroutine raised).
 BackgroundFactory = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -107,7 +112,11 @@ def log_websocket_connections(app: ASGIApp) -> ASGIApp:
 
 
 class Server:
-    """uvicorn serving ``app``, plus background coroutines that live as long as it does."""
+    """uvicorn serving ``app``, plus background coroutines that live as long as it does.
+
+    ``clock`` times the backoff before a failed background coroutine runs again (tests pass a
+    :class:`~headrace.layers.ManualClock`).
+    """
 
     def __init__(
         self,
@@ -115,10 +124,12 @@ class Server:
         options: ServerOptions | None = None,
         *,
         background: Sequence[BackgroundFactory] = (),
+        clock: Clock | None = None,
     ) -> None:
         self.options = options or ServerOptions()
         self.app = app
         self.background = list(background)
+        self.clock = clock
         self.config = uvicorn_config(app, self.options)
         self._uvicorn = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
@@ -137,12 +148,18 @@ class Server:
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (or a signal, when running on the main thread)."""
-        tasks = [asyncio.create_task(factory()) for factory in self.background]
+        tasks = [asyncio.create_task(self._supervised(factory)) for factory in self.background]
         try:
             sockets = [self._socket] if self._socket is not None else None
             await self._uvicorn.serve(sockets=sockets)
         finally:
             await cancel_and_wait(tasks, logger)
+
+    async def _supervised(self, factory: BackgroundFactory) -> None:
+        func = getattr(factory, "func", factory)  # a functools.partial: name what it calls
+        what = f"background task {getattr(func, '__qualname__', None) or func!r}"
+        backoff = Backoff(what, logger=logger, clock=self.clock)
+        await supervise(what, factory, logger=logger, backoff=backoff)
 
     def run(self) -> None:
         """Serve in the foreground (blocks)."""
