@@ -217,7 +217,7 @@ async def test_a_lone_reader_of_a_normal_channel_blocks_at_once(
     lpops, blpops = await _calls(raw, "lpop"), await _calls(raw, "blpop")
     for number in range(20):
         waiting = asyncio.create_task(receive(reader, "lone"))
-        await asyncio.sleep(0.002)  # the reader is blocked in Redis
+        await asyncio.wait_for(reader.wait_reading("lone"), 5)  # blocked in Redis
         await sender.send("lone", {"type": "x", "n": number})
         assert (await waiting)["n"] == number
     assert await _calls(raw, "lpop") - lpops <= 1  # the first receive may settle once
@@ -228,18 +228,18 @@ async def test_competing_workers_share_a_normal_channel(make: MakeLayer) -> None
     workers = [make() for _ in range(3)]
     producer = make()
     got: list[int] = []
+    all_done = asyncio.Event()
 
     async def work(layer: RedisChannelLayer) -> None:
         while True:
             got.append((await layer.receive("pool"))["n"])
+            if len(got) == 60:
+                all_done.set()
 
     tasks = [asyncio.create_task(work(layer)) for layer in workers for _ in range(2)]
     for number in range(60):
         await producer.send("pool", {"type": "job", "n": number})
-    for _ in range(500):
-        if len(got) == 60:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_done.wait(), 10)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -276,7 +276,10 @@ async def test_cancelled_reader_leaves_its_message_for_the_next(make: MakeLayer)
     layer, sender = make(), make()
     for attempt in range(10):
         waiting = asyncio.create_task(layer.receive("handoff"))
-        await asyncio.sleep(0.002 * (attempt % 3))
+        if attempt % 3 == 1:
+            await asyncio.sleep(0)  # registered, its pump not yet in Redis
+        elif attempt % 3 == 2:
+            await asyncio.wait_for(layer.wait_reading("handoff"), 5)  # blocked in Redis
         await sender.send("handoff", {"type": "x", "n": attempt})
         waiting.cancel()
         try:
@@ -299,11 +302,11 @@ def test_receivers_on_uvloop_get_group_messages_and_cancel_cleanly(
             for member in members:
                 await layer.group_add("uv", member)
             waiting = [asyncio.create_task(receive(layer, member)) for member in members]
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(layer.wait_reading(members[-1]), 5)
             await layer.group_send("uv", {"type": "hello"})
             got = await asyncio.gather(*waiting)
             cancelled = asyncio.create_task(layer.receive(members[0]))
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(layer.wait_reading(members[0]), 5)
             cancelled.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
@@ -371,10 +374,7 @@ async def test_a_delayed_message_is_moved_inside_redis_and_an_expired_reader_lea
     await sender.send("gone.reader", {"type": "never read"})
     await sender.send("gone.reader", {"type": "late"}, delay=10)
     clock.advance(10)  # the first message has expired unread by the time the second is due
-    for _ in range(100):
-        if sender.statistics().expired:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(sender.wait_moved(), 5)
     assert sender.statistics().expired == 1
     assert await receive(reader, "gone.reader") == {"type": "late"}
     await sender.group_send("room", {"type": "to the room"})
@@ -485,3 +485,38 @@ def test_layer_is_exported_and_declares_its_capabilities() -> None:
     assert package.__all__ == ["RedisChannelLayer"]
     assert {"groups", "flush", "delay"} <= set(RedisChannelLayer.extensions)
     assert RedisChannelLayer.process_wide is False
+
+
+async def test_wait_reading_returns_once_the_reader_is_blocked_in_redis(
+    make: MakeLayer, raw: aioredis.Redis
+) -> None:
+    reader = make()
+    waiting = asyncio.create_task(reader.receive("blocked.here"))
+    await asyncio.wait_for(reader.wait_reading("blocked.here"), 5)
+    clients = await raw.execute_command("CLIENT", "LIST")
+    text = clients.decode() if isinstance(clients, bytes) else str(clients)
+    assert "cmd=blpop" in text  # the reader's pump waits inside Redis
+    await raw.rpush(  # a message written by any process now reaches it through Redis
+        f"{reader.prefix}:c:blocked.here", _channel_entry(reader, {"type": "raw"})
+    )
+    assert await asyncio.wait_for(waiting, 5) == {"type": "raw"}
+
+
+def _channel_entry(layer: RedisChannelLayer, message: dict[str, Any]) -> bytes:
+    from headrace.layers.codec import encode
+
+    expires_at = layer.clock.time() + 60
+    return layout.channel_entry(expires_at, layout.NO_ORIGIN, encode(message))
+
+
+async def test_wait_moved_returns_once_due_messages_are_in_their_channel(
+    make: MakeLayer, raw: aioredis.Redis, clock: ManualClock, prefix: str
+) -> None:
+    sender = make()
+    await sender.send("later", {"type": "later"}, delay=5)
+    await sender.wait_moved()  # nothing due yet: returns at once
+    assert await raw.llen(f"{prefix}:c:later") == 0
+    clock.advance(5)
+    await asyncio.wait_for(sender.wait_moved(), 5)
+    assert await raw.llen(f"{prefix}:c:later") == 1  # moved, nobody has read it
+    assert sender.statistics().delayed_pending == 0

@@ -13,6 +13,7 @@ import redis
 from asgiref.sync import async_to_sync
 
 from headrace.exceptions import LayerConnectionError
+from headrace.layers import ManualClock
 from headrace.layers.redis import RedisChannelLayer
 from tests.redis_servers import RedisServer, servers, wait_until
 
@@ -77,7 +78,7 @@ async def test_readers_and_senders_carry_on_after_redis_restarts(
     await eventually(lambda: set(delivered) <= set(got), "the messages sent after the restart")
     assert got[5:] == sorted(got[5:])  # still in order
 
-    lost = [r for r in caplog.records if "lost its connection" in r.getMessage()]
+    lost = [r for r in caplog.records if "reading 'stream' from Redis failed" in r.getMessage()]
     assert len(lost) == 1  # logged once for the outage, not once per retry
     reading.cancel()
     await asyncio.gather(reading, return_exceptions=True)
@@ -193,3 +194,36 @@ def test_redis_failure_never_leaks_a_redis_library_error(pytestconfig: pytest.Co
         with pytest.raises(LayerConnectionError) as raised:
             async_to_sync(call)()
         assert not isinstance(raised.value, redis.RedisError)
+
+
+@pytest.mark.slow
+async def test_a_reader_outage_backs_off_on_the_layers_clock(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reading loop retries on the injected clock: with a ManualClock the retry happens
+    exactly when the test moves time, and the outage is logged once."""
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    clock = ManualClock()
+    prefix = f"manual-{uuid.uuid4().hex[:8]}"
+    reader = layer_on(own_server, prefix, clock=clock)
+    sender = layer_on(own_server, prefix)
+    waiting = asyncio.create_task(reader.receive("outage"))
+    await asyncio.wait_for(reader.wait_reading("outage"), 5)
+    await asyncio.to_thread(own_server.stop)
+    await asyncio.wait_for(clock.wait_armed(), 10)  # the pump sleeps on the clock
+    await asyncio.to_thread(own_server.start)
+    await sender.send("outage", {"type": "after"})
+    assert not waiting.done()  # still pausing: only the clock ends the pause
+    for _ in range(3):  # each retry that still meets the old connection pauses again
+        clock.advance(5)
+        done, _ = await asyncio.wait([waiting], timeout=5)
+        if done:
+            break
+        await asyncio.wait_for(clock.wait_armed(), 10)
+    assert waiting.result() == {"type": "after"}
+    failed = [r for r in caplog.records if "reading 'outage' from Redis failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert any("works again" in r.getMessage() for r in caplog.records)
+    await reader.flush()
+    await reader.close()
+    await sender.close()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, Coroutine, Hashable, Iterable, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
 
+from headrace.backoff import Backoff
 from headrace.exceptions import LayerConnectionError
+from headrace.layers.clock import Clock
 from headrace.layers.redis.scripts import Script
 from headrace.layers.redis.topology import Connections, Topology
 from headrace.layers.redis.wire import (
@@ -81,13 +82,29 @@ class Batcher:
     one channel costs Redis and the client one command, not one each.
     """
 
-    __slots__ = ("busy", "client", "connect_timeout", "link", "merging", "queue", "server", "task")
+    __slots__ = (
+        "backoff",
+        "busy",
+        "client",
+        "connect_timeout",
+        "link",
+        "merging",
+        "queue",
+        "server",
+        "task",
+    )
 
-    def __init__(self, client: Any, server: Server, *, connect_timeout: float) -> None:
+    def __init__(
+        self, client: Any, server: Server, *, connect_timeout: float, clock: Clock
+    ) -> None:
         self.client = client
         self.link = Link(client)
         self.server = server
         self.connect_timeout = connect_timeout
+        #: Retries of a command that failed to connect, until ``connect_timeout``.
+        self.backoff = Backoff(
+            f"connecting to Redis ({server.name})", logger=logger, first=0.02, cap=0.5, clock=clock
+        )
         self.queue: list[_Item] = []
         # Merged calls of the queued batch still taking arguments, by key; any other command
         # queued after them closes them, so nothing overtakes a command issued before it.
@@ -187,8 +204,8 @@ class Batcher:
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
         server = self.server
-        deadline = time.monotonic() + self.connect_timeout
-        pause = 0.02
+        clock = self.backoff.clock
+        deadline = clock.time() + self.connect_timeout
         reloaded = False
         while True:
             try:
@@ -203,12 +220,11 @@ class Batcher:
                 ) from error
             except CONNECTION_ERRORS as error:
                 server.scripts_loaded = False
-                if not never_sent(error) or time.monotonic() >= deadline:
+                if not never_sent(error) or clock.time() >= deadline:
                     raise LayerConnectionError(
                         f"Redis ({server.name}) is unreachable: {error}"
                     ) from error
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.5)
+                await self.backoff.failed(error)  # it certainly did not run: try again
                 continue
             if not reloaded and any(isinstance(result, NoScriptError) for result in results):
                 # The server lost its scripts (restart or SCRIPT FLUSH): no script ran. Plain
@@ -216,6 +232,7 @@ class Batcher:
                 server.scripts_loaded = False
                 reloaded = True
                 continue
+            self.backoff.succeeded()
             return results
 
 
@@ -229,11 +246,12 @@ class LoopConnections:
         servers: list[Server],
         *,
         connect_timeout: float,
+        clock: Clock,
     ) -> None:
         self.loop = loop
         self.connections: Connections = topology.connect()
         self.batchers = [
-            Batcher(client, servers[index], connect_timeout=connect_timeout)
+            Batcher(client, servers[index], connect_timeout=connect_timeout, clock=clock)
             for index, client in enumerate(self.connections.clients)
         ]
         self._batcher_of = [self.batchers[client] for client in topology.client_of]

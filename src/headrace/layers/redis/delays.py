@@ -57,6 +57,18 @@ class Delays:
         self._timer_due = 0.0
         self._moving = False  # a move of due delayed messages is in flight
         self._move_again = False  # a timer fired meanwhile: look again when it is done
+        self._moved: list[asyncio.Future[None]] = []  # wait_moved() callers
+
+    async def wait_moved(self) -> None:
+        """Until every delayed message of this process due by now has been moved."""
+        while self._moving or (self._pending and self._pending[0][0] <= self._clock.time()):
+            if not self._moving:
+                self._on_due()  # due, but its timer has not fired in this loop: move now
+                if not self._moving:
+                    return  # closed
+            future: asyncio.Future[None] = self._conn.loop.create_future()
+            self._moved.append(future)
+            await future
 
     def stop(self) -> None:
         """Cancel the timer (the loop is closing, or Redis was flushed)."""
@@ -115,6 +127,10 @@ class Delays:
                     return
         finally:
             self._moving = False
+            moved, self._moved = self._moved, []
+            for future in moved:
+                if not future.done():
+                    future.set_result(None)
 
     async def move_due(self, shards: Iterable[int] | None = None) -> int:
         """Take every delayed message now due from ``shards`` and deliver it; returns how

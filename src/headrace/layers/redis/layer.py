@@ -241,6 +241,13 @@ class RedisChannelLayer(BaseChannelLayer):
         rules.check_channel_name(channel)
         return await self._parts().reader.receive(channel)
 
+    async def wait_reading(self, channel: str) -> None:
+        """Until a ``receive(channel)`` of this event loop waits, blocked in Redis: a message
+        sent from now on reaches it through Redis. For tests that need a reader to wait
+        first; bound it with ``asyncio.timeout``."""
+        rules.check_channel_name(channel)
+        await self._parts().reader.wait_reading(channel)
+
     async def new_channel(self, prefix: str = "specific") -> str:
         return self._new_channel_name(prefix)
 
@@ -256,6 +263,12 @@ class RedisChannelLayer(BaseChannelLayer):
         of times: each message is moved once. Returns how many were moved.
         """
         return await self._parts().delays.move_due(range(self._topology.shards))
+
+    async def wait_moved(self) -> None:
+        """Until every delayed message this process scheduled that is due by the layer's
+        clock has been moved to its channel or group (after ``ManualClock.advance()``, the
+        moves run in the background)."""
+        await self._parts().delays.wait_moved()
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -336,7 +349,9 @@ class _LoopParts:
         pending: list[tuple[float, int]],
         normal_groups: dict[str, set[str]],
     ) -> None:
-        self.conn = LoopConnections(loop, topology, servers, connect_timeout=params.connect_timeout)
+        self.conn = LoopConnections(
+            loop, topology, servers, connect_timeout=params.connect_timeout, clock=params.clock
+        )
         self.handover = HandOverLedger(secrets.token_bytes(ORIGIN_SIZE))
         self.reader = Reader(
             self.conn,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from headrace.backoff import Backoff
 from headrace.exceptions import LayerConnectionError
 from headrace.layers.redis.connection import LoopConnections
 from headrace.layers.redis.handover import HandOverLedger
@@ -34,6 +35,7 @@ class Pump:
 
     __slots__ = (
         "_alive_key",
+        "_blocked",
         "_conn",
         "_done",
         "_handover",
@@ -42,6 +44,7 @@ class Pump:
         "_take_in",
         "_wakeup",
         "_wanted",
+        "blocking",
         "key",
         "popping",
         "process",
@@ -65,6 +68,7 @@ class Pump:
         wanted: Callable[[], int],
         take_in: Callable[[list[bytes]], None],
         sweep: Callable[[int], Awaitable[object]],
+        blocked: Callable[[], None],
         done: Callable[[Pump], None],
     ) -> None:
         self._conn = conn
@@ -82,6 +86,9 @@ class Pump:
         self._take_in = take_in
         self._sweep = sweep
         self._done = done
+        self._blocked = blocked
+        #: Blocked in Redis (a BLPOP in flight) for the readers waiting.
+        self.blocking = False
         #: The non-blocking pop in flight, if any: a sender of this loop may wait for it,
         #: since it settles the hand-over bookkeeping.
         self.popping: asyncio.Future[list[Any]] | None = None
@@ -101,8 +108,7 @@ class Pump:
         process = self.process
         linger = params.heartbeat_interval if process else params.block_timeout
         next_beat = 0.0
-        pause = 0.05
-        failing = False
+        backoff = Backoff(f"reading {self.source!r} from Redis", logger=logger, clock=params.clock)
         link = conn.open_link(self.shard)  # blocking pops hold a connection: one of its own
         try:
             while not conn.closed:
@@ -123,20 +129,9 @@ class Pump:
                         continue
                     entries = await self._pop(link, wanted)
                 except (*CONNECTION_ERRORS, LayerConnectionError) as error:
-                    if not failing:
-                        failing = True
-                        logger.warning(
-                            "Redis layer lost its connection reading %r; reconnecting: %s",
-                            self.source,
-                            error,
-                        )
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 2.0)
+                    await backoff.failed(error)  # logged once per outage
                     continue
-                if failing:
-                    failing = False
-                    pause = 0.05
-                    logger.warning("Redis layer reconnected; reading %r again", self.source)
+                backoff.succeeded()
                 if entries:
                     self._take_in(entries)
         finally:
@@ -154,8 +149,7 @@ class Pump:
             # exactly as they come in (only this process reads it), and none of this loop's
             # messages to a normal channel can still be queued. Block at once: a pop first
             # would cost a round trip per receive.
-            (popped,) = await link.execute([blpop])
-            return [popped[1]] if popped else []
+            return await self._block(link, blpop)
         mark = handover.mark(source)
         popping = self.popping = self._conn.batcher(self.shard).call(("LPOP", self.key, wanted))
         try:
@@ -170,5 +164,13 @@ class Pump:
         # Everything this loop wrote before the pop was taken: only what it wrote since may
         # still be queued.
         handover.found_empty(source, self.name, mark, settle=self.settle)
-        (popped,) = await link.execute([blpop])
+        return await self._block(link, blpop)
+
+    async def _block(self, link: Link, blpop: tuple[str, str, float]) -> list[bytes]:
+        self.blocking = True
+        self._blocked()
+        try:
+            (popped,) = await link.execute([blpop])
+        finally:
+            self.blocking = False
         return [popped[1]] if popped else []

@@ -74,6 +74,7 @@ class Reader:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._wake_checks: set[str] = set()  # sources whose idle pump may need waking
         self._pumps: dict[tuple[str, int], Pump] = {}
+        self._reading_changed: asyncio.Event | None = None  # while wait_reading() waits
 
     # -- what the layer and the sender ask -----------------------------------------------------
 
@@ -90,6 +91,8 @@ class Reader:
         self._waiters.setdefault(channel, deque()).append(waiter)
         self._waiting[source] += 1
         self._ensure_pumps(channel, source)
+        if self._reading_changed is not None:
+            self._reading_changed.set()  # wait_reading() looks again
         try:
             _, message = await waiter
         except asyncio.CancelledError:
@@ -106,6 +109,20 @@ class Reader:
             raise
         self._counts.received += 1
         return message
+
+    async def wait_reading(self, channel: str) -> None:
+        """Until a ``receive(channel)`` of this loop waits and every pump feeding it is
+        blocked in Redis (so a message sent now travels through Redis to that reader)."""
+        source = rules.non_local_name(channel)
+        shards = range(self._topology.shards) if "!" in channel else (0,)
+        while True:
+            pumps = [self._pumps.get((source, shard)) for shard in shards]
+            if self._waiters.get(channel) and all(p is not None and p.blocking for p in pumps):
+                return
+            if self._reading_changed is None:
+                self._reading_changed = asyncio.Event()
+            self._reading_changed.clear()
+            await self._reading_changed.wait()
 
     def pumping(self, channel: str) -> bool:
         """True when a pump of this loop reads normal ``channel``."""
@@ -256,9 +273,14 @@ class Reader:
             wanted=partial(self._waiting.__getitem__, source),
             take_in=take_in,
             sweep=self._sweep,
+            blocked=self._pump_blocked,
             done=self._pump_done,
         )
         self._pumps[pump.name] = pump
+
+    def _pump_blocked(self) -> None:
+        if self._reading_changed is not None:
+            self._reading_changed.set()
 
     def _pump_done(self, pump: Pump) -> None:
         if self._pumps.get(pump.name) is pump:
