@@ -520,3 +520,15 @@ async def test_wait_moved_returns_once_due_messages_are_in_their_channel(
     await asyncio.wait_for(sender.wait_moved(), 5)
     assert await raw.llen(f"{prefix}:c:later") == 1  # moved, nobody has read it
     assert sender.statistics().delayed_pending == 0
+
+
+async def test_receive_on_another_process_channel_raises_at_once(make: MakeLayer) -> None:
+    layer, other = make(), make()
+    for foreign in ("specific.0123456789ab!x", "chat.ffffffffffff!made-up", "a.b.0000aaaa1111!"):
+        with pytest.raises(exceptions.InvalidChannelName, match="another process"):
+            await asyncio.wait_for(layer.receive(foreign), 1)  # at once, never a hang
+    # A channel of another layer instance of this process (the registry makes one per event
+    # loop) is this process's channel: it can be read.
+    channel = await other.new_channel()
+    await other.send(channel, {"type": "here"})
+    assert await receive(layer, channel) == {"type": "here"}

@@ -130,3 +130,21 @@ def test_a_lone_reader_blocks_at_once_only_when_nothing_is_left_to_settle() -> N
     assert not ledger.nothing_to_settle("jobs", ("jobs", 0))
     ledger.forget()  # flushed: nothing of this loop's is queued
     assert ledger.nothing_to_settle("jobs", ("jobs", 0))
+
+
+# -- which batches may be sent again after a dead connection -----------------------------------
+
+
+def test_only_idempotent_batches_are_safe_to_repeat() -> None:
+    from headrace.layers.redis.wire import safe_to_repeat
+
+    joined = EntryKind.ADD.pack(1.0, bytes(4), "room", b"specific.ab!c")
+    assert safe_to_repeat(
+        [("RPUSH", "asgi:i:x!", joined), ("PEXPIRE", "asgi:i:x!", 1000), ("HSET", "k", "f", "1")]
+    )
+    assert safe_to_repeat([("SET", "asgi:a:x!", b"1", "PX", 30000)])
+    message = EntryKind.DIRECT.pack(1.0, bytes(4), "specific.ab!c", b"payload")
+    assert not safe_to_repeat([("RPUSH", "asgi:i:x!", message)])  # a message twice
+    assert not safe_to_repeat([("EVALSHA", "abc", 1, "k")])
+    assert not safe_to_repeat([("LPOP", "asgi:c:jobs", 5)])
+    assert not safe_to_repeat([("SET", "k", b"1"), ("BLPOP", "k", 5)])

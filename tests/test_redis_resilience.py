@@ -227,3 +227,24 @@ async def test_a_reader_outage_backs_off_on_the_layers_clock(
     await reader.flush()
     await reader.close()
     await sender.close()
+
+
+@pytest.mark.slow
+async def test_first_command_after_a_restart_is_retried_on_a_fresh_connection(
+    own_server: RedisServer,
+) -> None:
+    """After a restart every pooled connection is dead; a group change (safe to run twice)
+    is sent once more on a fresh connection instead of failing (a WebSocket connect would
+    have got 403)."""
+    prefix = f"stale-{uuid.uuid4().hex[:8]}"
+    layer = layer_on(own_server, prefix)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("before", channel)  # the connection is open now
+        await asyncio.to_thread(own_server.restart)
+        await layer.group_add("after", channel)  # met the dead connection: retried, no error
+        await layer.group_send("after", {"type": "joined"})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "joined"}
+    finally:
+        await layer.flush()
+        await layer.close()

@@ -27,6 +27,7 @@ from headrace.layers.redis.wire import (
     Command,
     Link,
     never_sent,
+    safe_to_repeat,
     translate,
 )
 
@@ -206,7 +207,7 @@ class Batcher:
         server = self.server
         clock = self.backoff.clock
         deadline = clock.time() + self.connect_timeout
-        reloaded = False
+        reloaded = repeated = False
         while True:
             try:
                 if not server.scripts_loaded:
@@ -220,12 +221,18 @@ class Batcher:
                 ) from error
             except CONNECTION_ERRORS as error:
                 server.scripts_loaded = False
-                if not never_sent(error) or clock.time() >= deadline:
-                    raise LayerConnectionError(
-                        f"Redis ({server.name}) is unreachable: {error}"
-                    ) from error
-                await self.backoff.failed(error)  # it certainly did not run: try again
-                continue
+                if never_sent(error) and clock.time() < deadline:
+                    await self.backoff.failed(error)  # it certainly did not run: try again
+                    continue
+                if not repeated and safe_to_repeat(commands):
+                    # Typically the first command on a connection that a Redis restart
+                    # killed: once more, at once, on a fresh connection (the link drops the
+                    # dead one). Only what is safe to run twice.
+                    repeated = True
+                    continue
+                raise LayerConnectionError(
+                    f"Redis ({server.name}) is unreachable: {error}"
+                ) from error
             if not reloaded and any(isinstance(result, NoScriptError) for result in results):
                 # The server lost its scripts (restart or SCRIPT FLUSH): no script ran. Plain
                 # commands in the batch are idempotent, so running the batch again is safe.

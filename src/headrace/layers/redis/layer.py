@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Final
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from headrace.exceptions import ConfigurationError
+from headrace.exceptions import ConfigurationError, InvalidChannelName
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock
@@ -68,6 +68,11 @@ __all__ = ["RedisChannelLayer"]
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SCAN_COUNT: Final = 1000
+_CLIENT_PREFIX_RE: Final = re.compile(r"[0-9a-f]{12}")  # as BaseChannelLayer makes them
+#: The layers of this OS process by client prefix: their process channels are this process's.
+_LAYERS_OF_THIS_PROCESS: weakref.WeakValueDictionary[str, RedisChannelLayer] = (
+    weakref.WeakValueDictionary()
+)
 
 
 class RedisChannelLayer(BaseChannelLayer):
@@ -164,6 +169,8 @@ class RedisChannelLayer(BaseChannelLayer):
         )
         self._pending: list[tuple[float, int]] = []  # (due, shard) of own delayed messages
         self._normal_groups: dict[str, set[str]] = {}
+        self._own_process = f".{self.client_prefix}!"
+        _LAYERS_OF_THIS_PROCESS[self.client_prefix] = self
 
     # -- per-loop parts ----------------------------------------------------------------------
 
@@ -239,7 +246,25 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         rules.check_channel_name(channel)
+        if "!" in channel and not rules.non_local_name(channel).endswith(self._own_process):
+            self._check_own(channel)
         return await self._parts().reader.receive(channel)
+
+    def _check_own(self, channel: str) -> None:
+        """Only the process named in a process channel reads it: receiving on another
+        process's channel (or a made-up client part) would wait forever, so it is refused at
+        once. Names in the shape ``new_channel()`` makes (``prefix.<12 hex digits>!...``) are
+        checked; any layer instance of this OS process counts as this process (the registry
+        makes one per event loop). Hand-written process names (``proc!x``) are read as before.
+        """
+        process = rules.non_local_name(channel)
+        client = process[:-1].rpartition(".")[2]
+        if _CLIENT_PREFIX_RE.fullmatch(client) and _LAYERS_OF_THIS_PROCESS.get(client) is None:
+            raise InvalidChannelName(
+                f"cannot receive on {channel!r}: it is a process-specific channel of another "
+                f"process ({process!r}); receive() only on channels that new_channel() of "
+                "a layer in this process returned"
+            )
 
     async def wait_reading(self, channel: str) -> None:
         """Until a ``receive(channel)`` of this event loop waits, blocked in Redis: a message
@@ -310,6 +335,11 @@ class RedisChannelLayer(BaseChannelLayer):
         await parts.aclose()
         if parts.guard is not None:
             forget_guard(parts.guard)
+
+    async def close_pools(self) -> None:
+        """channels_redis' name for :meth:`close` (code ported from it calls this at the end of
+        ``async_to_sync`` blocks and in test teardown)."""
+        await self.close()
 
     def statistics(self) -> LayerStatistics:
         channels: set[str] = set()

@@ -23,6 +23,7 @@ __all__ = [
     "Message",
     "never_sent",
     "raise_first",
+    "safe_to_repeat",
     "translate",
 ]
 
@@ -108,6 +109,34 @@ def never_sent(error: BaseException) -> bool:
         sign in text
         for sign in ("connecting to", "connection refused", "loading", "cannot be connected")
     )
+
+
+#: Commands whose repetition leaves Redis as one run would (idempotent writes and reads).
+_REPEATABLE: Final = frozenset(
+    {"SET", "HSET", "HDEL", "PEXPIRE", "SADD", "SREM", "EXISTS", "INFO", "LLEN", "SCRIPT"}
+)
+#: Inbox entries whose repetition is harmless: a membership added or removed twice.
+_MEMBERSHIP_ENTRIES: Final = frozenset({ord("A"), ord("R")})
+
+
+def safe_to_repeat(commands: list[Command]) -> bool:
+    """True when running ``commands`` twice has the effect of running them once, so a batch
+    that met a dead connection may be sent again on a fresh one although it may have run.
+
+    Group membership changes qualify (an inbox told twice that a channel joined a group
+    knows the same); sends, pops and scripts do not (a message could arrive twice).
+    """
+    for command in commands:
+        name = command[0]
+        if name == "RPUSH":
+            if not all(
+                isinstance(entry, bytes) and entry[:1] and entry[0] in _MEMBERSHIP_ENTRIES
+                for entry in command[2:]
+            ):
+                return False
+        elif name not in _REPEATABLE:
+            return False
+    return True
 
 
 def raise_first(results: list[Any]) -> None:
