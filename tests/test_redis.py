@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from headrace import exceptions
-from headrace.layers import ManualClock
+from headrace.layers import ManualClock, rules
 from headrace.layers.redis import RedisChannelLayer, layout
 from tests.redis_servers import RedisServer, servers
 
@@ -532,3 +532,26 @@ async def test_receive_on_another_process_channel_raises_at_once(make: MakeLayer
     channel = await other.new_channel()
     await other.send(channel, {"type": "here"})
     assert await receive(layer, channel) == {"type": "here"}
+
+
+async def test_direct_sends_stay_within_capacity_while_the_inbox_is_drained(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    """A process takes its inbox in as entries arrive (so group messages meet capacity on
+    arrival); direct messages it holds for a channel nobody reads yet still count against
+    that channel's capacity in Redis, so senders get ChannelFull as before."""
+    owner, sender = make(capacity=2), make(capacity=2)
+    reading, idle = await owner.new_channel(), await owner.new_channel()
+    waiting = asyncio.create_task(owner.receive(reading))  # the process's pump is running
+    await asyncio.wait_for(owner.wait_reading(reading), 5)
+    await sender.send(idle, {"type": "n", "n": 0})
+    await sender.send(idle, {"type": "n", "n": 1})
+    inbox = f"{prefix}:i:{rules.non_local_name(idle)}"
+    async with asyncio.timeout(5):
+        while await raw.llen(inbox):  # taken in by the owner, not yet received
+            await asyncio.sleep(0.01)
+    with pytest.raises(exceptions.ChannelFull):
+        await sender.send(idle, {"type": "n", "n": 2})
+    assert [(await receive(owner, idle))["n"] for _ in range(2)] == [0, 1]
+    await sender.send(reading, {"type": "n", "n": 3})
+    assert (await asyncio.wait_for(waiting, 5))["n"] == 3

@@ -2,10 +2,12 @@
 
 A pump reads one *source*'s list on one shard: a normal channel's list, or one of a
 process's inboxes. It takes at most as many entries as there are ``receive()`` calls waiting
-(``wanted``), so a process never hoards messages its siblings could read, and hands them to
-the :class:`~headrace.layers.redis.reader.Reader` (``take_in``). A process pump also
-heartbeats (the process's alive key) and sweeps its shard's due delayed messages; a channel
-pump ends when nobody has waited for ``block_timeout``. Redis failures are logged once per
+(``wanted``) from a normal channel, so a process never hoards messages its siblings could
+read; a process pump takes in its inbox as entries arrive (only this process reads it), so
+each member's capacity applies when a group message arrives. Entries go to the
+:class:`~headrace.layers.redis.reader.Reader` (``take_in``). A process pump also heartbeats
+(the process's alive key) and sweeps its shard's due delayed messages; a channel pump ends
+when nobody has waited for ``block_timeout``. Redis failures are logged once per
 outage and retried with backoff; a pump never ends a consumer.
 """
 
@@ -15,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from headrace.backoff import Backoff
 from headrace.exceptions import LayerConnectionError
@@ -28,6 +30,11 @@ from headrace.layers.redis.wire import CONNECTION_ERRORS, Link
 __all__ = ["Pump"]
 
 logger = logging.getLogger("headrace.layers.redis")
+
+#: A process pump takes up to this many entries at once, whether or not readers wait: only
+#: this process can read its inbox, so nothing is taken from a sibling, and group messages
+#: must meet each member's capacity when they arrive, not when the member reads.
+_DRAIN: Final = 256
 
 
 class Pump:
@@ -118,7 +125,7 @@ class Pump:
                         await batcher.call(("SET", self._alive_key, b"1", "PX", params.alive_ms))
                         await self._sweep(self.shard)
                     wanted = wanted_now()
-                    if wanted <= 0:
+                    if wanted <= 0 and not process:
                         # Nobody waits: take nothing (no hoarding), wait for a reader.
                         wakeup.clear()
                         try:
@@ -144,14 +151,15 @@ class Pump:
         blpop = ("BLPOP", self.key, self._params.block_timeout)
         handover = self._handover
         source = self.source
-        if wanted == 1 and handover.nothing_to_settle(source, self.name):
+        if wanted <= 1 and handover.nothing_to_settle(source, self.name):
             # One reader and nothing to settle: an inbox's own entries are counted out
             # exactly as they come in (only this process reads it), and none of this loop's
             # messages to a normal channel can still be queued. Block at once: a pop first
             # would cost a round trip per receive.
             return await self._block(link, blpop)
         mark = handover.mark(source)
-        popping = self.popping = self._conn.batcher(self.shard).call(("LPOP", self.key, wanted))
+        count = max(wanted, _DRAIN) if self.process else wanted
+        popping = self.popping = self._conn.batcher(self.shard).call(("LPOP", self.key, count))
         try:
             (entries,) = await popping
         finally:

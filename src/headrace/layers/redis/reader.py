@@ -74,6 +74,11 @@ class Reader:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._wake_checks: set[str] = set()  # sources whose idle pump may need waking
         self._pumps: dict[tuple[str, int], Pump] = {}
+        # Direct messages buffered here that the process's counts in Redis still hold (for
+        # capacity), per channel; and those to forget there at the end of this loop pass.
+        self._counted: Counter[str] = Counter()
+        self._uncounted: dict[str, Counter[str]] = {}
+        self._uncount_soon = False
         self._reading_changed: asyncio.Event | None = None  # while wait_reading() waits
 
     # -- what the layer and the sender ask -----------------------------------------------------
@@ -156,6 +161,8 @@ class Reader:
         """Redis was flushed: drop what was taken in but not yet received, and memberships."""
         self._buffers.clear()
         self._memberships.clear()
+        self._counted.clear()
+        self._uncounted.clear()
 
     def close(self) -> list[asyncio.Task[None]]:
         """Fail the waiting readers; the pumps, for the caller to cancel."""
@@ -182,6 +189,8 @@ class Reader:
         message = buffered.popleft()[1]
         if not buffered:
             del self._buffers[channel]
+        if channel in self._counted:
+            self._settle_counted(channel, len(buffered))
         return message
 
     def _expire_buffered(
@@ -190,7 +199,41 @@ class Reader:
         while buffered and buffered[0][0] <= now:
             buffered.popleft()
             self._counts.expired += 1
+        if channel in self._counted:
+            self._settle_counted(channel, len(buffered))
         self._member_gone(channel)
+
+    def _settle_counted(self, channel: str, held: int) -> None:
+        """``channel``'s buffer holds ``held`` messages now: no more of them than that can
+        still be counted in Redis (its process's counts, for capacity); forget the rest."""
+        counted = self._counted[channel]
+        if counted <= held:
+            return
+        if held:
+            self._counted[channel] = held
+        else:
+            del self._counted[channel]
+        process = rules.non_local_name(channel)
+        self._uncounted.setdefault(process, Counter())[channel] += counted - held
+        if not self._uncount_soon:
+            self._uncount_soon = True
+            self._conn.loop.call_soon(self._send_uncounted)
+
+    def _send_uncounted(self) -> None:
+        self._uncount_soon = False
+        uncounted, self._uncounted = self._uncounted, {}
+        for process, taken in uncounted.items():
+            self._decrement(process, taken)
+
+    def _decrement(self, process: str, taken: Counter[str]) -> None:
+        """Forget ``taken`` messages per channel in ``process``'s counts (one script call)."""
+        home = self._topology.shard_of(process)
+        args: list[Any] = []
+        for channel, count in taken.items():
+            args += [channel, count]
+        self._conn.batcher(home).call_nowait(
+            ("EVALSHA", DECREMENT.sha, 1, self._topology.keys[home].counts(process), *args)
+        )
 
     def _member_gone(self, channel: str) -> None:
         """``channel`` let a message expire unread: it leaves every group."""
@@ -217,8 +260,9 @@ class Reader:
         message: Message,
         *,
         front: bool = False,
-    ) -> None:
-        """Hand a message to a waiting reader of this loop, or keep it for the next one."""
+    ) -> bool:
+        """Hand a message to a waiting reader of this loop (True), or keep it for the next
+        one (False)."""
         waiters = self._waiters.get(channel)
         if waiters:
             source = rules.non_local_name(channel)
@@ -228,7 +272,7 @@ class Reader:
                 if waiter.give((expires_at, message)):
                     if not waiters:
                         del self._waiters[channel]
-                    return
+                    return True
             del self._waiters[channel]
         buffered = self._buffers.get(channel)
         if buffered is None:
@@ -237,6 +281,7 @@ class Reader:
             buffered.appendleft((expires_at, message))
         else:
             buffered.append((expires_at, message))
+        return False
 
     def _ensure_pumps(self, channel: str, source: str) -> None:
         if "!" in channel:
@@ -318,22 +363,31 @@ class Reader:
         membership = self._memberships.get(process)
         if membership is None:
             membership = self._memberships[process] = Membership()
-        taken: Counter[str] = Counter()
+        taken: Counter[str] = Counter()  # direct messages no longer counted in Redis
+        # Messages handed to readers in this pass, per channel, when the pass took several
+        # entries: they count against a member's capacity as if they had been queued
+        # together (they were, in the inbox), so a member that was not reading gets what its
+        # capacity holds and the rest is dropped, as a queue would.
+        given: Counter[str] | None = Counter() if len(entries) > 1 else None
         own = 0
         own_origin = self._handover.origin
         for entry in entries:
             kind, expires_at, origin, name, body = layout.parse_inbox_entry(entry)
             if kind is EntryKind.DIRECT:
-                taken[name] += 1
                 if origin == own_origin:
                     own += 1
                 if expires_at <= now:
+                    taken[name] += 1
                     self._counts.expired += 1
                     membership.drop_channel(name)
+                elif self.offer(name, expires_at, self._open(body)):
+                    taken[name] += 1
+                    if given is not None:
+                        given[name] += 1
                 else:
-                    self.offer(name, expires_at, self._open(body))
+                    self._counted[name] += 1  # buffered: it still takes room in Redis's count
             elif kind is EntryKind.GROUP:
-                self._fan_out(membership, name, expires_at, body, now)
+                self._fan_out(membership, name, expires_at, body, now, given)
             elif kind is EntryKind.ADD:
                 membership.add(name, body.decode("ascii"), expires_at)
             elif kind is EntryKind.REMOVE:
@@ -341,13 +395,7 @@ class Reader:
         if own:
             self._handover.took_own(process, own)
         if taken:
-            home = self._topology.shard_of(process)
-            args: list[Any] = []
-            for channel, count in taken.items():
-                args += [channel, count]
-            self._conn.batcher(home).call_nowait(
-                ("EVALSHA", DECREMENT.sha, 1, self._topology.keys[home].counts(process), *args)
-            )
+            self._decrement(process, taken)
 
     def _fan_out(
         self,
@@ -356,9 +404,11 @@ class Reader:
         expires_at: float,
         body: bytes,
         now: float,
+        given: Counter[str] | None,
     ) -> None:
         """Deliver one group message to this process's members: decoded once, a shallow
-        copy each."""
+        copy each. A member whose buffer (with what ``given`` says it was handed in this
+        pass) is at capacity misses it: dropped and counted."""
         members = membership.members(group, now)
         if not members:
             return
@@ -379,20 +429,23 @@ class Reader:
         for member in members:
             waiters = take_waiters(member, None)
             if waiters is not None:
-                if len(waiters) == 1 and waiters[0].give((expires_at, copy())):
+                if given is None and len(waiters) == 1 and waiters[0].give((expires_at, copy())):
                     handed += 1
                     continue
                 all_waiters[member] = waiters  # the general way, below
-            elif member in buffers:
+            held = given[member] if given is not None else 0
+            if member in buffers:
                 buffered = buffers[member]
                 if buffered[0][0] <= now:
                     self._expire_buffered(member, buffered, now)
                     continue
-                if len(buffered) >= self._capacity_of(member):
-                    self._counts.dropped_full += 1
-                    continue
+                held += len(buffered)
+            if held and held >= self._capacity_of(member):
+                self._counts.dropped_full += 1
+                continue
             self._counts.sent += 1
-            self.offer(member, expires_at, dict(shared))
+            if self.offer(member, expires_at, dict(shared)) and given is not None:
+                given[member] += 1
         if handed:
             self._counts.sent += handed
             self._waiting[rules.non_local_name(members[0])] -= handed
