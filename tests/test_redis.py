@@ -7,15 +7,18 @@ name, inbox and origin). Time is a ManualClock; "nothing arrived" is a bounded r
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 
 from headrace import exceptions
 from headrace.layers import ManualClock, rules
+from headrace.layers.codec import encode
 from headrace.layers.redis import RedisChannelLayer, layout
 from tests.redis_servers import RedisServer, servers
 
@@ -482,7 +485,7 @@ def test_bad_configuration_is_refused_with_the_reason(config: dict[str, Any], sa
 def test_layer_is_exported_and_declares_its_capabilities() -> None:
     import headrace.layers.redis as package
 
-    assert package.__all__ == ["RedisChannelLayer"]
+    assert package.__all__ == ["RedisChannelLayer", "RedisLayerStatistics"]
     assert {"groups", "flush", "delay"} <= set(RedisChannelLayer.extensions)
     assert RedisChannelLayer.process_wide is False
 
@@ -555,3 +558,106 @@ async def test_direct_sends_stay_within_capacity_while_the_inbox_is_drained(
     assert [(await receive(owner, idle))["n"] for _ in range(2)] == [0, 1]
     await sender.send(reading, {"type": "n", "n": 3})
     assert (await asyncio.wait_for(waiting, 5))["n"] == 3
+
+
+# -- entries that are not messages --------------------------------------------------------------
+
+
+def _warnings_about(caplog: pytest.LogCaptureFixture, where: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING"
+        and "is not a message" in r.getMessage()
+        and where in r.getMessage()
+    ]
+
+
+async def test_undecodable_entries_in_a_channel_are_logged_counted_and_skipped(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="headrace.layers.redis")
+    reader = make()
+    later = reader.clock.time() + 60
+    good = encode({"type": "good"})
+    await raw.rpush(
+        f"{prefix}:c:bad.list",
+        layout.channel_entry(later, layout.NO_ORIGIN, b"\xc1\xc1\xc1"),  # garbage
+        b"\x00\x01",  # truncated before the payload
+        layout.channel_entry(later, layout.NO_ORIGIN, good[:-2]),  # truncated payload
+        layout.channel_entry(later, layout.NO_ORIGIN, msgpack.packb([1, 2])),  # not a dict
+        layout.channel_entry(later, layout.NO_ORIGIN, msgpack.packb("text")),  # not a dict
+    )
+    await make().send("bad.list", {"type": "good"})
+    assert await receive(reader, "bad.list") == {"type": "good"}  # the reader carried on
+    stats = reader.statistics()
+    assert stats.undecodable == 5
+    assert stats.undecodable_by_kind == {"garbage": 1, "truncated": 2, "not a message dict": 2}
+    assert len(_warnings_about(caplog, "'bad.list'")) == 3  # once per kind, with the channel
+
+
+async def test_a_message_sealed_with_a_key_the_reader_lacks_is_skipped(
+    make: MakeLayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader = make(symmetric_encryption_keys=["the-new-key"])
+    rotated_wrongly = make(symmetric_encryption_keys=["an-old-key"])
+    right = make(symmetric_encryption_keys=["the-new-key", "an-old-key"])
+    await rotated_wrongly.send("sealed", {"type": "unreadable"})
+    await right.send("sealed", {"type": "readable"})
+    assert await receive(reader, "sealed") == {"type": "readable"}
+    assert reader.statistics().undecodable_by_kind == {
+        "encrypted with a key this layer does not have": 1
+    }
+    assert len(_warnings_about(caplog, "'sealed'")) == 1
+
+
+async def test_undecodable_entries_in_an_inbox_are_logged_counted_and_skipped(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader, sender = make(), make()
+    channel = await reader.new_channel()
+    await sender.group_add("room", channel)
+    process = rules.non_local_name(channel)
+    later = reader.clock.time() + 60
+    await raw.rpush(
+        f"{prefix}:i:{process}",
+        b"Z" + bytes(20),  # garbage: no such entry kind
+        b"D\x00\x01",  # truncated
+        layout.EntryKind.DIRECT.pack(later, layout.NO_ORIGIN, channel, msgpack.packb([1])),
+        layout.EntryKind.GROUP.pack(later, layout.NO_ORIGIN, "room", b"\xc1"),
+        layout.EntryKind.GROUP.pack(later, layout.NO_ORIGIN, "room", msgpack.packb(7)),
+    )
+    await sender.send(channel, {"type": "direct"})
+    await sender.group_send("room", {"type": "group"})
+    assert await receive(reader, channel) == {"type": "direct"}
+    assert await receive(reader, channel) == {"type": "group"}  # non-dicts never arrive
+    assert reader.statistics().undecodable_by_kind == {
+        "garbage": 2,
+        "truncated": 1,
+        "not a message dict": 2,
+    }
+    assert len(_warnings_about(caplog, f"the inbox of {process}")) == 2  # garbage, truncated
+    assert len(_warnings_about(caplog, f"{channel!r}")) == 1  # the direct non-dict
+
+
+async def test_a_reader_that_crashes_is_logged_and_restarted_with_backoff(
+    make: MakeLayer,
+    raw: aioredis.Redis,
+    prefix: str,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader, sender = make(), make()
+    await raw.set(f"{prefix}:c:wrong.type", b"not a list")  # every pop fails: WRONGTYPE
+    waiting = asyncio.create_task(reader.receive("wrong.type"))
+    await asyncio.wait_for(clock.wait_armed(), 5)  # crashed, logged, pausing on the clock
+    crashes = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(crashes) == 1
+    assert "WRONGTYPE" in crashes[0].getMessage()
+    await raw.delete(f"{prefix}:c:wrong.type")
+    await sender.send("wrong.type", {"type": "after"})
+    clock.advance(5)  # the pause is over: the reader runs again
+    assert await asyncio.wait_for(waiting, 5) == {"type": "after"}

@@ -17,5 +17,6 @@ Modules, by responsibility:
 from __future__ import annotations
 
 from headrace.layers.redis.layer import RedisChannelLayer
+from headrace.layers.redis.shared import RedisLayerStatistics
 
-__all__ = ["RedisChannelLayer"]
+__all__ = ["RedisChannelLayer", "RedisLayerStatistics"]

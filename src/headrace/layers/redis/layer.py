@@ -33,6 +33,7 @@ of all loops share is process-wide: the settings (:class:`Params`), the counters
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import weakref
@@ -43,9 +44,9 @@ from typing import Any, ClassVar, Final
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from headrace.exceptions import ConfigurationError, InvalidChannelName
+from headrace.exceptions import ConfigurationError, InvalidChannelName, LayerConnectionError
 from headrace.layers import rules
-from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
+from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer
 from headrace.layers.clock import Clock
 from headrace.layers.redis.connection import (
     LoopConnections,
@@ -59,7 +60,7 @@ from headrace.layers.redis.layout import ORIGIN_SIZE, DelayedKind
 from headrace.layers.redis.payload import Payloads
 from headrace.layers.redis.reader import Reader
 from headrace.layers.redis.sender import Sender
-from headrace.layers.redis.shared import Counts, Params
+from headrace.layers.redis.shared import Counts, Params, RedisLayerStatistics
 from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import Message
 
@@ -68,6 +69,7 @@ __all__ = ["RedisChannelLayer"]
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SCAN_COUNT: Final = 1000
+logger = logging.getLogger("headrace.layers.redis")
 _CLIENT_PREFIX_RE: Final = re.compile(r"[0-9a-f]{12}")  # as BaseChannelLayer makes them
 #: The layers of this OS process by client prefix: their process channels are this process's.
 _LAYERS_OF_THIS_PROCESS: weakref.WeakValueDictionary[str, RedisChannelLayer] = (
@@ -341,7 +343,7 @@ class RedisChannelLayer(BaseChannelLayer):
         ``async_to_sync`` blocks and in test teardown)."""
         await self.close()
 
-    def statistics(self) -> LayerStatistics:
+    def statistics(self) -> RedisLayerStatistics:
         channels: set[str] = set()
         # Groups this process knows to have members: those it added normal channels to, and
         # those its processes' inboxes announced (a group spanning two inboxes counts twice).
@@ -350,7 +352,7 @@ class RedisChannelLayer(BaseChannelLayer):
             channels.update(parts.reader.channels())
             groups += parts.reader.group_count()
         counts = self._counts
-        return LayerStatistics(
+        return RedisLayerStatistics(
             sent=counts.sent,
             received=counts.received,
             rejected_full=counts.rejected_full,
@@ -361,6 +363,9 @@ class RedisChannelLayer(BaseChannelLayer):
             delayed_pending=len(self._pending),
             channels=len(channels),
             groups=groups,
+            undecodable=sum(counts.undecodable.values()),
+            undecodable_by_kind={str(kind): n for kind, n in counts.undecodable.items()},
+            reasserted=counts.reasserted,
         )
 
 
@@ -414,7 +419,15 @@ class _LoopParts:
         await self.sender.leave_groups(channel, groups)
 
     async def _sweep(self, shard: int) -> None:
-        await self.delays.move_due([shard])
+        """A reader's heartbeat: move its shard's due delayed messages. A failure other
+        than the connection's is logged and left to the next heartbeat, so it never stops
+        the reading."""
+        try:
+            await self.delays.move_due([shard])
+        except LayerConnectionError:
+            raise
+        except Exception:
+            logger.exception("Redis layer could not move due delayed messages; will retry")
 
     async def aclose(self) -> None:
         """Stop the pumps and timers, fail waiting readers, close the connections."""

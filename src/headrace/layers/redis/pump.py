@@ -19,13 +19,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from headrace.backoff import Backoff
+from headrace.backoff import Backoff, supervise
 from headrace.exceptions import LayerConnectionError
 from headrace.layers.redis.connection import LoopConnections
 from headrace.layers.redis.handover import HandOverLedger
 from headrace.layers.redis.layout import Keys
 from headrace.layers.redis.shared import Params
-from headrace.layers.redis.wire import CONNECTION_ERRORS, Link
+from headrace.layers.redis.wire import CONNECTION_ERRORS, Link, translate
 
 __all__ = ["Pump"]
 
@@ -99,12 +99,29 @@ class Pump:
         #: The non-blocking pop in flight, if any: a sender of this loop may wait for it,
         #: since it settles the hand-over bookkeeping.
         self.popping: asyncio.Future[list[Any]] | None = None
-        self.task = conn.loop.create_task(self._run())
+        self.task = conn.loop.create_task(self._supervised())
 
     @property
     def name(self) -> tuple[str, int]:
         """``(source, shard)``; a normal channel's pump is ``(channel, 0)``."""
         return (self.source, self.shard if self.process else 0)
+
+    async def _supervised(self) -> None:
+        """Run the pump; if it crashes (a bug, a surprise from Redis), log it and run it
+        again with backoff: a reader must never stop silently."""
+        try:
+            await supervise(
+                f"the Redis layer's reader of {self.source!r}",
+                self._run,
+                logger=logger,
+                backoff=Backoff(
+                    f"the Redis layer's reader of {self.source!r}",
+                    logger=logger,
+                    clock=self._params.clock,
+                ),
+            )
+        finally:
+            self._done(self)
 
     async def _run(self) -> None:
         conn = self._conn
@@ -143,7 +160,6 @@ class Pump:
                     self._take_in(entries)
         finally:
             await conn.close_link(link)
-            self._done(self)
 
     async def _pop(self, link: Link, wanted: int) -> list[bytes]:
         """Take up to ``wanted`` entries, blocking (up to ``block_timeout``) while the list is
@@ -166,7 +182,7 @@ class Pump:
             if self.popping is popping:
                 self.popping = None
         if isinstance(entries, Exception):
-            raise entries
+            raise translate(entries)
         if entries:
             return list(entries)
         # Everything this loop wrote before the pop was taken: only what it wrote since may
@@ -181,4 +197,6 @@ class Pump:
             (popped,) = await link.execute([blpop])
         finally:
             self.blocking = False
+        if isinstance(popped, Exception):
+            raise translate(popped)  # e.g. WRONGTYPE: someone wrote another type there
         return [popped[1]] if popped else []

@@ -24,10 +24,10 @@ from headrace.layers.handoff import Handoff, Wakeups
 from headrace.layers.redis import layout
 from headrace.layers.redis.connection import LoopConnections
 from headrace.layers.redis.handover import HandOverLedger
+from headrace.layers.redis.held import HeldCounts
 from headrace.layers.redis.layout import EntryKind
-from headrace.layers.redis.payload import Payloads
+from headrace.layers.redis.payload import BadEntry, BadKind, Payloads, Rejects
 from headrace.layers.redis.pump import Pump
-from headrace.layers.redis.scripts import DECREMENT
 from headrace.layers.redis.shared import Counts, Params
 from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import Message, translate
@@ -63,6 +63,7 @@ class Reader:
         self._capacity_of = params.capacity_of
         self._counts = counts
         self._open = payloads.open
+        self._rejects = Rejects(counts, logger)
         self._handover = handover
         self._leave_groups = leave_groups
         self._sweep = sweep  # move the due delayed messages of a shard (on each heartbeat)
@@ -74,11 +75,7 @@ class Reader:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._wake_checks: set[str] = set()  # sources whose idle pump may need waking
         self._pumps: dict[tuple[str, int], Pump] = {}
-        # Direct messages buffered here that the process's counts in Redis still hold (for
-        # capacity), per channel; and those to forget there at the end of this loop pass.
-        self._counted: Counter[str] = Counter()
-        self._uncounted: dict[str, Counter[str]] = {}
-        self._uncount_soon = False
+        self._held = HeldCounts(conn, topology)
         self._reading_changed: asyncio.Event | None = None  # while wait_reading() waits
 
     # -- what the layer and the sender ask -----------------------------------------------------
@@ -161,8 +158,7 @@ class Reader:
         """Redis was flushed: drop what was taken in but not yet received, and memberships."""
         self._buffers.clear()
         self._memberships.clear()
-        self._counted.clear()
-        self._uncounted.clear()
+        self._held.clear()
 
     def close(self) -> list[asyncio.Task[None]]:
         """Fail the waiting readers; the pumps, for the caller to cancel."""
@@ -189,8 +185,8 @@ class Reader:
         message = buffered.popleft()[1]
         if not buffered:
             del self._buffers[channel]
-        if channel in self._counted:
-            self._settle_counted(channel, len(buffered))
+        if channel in self._held:
+            self._held.release(channel, len(buffered))
         return message
 
     def _expire_buffered(
@@ -199,41 +195,9 @@ class Reader:
         while buffered and buffered[0][0] <= now:
             buffered.popleft()
             self._counts.expired += 1
-        if channel in self._counted:
-            self._settle_counted(channel, len(buffered))
+        if channel in self._held:
+            self._held.release(channel, len(buffered))
         self._member_gone(channel)
-
-    def _settle_counted(self, channel: str, held: int) -> None:
-        """``channel``'s buffer holds ``held`` messages now: no more of them than that can
-        still be counted in Redis (its process's counts, for capacity); forget the rest."""
-        counted = self._counted[channel]
-        if counted <= held:
-            return
-        if held:
-            self._counted[channel] = held
-        else:
-            del self._counted[channel]
-        process = rules.non_local_name(channel)
-        self._uncounted.setdefault(process, Counter())[channel] += counted - held
-        if not self._uncount_soon:
-            self._uncount_soon = True
-            self._conn.loop.call_soon(self._send_uncounted)
-
-    def _send_uncounted(self) -> None:
-        self._uncount_soon = False
-        uncounted, self._uncounted = self._uncounted, {}
-        for process, taken in uncounted.items():
-            self._decrement(process, taken)
-
-    def _decrement(self, process: str, taken: Counter[str]) -> None:
-        """Forget ``taken`` messages per channel in ``process``'s counts (one script call)."""
-        home = self._topology.shard_of(process)
-        args: list[Any] = []
-        for channel, count in taken.items():
-            args += [channel, count]
-        self._conn.batcher(home).call_nowait(
-            ("EVALSHA", DECREMENT.sha, 1, self._topology.keys[home].counts(process), *args)
-        )
 
     def _member_gone(self, channel: str) -> None:
         """``channel`` let a message expire unread: it leaves every group."""
@@ -345,13 +309,23 @@ class Reader:
         origin = self._handover.origin
         own = 0
         for entry in entries:
-            if layout.entry_origin(entry) == origin:
-                own += 1
-            expires_at = layout.unpack_double(entry)
+            try:
+                expires_at = layout.unpack_double(entry)
+                if expires_at > now:
+                    message = self._open(entry[layout.CHANNEL_HEADER :])
+            except ValueError as error:
+                self._rejects.skip(BadEntry.from_parse(error), channel)
+                continue
+            except BadEntry as bad:
+                self._rejects.skip(bad, channel)
+                continue
+            finally:
+                if layout.entry_origin(entry) == origin:
+                    own += 1  # it left the list, read or not
             if expires_at <= now:
                 expired += 1
                 continue
-            self.offer(channel, expires_at, self._open(entry[layout.CHANNEL_HEADER :]))
+            self.offer(channel, expires_at, message)
         if own:
             self._handover.took_own(channel, own)
         if expired:
@@ -372,7 +346,11 @@ class Reader:
         own = 0
         own_origin = self._handover.origin
         for entry in entries:
-            kind, expires_at, origin, name, body = layout.parse_inbox_entry(entry)
+            try:
+                kind, expires_at, origin, name, body = layout.parse_inbox_entry(entry)
+            except ValueError as error:
+                self._rejects.skip(BadEntry.from_parse(error), f"the inbox of {process}")
+                continue
             if kind is EntryKind.DIRECT:
                 if origin == own_origin:
                     own += 1
@@ -380,22 +358,32 @@ class Reader:
                     taken[name] += 1
                     self._counts.expired += 1
                     membership.drop_channel(name)
-                elif self.offer(name, expires_at, self._open(body)):
+                    continue
+                try:
+                    message = self._open(body)
+                except BadEntry as bad:
+                    taken[name] += 1
+                    self._rejects.skip(bad, name)
+                    continue
+                if self.offer(name, expires_at, message):
                     taken[name] += 1
                     if given is not None:
                         given[name] += 1
                 else:
-                    self._counted[name] += 1  # buffered: it still takes room in Redis's count
+                    self._held.hold(name)  # buffered: it still takes room in Redis's count
             elif kind is EntryKind.GROUP:
                 self._fan_out(membership, name, expires_at, body, now, given)
-            elif kind is EntryKind.ADD:
-                membership.add(name, body.decode("ascii"), expires_at)
-            elif kind is EntryKind.REMOVE:
-                membership.discard(name, body.decode("ascii"))
+            elif body.isascii():
+                if kind is EntryKind.ADD:
+                    membership.add(name, body.decode("ascii"), expires_at)
+                else:
+                    membership.discard(name, body.decode("ascii"))
+            else:
+                self._rejects.skip(BadEntry(BadKind.GARBAGE, "a member name is not ASCII"), name)
         if own:
             self._handover.took_own(process, own)
         if taken:
-            self._decrement(process, taken)
+            self._held.forget(process, taken)
 
     def _fan_out(
         self,
@@ -417,7 +405,11 @@ class Reader:
                 self._counts.expired += 1
                 membership.drop_channel(member)
             return
-        shared = self._open(body)
+        try:
+            shared = self._open(body)
+        except BadEntry as bad:
+            self._rejects.skip(bad, f"group {group}")
+            return
         # The hot loop of a large group: a waiting reader takes its copy directly; anything
         # else (buffered messages, expiry, capacity) goes the general way. A channel with a
         # reader waiting has nothing buffered (receive() takes from the buffer first).

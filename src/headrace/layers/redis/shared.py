@@ -9,10 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from headrace.layers.base import LayerStatistics
 from headrace.layers.clock import Clock
 from headrace.layers.rules import CapacityTable
 
-__all__ = ["Counts", "Params"]
+__all__ = ["Counts", "Params", "RedisLayerStatistics"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisLayerStatistics(LayerStatistics):
+    """:class:`LayerStatistics` and what only the Redis layer counts."""
+
+    #: Entries taken from Redis that were not messages (garbage, cut short, sealed with a key
+    #: this layer lacks, not a dict), skipped; and the same by kind.
+    undecodable: int = 0
+    undecodable_by_kind: dict[str, int] = field(default_factory=dict)
+    #: Group memberships written to Redis again after it lost them (a restart).
+    reasserted: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,3 +64,7 @@ class Counts:
     expired: int = 0
     group_sends: int = 0
     delayed: int = 0
+    #: Entries skipped because they could not be decoded, by kind (see payload.BadKind).
+    undecodable: dict[str, int] = field(default_factory=dict)
+    #: Group memberships written to Redis again after it lost them.
+    reasserted: int = 0
