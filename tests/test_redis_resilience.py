@@ -4,6 +4,7 @@ consumers, and use from many event loops. Each test that breaks a server gets it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -248,3 +249,87 @@ async def test_first_command_after_a_restart_is_retried_on_a_fresh_connection(
     finally:
         await layer.flush()
         await layer.close()
+
+
+async def _kill_and_restart(server: RedisServer) -> None:
+    """SIGKILL (no persistence: the restarted server is empty), then start on the same port."""
+    assert server.process is not None
+    server.process.kill()
+    await asyncio.to_thread(server.process.wait, 10)
+    await asyncio.to_thread(server.start)
+
+
+@pytest.mark.slow
+async def test_group_messages_reach_every_member_again_after_redis_restarts_empty(
+    own_server: RedisServer,
+) -> None:
+    prefix = f"regroup-{uuid.uuid4().hex[:8]}"
+    server_process = layer_on(own_server, prefix)  # holds the members and reads them
+    worker = layer_on(own_server, prefix)  # sends to the group
+    members = [await server_process.new_channel() for _ in range(5)]
+    for member in members:
+        await worker.group_add("room", member)  # any process may add
+    await server_process.group_add("room", "room.log")  # a normal channel member too
+    members.append("room.log")
+    got: dict[str, list[str]] = {member: [] for member in members}
+    everyone, everyone_again = asyncio.Event(), asyncio.Event()
+
+    async def read(member: str) -> None:
+        while True:
+            got[member].append((await server_process.receive(member))["phase"])
+            if all(got.values()):
+                everyone.set()
+            if all("after" in phases for phases in got.values()):
+                everyone_again.set()
+
+    readers = [asyncio.create_task(read(member)) for member in members]
+    try:
+        await worker.group_send("room", {"type": "m", "phase": "before"})
+        await asyncio.wait_for(everyone.wait(), 5)
+
+        await _kill_and_restart(own_server)  # every group is gone from Redis now
+
+        async def keep_sending() -> None:
+            while True:
+                with contextlib.suppress(LayerConnectionError):  # the dead connection, once
+                    await worker.group_send("room", {"type": "m", "phase": "after"})
+                await asyncio.sleep(0.05)
+
+        sending = asyncio.create_task(keep_sending())
+        try:
+            await asyncio.wait_for(everyone_again.wait(), 2)  # the promise: within 2 s
+        finally:
+            sending.cancel()
+        assert server_process.statistics().reasserted >= 2  # a process field, a channel field
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await server_process.flush()
+        await server_process.close()
+        await worker.close()
+
+
+@pytest.mark.slow
+async def test_memberships_are_written_back_when_a_heartbeat_finds_the_keys_gone(
+    own_server: RedisServer,
+) -> None:
+    """Redis may lose keys without dropping connections (a flush, a fail-over): the heartbeat
+    notices the process's alive key gone before its time and writes the groups back."""
+    prefix = f"flushed-{uuid.uuid4().hex[:8]}"
+    owner = layer_on(own_server, prefix, heartbeat_interval=0.2, block_timeout=0.1)
+    sender = layer_on(own_server, prefix)
+    member = await owner.new_channel()
+    await owner.group_add("room", member)
+    reading = asyncio.create_task(owner.receive(member))
+    await asyncio.wait_for(owner.wait_reading(member), 5)
+    with own_server.client() as client:
+        client.flushall()  # the connections stay up
+    async with asyncio.timeout(5):
+        while not owner.statistics().reasserted:
+            await asyncio.sleep(0.02)
+    await sender.group_send("room", {"type": "found"})
+    assert await asyncio.wait_for(reading, 5) == {"type": "found"}
+    await owner.flush()
+    await owner.close()
+    await sender.close()

@@ -23,7 +23,7 @@ process that dies in between loses it, and a command interrupted by a connection
 not repeated (it may or may not have happened). See docs/explanation/redis-design.md.
 
 This class is the facade: it checks names and messages, and hands the work to the parts of
-the event loop it runs in (:class:`_LoopParts`: connections, a :class:`Sender`, a
+the event loop it runs in (:class:`LoopParts`: connections, a :class:`Sender`, a
 :class:`Reader` and :class:`Delays`), which are made for each loop that uses the layer and
 closed with the loop, so a layer used from ``async_to_sync`` leaks nothing. What the parts
 of all loops share is process-wide: the settings (:class:`Params`), the counters
@@ -35,31 +35,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import weakref
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from headrace.exceptions import ConfigurationError, InvalidChannelName, LayerConnectionError
+from headrace.exceptions import ConfigurationError, InvalidChannelName
 from headrace.layers import rules
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer
 from headrace.layers.clock import Clock
 from headrace.layers.redis.connection import (
-    LoopConnections,
     Server,
     forget_guard,
     register_with_loop,
 )
-from headrace.layers.redis.delays import Delays
-from headrace.layers.redis.handover import HandOverLedger
-from headrace.layers.redis.layout import ORIGIN_SIZE, DelayedKind
+from headrace.layers.redis.layout import DelayedKind
+from headrace.layers.redis.parts import LoopParts
 from headrace.layers.redis.payload import Payloads
-from headrace.layers.redis.reader import Reader
-from headrace.layers.redis.sender import Sender
+from headrace.layers.redis.sender import NormalGroups
 from headrace.layers.redis.shared import Counts, Params, RedisLayerStatistics
 from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import Message
@@ -166,21 +162,21 @@ class RedisChannelLayer(BaseChannelLayer):
             connect_timeout=self.connect_timeout,
         )
         self._counts = Counts()
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopParts] = (
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopParts] = (
             weakref.WeakKeyDictionary()
         )
         self._pending: list[tuple[float, int]] = []  # (due, shard) of own delayed messages
-        self._normal_groups: dict[str, set[str]] = {}
+        self._normal_groups: NormalGroups = {}
         self._own_process = f".{self.client_prefix}!"
         _LAYERS_OF_THIS_PROCESS[self.client_prefix] = self
 
     # -- per-loop parts ----------------------------------------------------------------------
 
-    def _parts(self) -> _LoopParts:
+    def _parts(self) -> LoopParts:
         loop = asyncio.get_running_loop()
         parts = self._states.get(loop)
         if parts is None or parts.closed:
-            parts = self._states[loop] = _LoopParts(
+            parts = self._states[loop] = LoopParts(
                 loop,
                 topology=self._topology,
                 servers=self._servers,
@@ -367,73 +363,3 @@ class RedisChannelLayer(BaseChannelLayer):
             undecodable_by_kind={str(kind): n for kind, n in counts.undecodable.items()},
             reasserted=counts.reasserted,
         )
-
-
-class _LoopParts:
-    """The parts of one layer in one event loop, wired together."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        topology: Topology,
-        servers: list[Server],
-        params: Params,
-        counts: Counts,
-        payloads: Payloads,
-        pending: list[tuple[float, int]],
-        normal_groups: dict[str, set[str]],
-    ) -> None:
-        self.conn = LoopConnections(
-            loop, topology, servers, connect_timeout=params.connect_timeout, clock=params.clock
-        )
-        self.handover = HandOverLedger(secrets.token_bytes(ORIGIN_SIZE))
-        self.reader = Reader(
-            self.conn,
-            topology,
-            params,
-            counts,
-            payloads,
-            self.handover,
-            leave_groups=self._leave_groups,
-            sweep=self._sweep,
-        )
-        self.sender = Sender(
-            self.conn,
-            topology,
-            params,
-            counts,
-            payloads,
-            self.handover,
-            self.reader,
-            normal_groups,
-        )
-        self.delays = Delays(self.conn, topology, params, counts, self.sender, pending)
-        self.guard: AsyncGenerator[None, None] | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.conn.closed
-
-    async def _leave_groups(self, channel: str, groups: list[str]) -> None:
-        await self.sender.leave_groups(channel, groups)
-
-    async def _sweep(self, shard: int) -> None:
-        """A reader's heartbeat: move its shard's due delayed messages. A failure other
-        than the connection's is logged and left to the next heartbeat, so it never stops
-        the reading."""
-        try:
-            await self.delays.move_due([shard])
-        except LayerConnectionError:
-            raise
-        except Exception:
-            logger.exception("Redis layer could not move due delayed messages; will retry")
-
-    async def aclose(self) -> None:
-        """Stop the pumps and timers, fail waiting readers, close the connections."""
-        if self.conn.closed:
-            return
-        self.delays.stop()
-        pumps = self.reader.close()
-        await self.conn.aclose(pumps)
-        self.reader.close()  # readers that started waiting meanwhile

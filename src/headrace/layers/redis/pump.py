@@ -42,10 +42,12 @@ class Pump:
 
     __slots__ = (
         "_alive_key",
+        "_beat",
         "_blocked",
         "_conn",
         "_done",
         "_handover",
+        "_lost",
         "_params",
         "_sweep",
         "_take_in",
@@ -76,6 +78,8 @@ class Pump:
         take_in: Callable[[list[bytes]], None],
         sweep: Callable[[int], Awaitable[object]],
         blocked: Callable[[], None],
+        beat: Callable[[], None],
+        lost: Callable[[], None],
         done: Callable[[Pump], None],
     ) -> None:
         self._conn = conn
@@ -94,6 +98,8 @@ class Pump:
         self._sweep = sweep
         self._done = done
         self._blocked = blocked
+        self._beat = beat  # a heartbeat went through
+        self._lost = lost  # Redis may have lost this process's groups
         #: Blocked in Redis (a BLPOP in flight) for the readers waiting.
         self.blocking = False
         #: The non-blocking pop in flight, if any: a sender of this loop may wait for it,
@@ -132,15 +138,39 @@ class Pump:
         process = self.process
         linger = params.heartbeat_interval if process else params.block_timeout
         next_beat = 0.0
-        backoff = Backoff(f"reading {self.source!r} from Redis", logger=logger, clock=params.clock)
+        beats = 0
+        # Capped at 1 s: after an outage a reader is back (and its groups written back into
+        # Redis) within about a second of the server.
+        backoff = Backoff(
+            f"reading {self.source!r} from Redis", logger=logger, cap=1.0, clock=params.clock
+        )
         link = conn.open_link(self.shard)  # blocking pops hold a connection: one of its own
         try:
             while not conn.closed:
                 try:
-                    if process and time.monotonic() >= next_beat:
-                        next_beat = time.monotonic() + params.heartbeat_interval
-                        await batcher.call(("SET", self._alive_key, b"1", "PX", params.alive_ms))
-                        await self._sweep(self.shard)
+                    if backoff.failing or (process and time.monotonic() >= next_beat):
+                        # A heartbeat; after a failure also the probe that the server is back
+                        # (a blocking pop could take block_timeout to tell).
+                        lost = False
+                        if process:
+                            next_beat = time.monotonic() + params.heartbeat_interval
+                            alive = self._alive_key
+                            (exists, _) = await batcher.call(
+                                ("EXISTS", alive), ("SET", alive, b"1", "PX", params.alive_ms)
+                            )
+                            lost = beats > 0 and exists == 0  # gone before its time
+                            beats += 1
+                        else:
+                            await batcher.call(("PING",))
+                        if backoff.failing:
+                            backoff.succeeded()
+                            lost = True  # the server may have restarted: write groups back
+                        if lost:
+                            self._lost()
+                        elif process:
+                            self._beat()
+                        if process:
+                            await self._sweep(self.shard)
                     wanted = wanted_now()
                     if wanted <= 0 and not process:
                         # Nobody waits: take nothing (no hoarding), wait for a reader.
@@ -155,7 +185,6 @@ class Pump:
                 except (*CONNECTION_ERRORS, LayerConnectionError) as error:
                     await backoff.failed(error)  # logged once per outage
                     continue
-                backoff.succeeded()
                 if entries:
                     self._take_in(entries)
         finally:

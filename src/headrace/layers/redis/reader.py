@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -55,6 +55,8 @@ class Reader:
         *,
         leave_groups: LeaveGroups,
         sweep: Callable[[int], Awaitable[object]],
+        beat: Callable[[], None],
+        lost: Callable[[], None],
     ) -> None:
         self._conn = conn
         self._topology = topology
@@ -67,6 +69,10 @@ class Reader:
         self._handover = handover
         self._leave_groups = leave_groups
         self._sweep = sweep  # move the due delayed messages of a shard (on each heartbeat)
+        self._on_beat = beat  # a reader's heartbeat went through
+        self._on_lost = lost  # Redis may have lost this process's groups (a restart)
+        # What the inboxes announced: process -> group -> the latest membership's expiry.
+        self._joined: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._ready_readers = Wakeups(conn.loop)  # readers handed a message, woken together
         self._waiting: Counter[str] = Counter()  # per source (process name or normal channel)
@@ -126,6 +132,17 @@ class Reader:
             self._reading_changed.clear()
             await self._reading_changed.wait()
 
+    def memberships(self, now: float) -> Iterator[tuple[str, str, float]]:
+        """``(process, group, expires_at)`` for each group this loop's processes have live
+        members in, with the latest membership's expiry (to write back into Redis)."""
+        for process, joined in list(self._joined.items()):
+            membership = self._memberships.get(process)
+            for group, expires_at in list(joined.items()):
+                if expires_at <= now or membership is None or not membership.members(group, now):
+                    del joined[group]  # gone (or left): nothing to write back
+                else:
+                    yield process, group, expires_at
+
     def pumping(self, channel: str) -> bool:
         """True when a pump of this loop reads normal ``channel``."""
         return (channel, 0) in self._pumps
@@ -158,6 +175,7 @@ class Reader:
         """Redis was flushed: drop what was taken in but not yet received, and memberships."""
         self._buffers.clear()
         self._memberships.clear()
+        self._joined.clear()
         self._held.clear()
 
     def close(self) -> list[asyncio.Task[None]]:
@@ -283,6 +301,8 @@ class Reader:
             take_in=take_in,
             sweep=self._sweep,
             blocked=self._pump_blocked,
+            beat=self._on_beat,
+            lost=self._on_lost,
             done=self._pump_done,
         )
         self._pumps[pump.name] = pump
@@ -376,6 +396,9 @@ class Reader:
             elif body.isascii():
                 if kind is EntryKind.ADD:
                     membership.add(name, body.decode("ascii"), expires_at)
+                    joined = self._joined.setdefault(process, {})
+                    if joined.get(name, 0.0) < expires_at:
+                        joined[name] = expires_at
                 else:
                     membership.discard(name, body.decode("ascii"))
             else:

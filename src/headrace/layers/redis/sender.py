@@ -26,7 +26,10 @@ from headrace.layers.redis.shared import Counts, Params
 from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import raise_first
 
-__all__ = ["Sender"]
+__all__ = ["NormalGroups", "Sender"]
+
+#: Normal channels this process added to groups: group -> channel -> when it expires.
+NormalGroups = dict[str, dict[str, float]]
 
 
 class Sender:
@@ -41,7 +44,7 @@ class Sender:
         payloads: Payloads,
         handover: HandOverLedger,
         reader: Reader,
-        normal_groups: dict[str, set[str]],
+        normal_groups: NormalGroups,
     ) -> None:
         self._conn = conn
         self._topology = topology
@@ -170,7 +173,7 @@ class Sender:
             )
             members = self._normal_groups.get(group)
             if members is not None:
-                members.discard(channel)
+                members.pop(channel, None)
                 if not members:
                     del self._normal_groups[group]
         await asyncio.gather(*calls)
@@ -233,7 +236,7 @@ class Sender:
                 ),
             )
             results = both[0] + both[1]
-            self._normal_groups.setdefault(group, set()).add(channel)
+            self._normal_groups.setdefault(group, {})[channel] = expires_at
         raise_first(results)
 
     async def group_discard(self, group: str, channel: str) -> None:
@@ -265,7 +268,7 @@ class Sender:
             results = both[0] + both[1]
             members = self._normal_groups.get(group)
             if members is not None:
-                members.discard(channel)
+                members.pop(channel, None)
                 if not members:
                     del self._normal_groups[group]
         raise_first(results)
