@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 from headrace.backoff import Backoff, supervise
 from headrace.exceptions import LayerConnectionError
+from headrace.layers import rules
 from headrace.layers.redis.connection import LoopConnections
 from headrace.layers.redis.handover import HandOverLedger
 from headrace.layers.redis.layout import Keys
 from headrace.layers.redis.shared import Params
+from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import CONNECTION_ERRORS, Link, translate
 
-__all__ = ["Pump"]
+__all__ = ["Pump", "Pumps"]
 
 logger = logging.getLogger("headrace.layers.redis")
 
@@ -229,3 +233,125 @@ class Pump:
         if isinstance(popped, Exception):
             raise translate(popped)  # e.g. WRONGTYPE: someone wrote another type there
         return [popped[1]] if popped else []
+
+
+class Pumps:
+    """The pumps of one event loop, by ``(source, shard)`` (see :class:`Pump`)."""
+
+    def __init__(
+        self,
+        conn: LoopConnections,
+        topology: Topology,
+        params: Params,
+        handover: HandOverLedger,
+        *,
+        waiting: Counter[str],
+        take_in_process: Callable[[str, int, list[bytes]], None],
+        take_in_channel: Callable[[str, list[bytes]], None],
+        sweep: Callable[[int], Awaitable[object]],
+        beat: Callable[[], None],
+        lost: Callable[[], None],
+    ) -> None:
+        self._conn = conn
+        self._topology = topology
+        self._params = params
+        self._handover = handover
+        self._waiting = waiting  # the reader's receive() calls waiting, per source
+        self._take_in_process = take_in_process
+        self._take_in_channel = take_in_channel
+        self._sweep = sweep
+        self._on_beat = beat
+        self._on_lost = lost
+        self._running: dict[tuple[str, int], Pump] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._wake_checks: set[str] = set()  # sources whose idle pump may need waking
+        self._changed: asyncio.Event | None = None  # while wait_blocked() waits
+
+    def pumping(self, channel: str) -> bool:
+        """True when a pump of this loop reads normal ``channel``."""
+        return (channel, 0) in self._running
+
+    def popping(self, source: str) -> asyncio.Future[list[Any]] | None:
+        """A non-blocking pop of ``source`` in flight, if any (it settles the hand-over)."""
+        for shard in range(self._topology.shards if "!" in source else 1):
+            pump = self._running.get((source, shard))
+            if pump is not None and pump.popping is not None:
+                return pump.popping
+        return None
+
+    async def wait_blocked(self, channel: str, waits: Callable[[], bool]) -> None:
+        """Until ``waits()`` and every pump feeding ``channel`` is blocked in Redis."""
+        source = rules.non_local_name(channel)
+        shards = range(self._topology.shards) if "!" in channel else (0,)
+        while True:
+            pumps = [self._running.get((source, shard)) for shard in shards]
+            if waits() and all(pump is not None and pump.blocking for pump in pumps):
+                return
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            self._changed.clear()
+            await self._changed.wait()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [pump.task for pump in self._running.values()]
+
+    def ensure(self, channel: str, source: str) -> None:
+        """Start the pumps that feed ``receive(channel)`` if they are not running; wake an
+        idle one."""
+        if "!" in channel:
+            for shard in range(self._topology.shards):
+                if (source, shard) not in self._running:
+                    self._start(source, shard)
+        elif (source, 0) not in self._running:
+            self._start(source, self._topology.shard_of(channel))
+        wakeup = self._wakeups.get(source)
+        if wakeup is not None and not wakeup.is_set() and source not in self._wake_checks:
+            # Wake an idle pump at the end of this loop pass, and only if a reader still
+            # waits then: a sender of this loop often hands the message over first (a
+            # producer and a consumer in one process), and an idle pump woken for nothing
+            # costs more than the message.
+            self._wake_checks.add(source)
+            self._conn.loop.call_soon(self._wake, source)
+
+    def _start(self, source: str, shard: int) -> None:
+        process = "!" in source
+        take_in = (
+            partial(self._take_in_process, source, shard)
+            if process
+            else partial(self._take_in_channel, source)
+        )
+        pump = Pump(
+            self._conn,
+            self._params,
+            self._handover,
+            self._topology.keys[shard],
+            source=source,
+            shard=shard,
+            home=self._topology.shard_of(source) == shard,
+            wakeup=self._wakeups.setdefault(source, asyncio.Event()),
+            wanted=partial(self._waiting.__getitem__, source),
+            take_in=take_in,
+            sweep=self._sweep,
+            blocked=self.changed,
+            beat=self._on_beat,
+            lost=self._on_lost,
+            done=self._done,
+        )
+        self._running[pump.name] = pump
+
+    def changed(self) -> None:
+        """A reader started waiting, or a pump blocked: :meth:`wait_blocked` looks again."""
+        if self._changed is not None:
+            self._changed.set()
+
+    def _done(self, pump: Pump) -> None:
+        if self._running.get(pump.name) is pump:
+            del self._running[pump.name]
+            if not pump.process:
+                self._wakeups.pop(pump.source, None)
+
+    def _wake(self, source: str) -> None:
+        self._wake_checks.discard(source)
+        wakeup = self._wakeups.get(source)
+        if wakeup is not None and self._waiting[source] > 0:
+            wakeup.set()

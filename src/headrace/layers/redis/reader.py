@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
-from functools import partial
 from typing import Any
 
 from headrace.exceptions import LayerConnectionError
@@ -26,8 +25,9 @@ from headrace.layers.redis.connection import LoopConnections
 from headrace.layers.redis.handover import HandOverLedger
 from headrace.layers.redis.held import HeldCounts
 from headrace.layers.redis.layout import EntryKind
+from headrace.layers.redis.members import InboxMembers
 from headrace.layers.redis.payload import BadEntry, BadKind, Payloads, Rejects
-from headrace.layers.redis.pump import Pump
+from headrace.layers.redis.pump import Pumps
 from headrace.layers.redis.shared import Counts, Params
 from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import Message, translate
@@ -68,21 +68,24 @@ class Reader:
         self._rejects = Rejects(counts, logger)
         self._handover = handover
         self._leave_groups = leave_groups
-        self._sweep = sweep  # move the due delayed messages of a shard (on each heartbeat)
-        self._on_beat = beat  # a reader's heartbeat went through
-        self._on_lost = lost  # Redis may have lost this process's groups (a restart)
-        # What the inboxes announced: process -> group -> the latest membership's expiry.
-        self._joined: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, deque[_Waiter]] = {}
         self._ready_readers = Wakeups(conn.loop)  # readers handed a message, woken together
         self._waiting: Counter[str] = Counter()  # per source (process name or normal channel)
         self._buffers: dict[str, deque[tuple[float, Message]]] = {}
-        self._memberships: dict[str, Membership] = {}
-        self._wakeups: dict[str, asyncio.Event] = {}
-        self._wake_checks: set[str] = set()  # sources whose idle pump may need waking
-        self._pumps: dict[tuple[str, int], Pump] = {}
+        self._members = InboxMembers()
+        self._pumps = Pumps(
+            conn,
+            topology,
+            params,
+            handover,
+            waiting=self._waiting,
+            take_in_process=self._take_in_process,
+            take_in_channel=self._take_in_channel,
+            sweep=sweep,
+            beat=beat,
+            lost=lost,
+        )
         self._held = HeldCounts(conn, topology)
-        self._reading_changed: asyncio.Event | None = None  # while wait_reading() waits
 
     # -- what the layer and the sender ask -----------------------------------------------------
 
@@ -98,9 +101,8 @@ class Reader:
         waiter: _Waiter = Handoff(self._ready_readers)
         self._waiters.setdefault(channel, deque()).append(waiter)
         self._waiting[source] += 1
-        self._ensure_pumps(channel, source)
-        if self._reading_changed is not None:
-            self._reading_changed.set()  # wait_reading() looks again
+        self._pumps.ensure(channel, source)
+        self._pumps.changed()  # wait_reading() looks again
         try:
             _, message = await waiter
         except asyncio.CancelledError:
@@ -121,31 +123,16 @@ class Reader:
     async def wait_reading(self, channel: str) -> None:
         """Until a ``receive(channel)`` of this loop waits and every pump feeding it is
         blocked in Redis (so a message sent now travels through Redis to that reader)."""
-        source = rules.non_local_name(channel)
-        shards = range(self._topology.shards) if "!" in channel else (0,)
-        while True:
-            pumps = [self._pumps.get((source, shard)) for shard in shards]
-            if self._waiters.get(channel) and all(p is not None and p.blocking for p in pumps):
-                return
-            if self._reading_changed is None:
-                self._reading_changed = asyncio.Event()
-            self._reading_changed.clear()
-            await self._reading_changed.wait()
+        await self._pumps.wait_blocked(channel, lambda: bool(self._waiters.get(channel)))
 
     def memberships(self, now: float) -> Iterator[tuple[str, str, float]]:
-        """``(process, group, expires_at)`` for each group this loop's processes have live
-        members in, with the latest membership's expiry (to write back into Redis)."""
-        for process, joined in list(self._joined.items()):
-            membership = self._memberships.get(process)
-            for group, expires_at in list(joined.items()):
-                if expires_at <= now or membership is None or not membership.members(group, now):
-                    del joined[group]  # gone (or left): nothing to write back
-                else:
-                    yield process, group, expires_at
+        """What Redis's group hashes should hold for this loop's processes (see
+        :meth:`InboxMembers.assertions`)."""
+        return self._members.assertions(now)
 
     def pumping(self, channel: str) -> bool:
         """True when a pump of this loop reads normal ``channel``."""
-        return (channel, 0) in self._pumps
+        return self._pumps.pumping(channel)
 
     def has_room(self, channel: str) -> bool:
         """True when this loop's buffer for ``channel`` is below its capacity."""
@@ -154,12 +141,7 @@ class Reader:
 
     def popping(self, source: str) -> asyncio.Future[list[Any]] | None:
         """A non-blocking pop of ``source`` in flight, if any (it settles the hand-over)."""
-        shards = self._topology.shards if "!" in source else 1
-        for shard in range(shards):
-            pump = self._pumps.get((source, shard))
-            if pump is not None and pump.popping is not None:
-                return pump.popping
-        return None
+        return self._pumps.popping(source)
 
     def channels(self) -> set[str]:
         """Channels with messages buffered or readers waiting in this loop."""
@@ -169,13 +151,12 @@ class Reader:
 
     def group_count(self) -> int:
         """Groups this loop's processes' inboxes announced members of."""
-        return sum(len(membership) for membership in self._memberships.values())
+        return self._members.group_count()
 
     def forget(self) -> None:
         """Redis was flushed: drop what was taken in but not yet received, and memberships."""
         self._buffers.clear()
-        self._memberships.clear()
-        self._joined.clear()
+        self._members.clear()
         self._held.clear()
 
     def close(self) -> list[asyncio.Task[None]]:
@@ -187,7 +168,7 @@ class Reader:
                     waiter.set_exception(closed)
                     waiter.exception()  # mark retrieved: nobody may be left to see it
         self._waiters.clear()
-        return [pump.task for pump in self._pumps.values()]
+        return self._pumps.tasks()
 
     # -- taking in ---------------------------------------------------------------------------
 
@@ -220,9 +201,7 @@ class Reader:
     def _member_gone(self, channel: str) -> None:
         """``channel`` let a message expire unread: it leaves every group."""
         if "!" in channel:
-            membership = self._memberships.get(rules.non_local_name(channel))
-            if membership is not None:
-                membership.drop_channel(channel)
+            self._members.drop_channel(channel)
         else:
             self._conn.spawn(self._drop_normal_member(channel))
 
@@ -265,64 +244,6 @@ class Reader:
             buffered.append((expires_at, message))
         return False
 
-    def _ensure_pumps(self, channel: str, source: str) -> None:
-        if "!" in channel:
-            for shard in range(self._topology.shards):
-                if (source, shard) not in self._pumps:
-                    self._start_pump(source, shard)
-        elif (source, 0) not in self._pumps:
-            self._start_pump(source, self._topology.shard_of(channel))
-        wakeup = self._wakeups.get(source)
-        if wakeup is not None and not wakeup.is_set() and source not in self._wake_checks:
-            # Wake an idle pump at the end of this loop pass, and only if a reader still
-            # waits then: a sender of this loop often hands the message over first (a
-            # producer and a consumer in one process), and an idle pump woken for nothing
-            # costs more than the message.
-            self._wake_checks.add(source)
-            self._conn.loop.call_soon(self._wake_pump, source)
-
-    def _start_pump(self, source: str, shard: int) -> None:
-        process = "!" in source
-        take_in = (
-            partial(self._take_in_process, source, shard)
-            if process
-            else partial(self._take_in_channel, source)
-        )
-        pump = Pump(
-            self._conn,
-            self._params,
-            self._handover,
-            self._topology.keys[shard],
-            source=source,
-            shard=shard,
-            home=self._topology.shard_of(source) == shard,
-            wakeup=self._wakeups.setdefault(source, asyncio.Event()),
-            wanted=partial(self._waiting.__getitem__, source),
-            take_in=take_in,
-            sweep=self._sweep,
-            blocked=self._pump_blocked,
-            beat=self._on_beat,
-            lost=self._on_lost,
-            done=self._pump_done,
-        )
-        self._pumps[pump.name] = pump
-
-    def _pump_blocked(self) -> None:
-        if self._reading_changed is not None:
-            self._reading_changed.set()
-
-    def _pump_done(self, pump: Pump) -> None:
-        if self._pumps.get(pump.name) is pump:
-            del self._pumps[pump.name]
-            if not pump.process:
-                self._wakeups.pop(pump.source, None)
-
-    def _wake_pump(self, source: str) -> None:
-        self._wake_checks.discard(source)
-        wakeup = self._wakeups.get(source)
-        if wakeup is not None and self._waiting[source] > 0:
-            wakeup.set()
-
     def _take_in_channel(self, channel: str, entries: list[bytes]) -> None:
         now = self._clock.time()
         expired = 0
@@ -354,9 +275,8 @@ class Reader:
 
     def _take_in_process(self, process: str, shard: int, entries: list[bytes]) -> None:
         now = self._clock.time()
-        membership = self._memberships.get(process)
-        if membership is None:
-            membership = self._memberships[process] = Membership()
+        members = self._members
+        membership = members.of(process)
         taken: Counter[str] = Counter()  # direct messages no longer counted in Redis
         # Messages handed to readers in this pass, per channel, when the pass took several
         # entries: they count against a member's capacity as if they had been queued
@@ -395,10 +315,7 @@ class Reader:
                 self._fan_out(membership, name, expires_at, body, now, given)
             elif body.isascii():
                 if kind is EntryKind.ADD:
-                    membership.add(name, body.decode("ascii"), expires_at)
-                    joined = self._joined.setdefault(process, {})
-                    if joined.get(name, 0.0) < expires_at:
-                        joined[name] = expires_at
+                    members.added(process, name, body.decode("ascii"), expires_at)
                 else:
                     membership.discard(name, body.decode("ascii"))
             else:
