@@ -31,7 +31,8 @@ def layer_on(server: RedisServer, prefix: str, **config: object) -> RedisChannel
 
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll ``check`` (bounded) without blocking the loop."""
+    """Poll ``check`` (bounded) without blocking the loop: only for state outside the layer
+    (the server's client list), which no hook can announce."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not check():
@@ -53,15 +54,23 @@ async def test_readers_and_senders_carry_on_after_redis_restarts(
     reader = layer_on(own_server, "restart", block_timeout=0.5)
     sender = layer_on(own_server, "restart", connect_timeout=5)
     got: list[int] = []
+    arrived = asyncio.Event()
 
     async def read() -> None:
         while True:
             got.append((await reader.receive("stream"))["n"])
+            arrived.set()
+
+    async def until(check: Callable[[], bool]) -> None:
+        async with asyncio.timeout(15):
+            while not check():
+                arrived.clear()
+                await arrived.wait()
 
     reading = asyncio.create_task(read())
     for number in range(5):
         await sender.send("stream", {"type": "n", "n": number})
-    await eventually(lambda: len(got) == 5, "the first five messages")
+    await until(lambda: len(got) == 5)  # the first five messages
 
     await asyncio.to_thread(own_server.restart)  # the loop keeps running meanwhile
 
@@ -76,7 +85,7 @@ async def test_readers_and_senders_carry_on_after_redis_restarts(
         delivered.append(number)
     assert all("Redis" in error for error in errors)
     assert len(delivered) >= 19  # at most one send may meet the stale connection
-    await eventually(lambda: set(delivered) <= set(got), "the messages sent after the restart")
+    await until(lambda: set(delivered) <= set(got))  # the messages sent after the restart
     assert got[5:] == sorted(got[5:])  # still in order
 
     lost = [r for r in caplog.records if "reading 'stream' from Redis failed" in r.getMessage()]
@@ -323,11 +332,12 @@ async def test_memberships_are_written_back_when_a_heartbeat_finds_the_keys_gone
     await owner.group_add("room", member)
     reading = asyncio.create_task(owner.receive(member))
     await asyncio.wait_for(owner.wait_reading(member), 5)
+    written_back = asyncio.create_task(owner.wait_written_back())
+    await asyncio.sleep(0)  # waiting from now on
     with own_server.client() as client:
         client.flushall()  # the connections stay up
-    async with asyncio.timeout(5):
-        while not owner.statistics().reasserted:
-            await asyncio.sleep(0.02)
+    await asyncio.wait_for(written_back, 5)
+    assert owner.statistics().reasserted == 1  # the group's process field
     await sender.group_send("room", {"type": "found"})
     assert await asyncio.wait_for(reading, 5) == {"type": "found"}
     await owner.flush()

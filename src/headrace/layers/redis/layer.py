@@ -293,6 +293,12 @@ class RedisChannelLayer(BaseChannelLayer):
         moves run in the background)."""
         await self._parts().delays.wait_moved()
 
+    async def wait_written_back(self) -> None:
+        """Until this event loop next writes its group memberships back into Redis (after a
+        reader reconnects, or a heartbeat finds the process's keys gone; see
+        docs/explanation/redis-design.md). For tests; bound it with ``asyncio.timeout``."""
+        await self._parts().reasserter.wait_written_back()
+
     # -- housekeeping ------------------------------------------------------------------------
 
     async def flush(self) -> None:

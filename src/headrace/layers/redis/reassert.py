@@ -16,6 +16,7 @@ trigger costs one pipeline and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -57,7 +58,14 @@ class Reasserter:
         self._last = -math.inf  # time.monotonic() of the last completed write-back
         self._running = False
         self._again = False
-        self.runs = 0  #: write-backs completed (for tests and statistics)
+        self.runs = 0  #: write-backs completed
+        self._waits: list[asyncio.Future[None]] = []  # wait_written_back() callers
+
+    async def wait_written_back(self) -> None:
+        """Until the next write-back (one that starts from now on, or is running) is done."""
+        future: asyncio.Future[None] = self._conn.loop.create_future()
+        self._waits.append(future)
+        await future
 
     def heartbeat(self, *, lost: bool) -> None:
         """A reader's heartbeat: write back now if Redis ``lost`` the process's alive key (or
@@ -80,6 +88,10 @@ class Reasserter:
                 await self.write_back()
                 self._last = time.monotonic()
                 self.runs += 1
+                waits, self._waits = self._waits, []
+                for future in waits:
+                    if not future.done():
+                        future.set_result(None)
                 if not self._again or self._conn.closed:
                     return
         finally:
