@@ -25,31 +25,32 @@ __all__ = ["HeldCounts"]
 class HeldCounts:
     """Per channel, buffered direct messages still counted in Redis (one event loop)."""
 
-    __slots__ = ("_conn", "_held", "_soon", "_topology", "_uncounted")
+    __slots__ = ("_conn", "_soon", "_topology", "_uncounted", "held")
 
     def __init__(self, conn: LoopConnections, topology: Topology) -> None:
         self._conn = conn
         self._topology = topology
-        self._held: Counter[str] = Counter()
+        #: Per channel (read-only for others: ``channel in held`` is the reader's fast check).
+        self.held: Counter[str] = Counter()
         self._uncounted: dict[str, Counter[str]] = {}  # to forget at the end of the pass
         self._soon = False
 
     def __contains__(self, channel: str) -> bool:
-        return channel in self._held
+        return channel in self.held
 
     def hold(self, channel: str) -> None:
         """A direct message for ``channel`` was buffered: it stays counted in Redis."""
-        self._held[channel] += 1
+        self.held[channel] += 1
 
     def release(self, channel: str, buffered: int) -> None:
         """``channel``'s buffer holds ``buffered`` messages now: forget the excess."""
-        held = self._held[channel]
+        held = self.held[channel]
         if held <= buffered:
             return
         if buffered:
-            self._held[channel] = buffered
+            self.held[channel] = buffered
         else:
-            del self._held[channel]
+            del self.held[channel]
         process = rules.non_local_name(channel)
         self._uncounted.setdefault(process, Counter())[channel] += held - buffered
         if not self._soon:
@@ -70,7 +71,7 @@ class HeldCounts:
 
     def clear(self) -> None:
         """Redis was flushed: nothing is counted there any more."""
-        self._held.clear()
+        self.held.clear()
         self._uncounted.clear()
 
     def _send(self) -> None:

@@ -167,7 +167,7 @@ class RedisChannelLayer(BaseChannelLayer):
         )
         self._pending: list[tuple[float, int]] = []  # (due, shard) of own delayed messages
         self._normal_groups: NormalGroups = {}
-        self._own_process = f".{self.client_prefix}!"
+        self._own_default = f"specific.{self.client_prefix}!"  # new_channel()'s, the usual
         _LAYERS_OF_THIS_PROCESS[self.client_prefix] = self
 
     # -- per-loop parts ----------------------------------------------------------------------
@@ -175,7 +175,7 @@ class RedisChannelLayer(BaseChannelLayer):
     def _parts(self) -> LoopParts:
         loop = asyncio.get_running_loop()
         parts = self._states.get(loop)
-        if parts is None or parts.closed:
+        if parts is None or parts.conn.closed:
             parts = self._states[loop] = LoopParts(
                 loop,
                 topology=self._topology,
@@ -207,7 +207,11 @@ class RedisChannelLayer(BaseChannelLayer):
             kind = DelayedKind.PROCESS if "!" in channel else DelayedKind.CHANNEL
             await parts.delays.schedule(kind, channel, self._payloads.seal(data), due)
             return
-        await parts.sender.send(channel, data)
+        sender = parts.sender
+        if sender.send_nowait(channel, data):  # delivered in this loop, as a pop would have
+            await asyncio.sleep(0)  # let the reader run before the next send
+            return
+        await sender.send(channel, data)
 
     async def group_send(
         self,
@@ -244,9 +248,11 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         rules.check_channel_name(channel)
-        if "!" in channel and not rules.non_local_name(channel).endswith(self._own_process):
+        if "!" in channel and not channel.startswith(self._own_default):
             self._check_own(channel)
-        return await self._parts().reader.receive(channel)
+        reader = self._parts().reader
+        message = reader.receive_nowait(channel)
+        return message if message is not None else await reader.receive(channel)
 
     def _check_own(self, channel: str) -> None:
         """Only the process named in a process channel reads it: receiving on another
@@ -257,6 +263,8 @@ class RedisChannelLayer(BaseChannelLayer):
         """
         process = rules.non_local_name(channel)
         client = process[:-1].rpartition(".")[2]
+        if client == self.client_prefix:
+            return
         if _CLIENT_PREFIX_RE.fullmatch(client) and _LAYERS_OF_THIS_PROCESS.get(client) is None:
             raise InvalidChannelName(
                 f"cannot receive on {channel!r}: it is a process-specific channel of another "

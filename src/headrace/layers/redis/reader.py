@@ -86,17 +86,23 @@ class Reader:
             lost=lost,
         )
         self._held = HeldCounts(conn, topology)
+        self._held_counts = self._held.held
 
     # -- what the layer and the sender ask -----------------------------------------------------
 
-    async def receive(self, channel: str) -> Message:
-        """The next message for ``channel`` (already checked), waiting as long as it takes."""
+    def receive_nowait(self, channel: str) -> Message | None:
+        """The next message for ``channel`` if one is here already, else None."""
         buffered = self._buffers.get(channel)
         if buffered:
             message = self._take_buffered(channel, buffered)
             if message is not None:
                 self._counts.received += 1
                 return message
+        return None
+
+    async def receive(self, channel: str) -> Message:
+        """The next message for ``channel`` (already checked), waiting as long as it takes;
+        :meth:`receive_nowait` was tried first."""
         source = rules.non_local_name(channel)
         waiter: _Waiter = Handoff(self._ready_readers)
         self._waiters.setdefault(channel, deque()).append(waiter)
@@ -184,7 +190,7 @@ class Reader:
         message = buffered.popleft()[1]
         if not buffered:
             del self._buffers[channel]
-        if channel in self._held:
+        if channel in self._held_counts:
             self._held.release(channel, len(buffered))
         return message
 
@@ -194,7 +200,7 @@ class Reader:
         while buffered and buffered[0][0] <= now:
             buffered.popleft()
             self._counts.expired += 1
-        if channel in self._held:
+        if channel in self._held_counts:
             self._held.release(channel, len(buffered))
         self._member_gone(channel)
 

@@ -59,24 +59,27 @@ class Sender:
         #: every loop's sender; for statistics()).
         self._normal_groups = normal_groups
 
+    def send_nowait(self, channel: str, data: bytes) -> bool:
+        """Deliver ``data`` inside this loop if the local hand-over allows it now (True);
+        then the caller should yield once, so the reader runs before the next send."""
+        if not self._can_hand_over(channel):
+            return False
+        self._counts.sent += 1
+        self._reader.offer(channel, self._clock.time() + self._params.expiry, decode(data))
+        return True
+
     async def send(self, channel: str, data: bytes) -> None:
-        """Send the encoded message ``data`` to ``channel`` now (raises ``ChannelFull``)."""
+        """Send the encoded message ``data`` to ``channel`` now (raises ``ChannelFull``);
+        :meth:`send_nowait` was tried first."""
+        popping = self._reader.popping(rules.non_local_name(channel))
+        if popping is not None:
+            # This loop's reader is taking in what is queued (one round trip, never a
+            # blocking pop); once it has, the message can usually stay in this loop.
+            await asyncio.wait([popping])
+            if self.send_nowait(channel, data):
+                await asyncio.sleep(0)  # let the reader run before the next send
+                return
         now = self._clock.time()
-        local = self._can_hand_over(channel)
-        if not local:
-            popping = self._reader.popping(rules.non_local_name(channel))
-            if popping is not None:
-                # This loop's reader is taking in what is queued (one round trip, never a
-                # blocking pop); once it has, the message can usually stay in this loop.
-                await asyncio.wait([popping])
-                local = self._can_hand_over(channel)
-        if local:
-            # This loop reads the channel and Redis holds nothing older for it: deliver here,
-            # as a pop would have.
-            self._counts.sent += 1
-            self._reader.offer(channel, now + self._params.expiry, decode(data))
-            await asyncio.sleep(0)  # let the reader run before the next send
-            return
         payload = self._seal(data)
         if not await self.deliver(channel, payload, now + self._params.expiry, now, "send"):
             self._counts.rejected_full += 1
