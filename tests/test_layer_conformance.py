@@ -358,6 +358,19 @@ async def test_group_send_never_raises_channel_full(make_layer: MakeLayer) -> No
     assert layer.statistics().dropped_full == 1
 
 
+async def test_group_send_to_a_member_not_reading_keeps_capacity_and_drops_the_rest(
+    make_layer: MakeLayer,
+) -> None:
+    layer = await make_layer(capacity=3)
+    member = await layer.new_channel()  # a process channel, nobody reading it yet
+    await layer.group_add("room", member)
+    for number in range(4):
+        await layer.group_send("room", {"type": "n", "n": number})
+    assert [(await receive(layer, member))["n"] for _ in range(3)] == [0, 1, 2]
+    assert await nothing_arrives(layer, member)
+    assert layer.statistics().dropped_full == 1
+
+
 # -- expiry -------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "RequestTimeout",
         "StopConsumer",
     },
+    "headrace.layers.redis": {"RedisChannelLayer", "RedisLayerStatistics"},
     "headrace.layers": {
         "DEFAULT_CHANNEL_LAYER",
         "DEFAULT_MAX_MESSAGE_SIZE",

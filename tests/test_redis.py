@@ -7,16 +7,19 @@ name, inbox and origin). Time is a ManualClock; "nothing arrived" is a bounded r
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 
 from headrace import exceptions
-from headrace.layers import ManualClock
-from headrace.layers.redis import RedisChannelLayer, scripts
+from headrace.layers import ManualClock, rules
+from headrace.layers.codec import encode
+from headrace.layers.redis import RedisChannelLayer, layout
 from tests.redis_servers import RedisServer, servers
 
 MakeLayer = Callable[..., RedisChannelLayer]
@@ -105,7 +108,7 @@ async def test_group_send_writes_the_message_once_per_process_and_no_member_list
     for layer in members:
         process = f"specific.{layer.client_prefix}!"
         entries = await raw.lrange(f"{prefix}:i:{process}", 0, -1)
-        kinds = [scripts.parse_inbox_entry(entry)[0] for entry in entries]
+        kinds = [layout.parse_inbox_entry(entry)[0] for entry in entries]
         assert kinds.count(ord("G")) == 1  # the message, once for the whole process
     for layer, channels in members.items():
         for channel in channels:
@@ -147,7 +150,7 @@ async def test_dead_process_is_skipped_and_forgotten(
     assert await receive(alive, live_channel) == {"type": "hello"}
     assert not await raw.hexists(f"{prefix}:g:room", f"p:{dead_process}")
     inbox = await raw.lrange(f"{prefix}:i:{dead_process}", 0, -1)
-    assert ord("G") not in [scripts.parse_inbox_entry(entry)[0] for entry in inbox]
+    assert ord("G") not in [layout.parse_inbox_entry(entry)[0] for entry in inbox]
 
 
 async def test_every_key_carries_a_ttl(
@@ -217,7 +220,7 @@ async def test_a_lone_reader_of_a_normal_channel_blocks_at_once(
     lpops, blpops = await _calls(raw, "lpop"), await _calls(raw, "blpop")
     for number in range(20):
         waiting = asyncio.create_task(receive(reader, "lone"))
-        await asyncio.sleep(0.002)  # the reader is blocked in Redis
+        await asyncio.wait_for(reader.wait_reading("lone"), 5)  # blocked in Redis
         await sender.send("lone", {"type": "x", "n": number})
         assert (await waiting)["n"] == number
     assert await _calls(raw, "lpop") - lpops <= 1  # the first receive may settle once
@@ -228,18 +231,18 @@ async def test_competing_workers_share_a_normal_channel(make: MakeLayer) -> None
     workers = [make() for _ in range(3)]
     producer = make()
     got: list[int] = []
+    all_done = asyncio.Event()
 
     async def work(layer: RedisChannelLayer) -> None:
         while True:
             got.append((await layer.receive("pool"))["n"])
+            if len(got) == 60:
+                all_done.set()
 
     tasks = [asyncio.create_task(work(layer)) for layer in workers for _ in range(2)]
     for number in range(60):
         await producer.send("pool", {"type": "job", "n": number})
-    for _ in range(500):
-        if len(got) == 60:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_done.wait(), 10)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -276,7 +279,10 @@ async def test_cancelled_reader_leaves_its_message_for_the_next(make: MakeLayer)
     layer, sender = make(), make()
     for attempt in range(10):
         waiting = asyncio.create_task(layer.receive("handoff"))
-        await asyncio.sleep(0.002 * (attempt % 3))
+        if attempt % 3 == 1:
+            await asyncio.sleep(0)  # registered, its pump not yet in Redis
+        elif attempt % 3 == 2:
+            await asyncio.wait_for(layer.wait_reading("handoff"), 5)  # blocked in Redis
         await sender.send("handoff", {"type": "x", "n": attempt})
         waiting.cancel()
         try:
@@ -299,11 +305,11 @@ def test_receivers_on_uvloop_get_group_messages_and_cancel_cleanly(
             for member in members:
                 await layer.group_add("uv", member)
             waiting = [asyncio.create_task(receive(layer, member)) for member in members]
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(layer.wait_reading(members[-1]), 5)
             await layer.group_send("uv", {"type": "hello"})
             got = await asyncio.gather(*waiting)
             cancelled = asyncio.create_task(layer.receive(members[0]))
-            await asyncio.sleep(0.01)
+            await asyncio.wait_for(layer.wait_reading(members[0]), 5)
             cancelled.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
@@ -371,10 +377,7 @@ async def test_a_delayed_message_is_moved_inside_redis_and_an_expired_reader_lea
     await sender.send("gone.reader", {"type": "never read"})
     await sender.send("gone.reader", {"type": "late"}, delay=10)
     clock.advance(10)  # the first message has expired unread by the time the second is due
-    for _ in range(100):
-        if sender.statistics().expired:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(sender.wait_moved(), 5)
     assert sender.statistics().expired == 1
     assert await receive(reader, "gone.reader") == {"type": "late"}
     await sender.group_send("room", {"type": "to the room"})
@@ -389,7 +392,7 @@ async def test_several_movers_deliver_each_delayed_message_once(
         await movers[number % 3].send("due", {"type": "d", "n": number}, delay=5 + number % 4)
     clock.advance(10)  # every mover's timer fires; they all race for the same set
     await asyncio.gather(
-        *(layer._move_due(layer._state(), range(1)) for layer in movers)  # and once more
+        *(layer.move_due() for layer in movers)  # and once more
     )
     got = sorted([(await receive(movers[0], "due"))["n"] for _ in range(30)])
     assert got == list(range(30))
@@ -482,6 +485,177 @@ def test_bad_configuration_is_refused_with_the_reason(config: dict[str, Any], sa
 def test_layer_is_exported_and_declares_its_capabilities() -> None:
     import headrace.layers.redis as package
 
-    assert package.__all__ == ["RedisChannelLayer"]
+    assert package.__all__ == ["RedisChannelLayer", "RedisLayerStatistics"]
     assert {"groups", "flush", "delay"} <= set(RedisChannelLayer.extensions)
     assert RedisChannelLayer.process_wide is False
+
+
+async def test_wait_reading_returns_once_the_reader_is_blocked_in_redis(
+    make: MakeLayer, raw: aioredis.Redis
+) -> None:
+    reader = make()
+    waiting = asyncio.create_task(reader.receive("blocked.here"))
+    await asyncio.wait_for(reader.wait_reading("blocked.here"), 5)
+    assert not waiting.done()
+    await raw.rpush(  # a message written by any process now reaches it through Redis
+        f"{reader.prefix}:c:blocked.here", _channel_entry(reader, {"type": "raw"})
+    )
+    assert await asyncio.wait_for(waiting, 5) == {"type": "raw"}
+
+
+def _channel_entry(layer: RedisChannelLayer, message: dict[str, Any]) -> bytes:
+    from headrace.layers.codec import encode
+
+    expires_at = layer.clock.time() + 60
+    return layout.channel_entry(expires_at, layout.NO_ORIGIN, encode(message))
+
+
+async def test_wait_moved_returns_once_due_messages_are_in_their_channel(
+    make: MakeLayer, raw: aioredis.Redis, clock: ManualClock, prefix: str
+) -> None:
+    sender = make()
+    await sender.send("later", {"type": "later"}, delay=5)
+    await sender.wait_moved()  # nothing due yet: returns at once
+    assert await raw.llen(f"{prefix}:c:later") == 0
+    clock.advance(5)
+    await asyncio.wait_for(sender.wait_moved(), 5)
+    assert await raw.llen(f"{prefix}:c:later") == 1  # moved, nobody has read it
+    assert sender.statistics().delayed_pending == 0
+
+
+async def test_receive_on_another_process_channel_raises_at_once(make: MakeLayer) -> None:
+    layer, other = make(), make()
+    for foreign in ("specific.0123456789ab!x", "chat.ffffffffffff!made-up", "a.b.0000aaaa1111!"):
+        with pytest.raises(exceptions.InvalidChannelName, match="another process"):
+            await asyncio.wait_for(layer.receive(foreign), 1)  # at once, never a hang
+    # A channel of another layer instance of this process (the registry makes one per event
+    # loop) is this process's channel: it can be read.
+    channel = await other.new_channel()
+    await other.send(channel, {"type": "here"})
+    assert await receive(layer, channel) == {"type": "here"}
+
+
+async def test_direct_sends_stay_within_capacity_while_the_inbox_is_drained(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str
+) -> None:
+    """A process takes its inbox in as entries arrive (so group messages meet capacity on
+    arrival); direct messages it holds for a channel nobody reads yet still count against
+    that channel's capacity in Redis, so senders get ChannelFull as before."""
+    owner, sender = make(capacity=2), make(capacity=2)
+    reading, idle = await owner.new_channel(), await owner.new_channel()
+    waiting = asyncio.create_task(owner.receive(reading))  # the process's pump is running
+    await asyncio.wait_for(owner.wait_reading(reading), 5)
+    await sender.send(idle, {"type": "n", "n": 0})
+    await sender.send(idle, {"type": "n", "n": 1})
+    inbox = f"{prefix}:i:{rules.non_local_name(idle)}"
+    async with asyncio.timeout(5):
+        while await raw.llen(inbox):  # taken in by the owner, not yet received
+            await asyncio.sleep(0.01)
+    with pytest.raises(exceptions.ChannelFull):
+        await sender.send(idle, {"type": "n", "n": 2})
+    assert [(await receive(owner, idle))["n"] for _ in range(2)] == [0, 1]
+    await sender.send(reading, {"type": "n", "n": 3})
+    assert (await asyncio.wait_for(waiting, 5))["n"] == 3
+
+
+# -- entries that are not messages --------------------------------------------------------------
+
+
+def _warnings_about(caplog: pytest.LogCaptureFixture, where: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING"
+        and "is not a message" in r.getMessage()
+        and where in r.getMessage()
+    ]
+
+
+async def test_undecodable_entries_in_a_channel_are_logged_counted_and_skipped(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="headrace.layers.redis")
+    reader = make()
+    later = reader.clock.time() + 60
+    good = encode({"type": "good"})
+    await raw.rpush(
+        f"{prefix}:c:bad.list",
+        layout.channel_entry(later, layout.NO_ORIGIN, b"\xc1\xc1\xc1"),  # garbage
+        b"\x00\x01",  # truncated before the payload
+        layout.channel_entry(later, layout.NO_ORIGIN, good[:-2]),  # truncated payload
+        layout.channel_entry(later, layout.NO_ORIGIN, msgpack.packb([1, 2])),  # not a dict
+        layout.channel_entry(later, layout.NO_ORIGIN, msgpack.packb("text")),  # not a dict
+    )
+    await make().send("bad.list", {"type": "good"})
+    assert await receive(reader, "bad.list") == {"type": "good"}  # the reader carried on
+    stats = reader.statistics()
+    assert stats.undecodable == 5
+    assert stats.undecodable_by_kind == {"garbage": 1, "truncated": 2, "not a message dict": 2}
+    assert len(_warnings_about(caplog, "'bad.list'")) == 3  # once per kind, with the channel
+
+
+async def test_a_message_sealed_with_a_key_the_reader_lacks_is_skipped(
+    make: MakeLayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader = make(symmetric_encryption_keys=["the-new-key"])
+    rotated_wrongly = make(symmetric_encryption_keys=["an-old-key"])
+    right = make(symmetric_encryption_keys=["the-new-key", "an-old-key"])
+    await rotated_wrongly.send("sealed", {"type": "unreadable"})
+    await right.send("sealed", {"type": "readable"})
+    assert await receive(reader, "sealed") == {"type": "readable"}
+    assert reader.statistics().undecodable_by_kind == {
+        "encrypted with a key this layer does not have": 1
+    }
+    assert len(_warnings_about(caplog, "'sealed'")) == 1
+
+
+async def test_undecodable_entries_in_an_inbox_are_logged_counted_and_skipped(
+    make: MakeLayer, raw: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader, sender = make(), make()
+    channel = await reader.new_channel()
+    await sender.group_add("room", channel)
+    process = rules.non_local_name(channel)
+    later = reader.clock.time() + 60
+    await raw.rpush(
+        f"{prefix}:i:{process}",
+        b"Z" + bytes(20),  # garbage: no such entry kind
+        b"D\x00\x01",  # truncated
+        layout.EntryKind.DIRECT.pack(later, layout.NO_ORIGIN, channel, msgpack.packb([1])),
+        layout.EntryKind.GROUP.pack(later, layout.NO_ORIGIN, "room", b"\xc1"),
+        layout.EntryKind.GROUP.pack(later, layout.NO_ORIGIN, "room", msgpack.packb(7)),
+    )
+    await sender.send(channel, {"type": "direct"})
+    await sender.group_send("room", {"type": "group"})
+    assert await receive(reader, channel) == {"type": "direct"}
+    assert await receive(reader, channel) == {"type": "group"}  # non-dicts never arrive
+    assert reader.statistics().undecodable_by_kind == {
+        "garbage": 2,
+        "truncated": 1,
+        "not a message dict": 2,
+    }
+    assert len(_warnings_about(caplog, f"the inbox of {process}")) == 2  # garbage, truncated
+    assert len(_warnings_about(caplog, f"{channel!r}")) == 1  # the direct non-dict
+
+
+async def test_a_reader_that_crashes_is_logged_and_restarted_with_backoff(
+    make: MakeLayer,
+    raw: aioredis.Redis,
+    prefix: str,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headrace.layers.redis")
+    reader, sender = make(), make()
+    await raw.set(f"{prefix}:c:wrong.type", b"not a list")  # every pop fails: WRONGTYPE
+    waiting = asyncio.create_task(reader.receive("wrong.type"))
+    await asyncio.wait_for(clock.wait_armed(), 5)  # crashed, logged, pausing on the clock
+    crashes = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(crashes) == 1
+    assert "WRONGTYPE" in crashes[0].getMessage()
+    await raw.delete(f"{prefix}:c:wrong.type")
+    await sender.send("wrong.type", {"type": "after"})
+    clock.advance(5)  # the pause is over: the reader runs again
+    assert await asyncio.wait_for(waiting, 5) == {"type": "after"}

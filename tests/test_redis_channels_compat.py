@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
+from headrace.exceptions import LayerConnectionError
 from headrace.layers.redis import RedisChannelLayer
 from tests.redis_servers import servers
 
@@ -78,3 +79,22 @@ async def test_channels_consumers_chat_through_headrace_redis_layer() -> None:
         await asyncio.sleep(0)
         await layer.flush()
         await layer.close()
+
+
+async def test_close_pools_closes_like_close_and_the_layer_works_again(
+    pytestconfig: pytest.Config,
+) -> None:
+    """channels_redis users call ``close_pools()`` at the end of async_to_sync blocks and in
+    test teardown: it closes this event loop's connections and readers, as close() does."""
+    server = servers(pytestconfig).standalone()
+    layer = RedisChannelLayer(hosts=[server.url], prefix=f"pools-{uuid.uuid4().hex[:8]}")
+    channel = await layer.new_channel()
+    waiting = asyncio.create_task(layer.receive(channel))
+    await asyncio.wait_for(layer.wait_reading(channel), 5)
+    await layer.close_pools()
+    with pytest.raises(LayerConnectionError, match="closed while receive"):
+        await waiting  # the reader of the closed loop state ended, as with close()
+    await layer.send(channel, {"type": "again"})  # a new loop state, new connections
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "again"}
+    await layer.flush()
+    await layer.close_pools()

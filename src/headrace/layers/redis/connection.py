@@ -1,127 +1,56 @@
-"""Per-event-loop plumbing of the Redis layer: pipelined commands and the loop's state.
+"""Per-event-loop plumbing of the Redis layer: connections and pipelined commands.
 
 redis-py's asyncio connections belong to the loop that opened them, so each event loop that
-uses a layer gets a :class:`LoopState`: its clients, one :class:`Batcher` per server, the
-readers waiting in that loop and the pumps feeding them. The state registers itself with the
-loop's async-generator hooks, so the loop's shutdown (``asyncio.run``, ``async_to_sync``)
-closes its connections and tasks.
+uses a layer gets its own :class:`LoopConnections`: its clients, one :class:`Batcher` per
+server, the readers' own links and the loop's background tasks. The layer registers each with
+the loop's async-generator hooks (:func:`close_with_loop`), so the loop's shutdown
+(``asyncio.run``, ``async_to_sync``) closes its connections and tasks. What all loops share
+about a server (its name, whether it has the scripts) is a :class:`Server`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
-from collections import Counter, deque
-from collections.abc import AsyncGenerator, Hashable
-from typing import Any, Final
+from collections.abc import AsyncGenerator, Coroutine, Hashable, Iterable, Sequence
+from typing import Any, Protocol
 
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    ClusterDownError,
-    NoScriptError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
+from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
+
+from headrace.backoff import Backoff
+from headrace.exceptions import LayerConnectionError
+from headrace.layers.clock import Clock
+from headrace.layers.redis.scripts import Script
+from headrace.layers.redis.topology import Connections, Topology
+from headrace.layers.redis.wire import (
+    CONNECTION_ERRORS,
+    Command,
+    Link,
+    never_sent,
+    safe_to_repeat,
+    translate,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from headrace.exceptions import ChannelLayerError, LayerConnectionError
-from headrace.layers.clock import TimerHandle
-from headrace.layers.groups import Membership
-from headrace.layers.handoff import Handoff, Wakeups
-from headrace.layers.redis.scripts import SCRIPTS
-from headrace.layers.redis.topology import Connections
 
 __all__ = [
-    "CONNECTION_ERRORS",
     "Batcher",
-    "Command",
-    "Link",
-    "LoopState",
-    "Message",
+    "LoopConnections",
+    "Server",
     "close_with_loop",
-    "never_sent",
-    "raise_first",
-    "translate",
+    "forget_guard",
+    "register_with_loop",
 ]
 
 logger = logging.getLogger("headrace.layers.redis")
 
-Message = dict[str, Any]
-Command = tuple[Any, ...]
 
-CONNECTION_ERRORS: Final = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    RedisClusterException,
-    ClusterDownError,
-    OSError,
-)
+class Server:
+    """One configured server (or cluster) as every event loop sees it."""
 
+    __slots__ = ("name", "scripts_loaded")
 
-class Link:
-    """A connection of its own to one server, for one batcher or one reader.
-
-    Through redis-py's connection API (which connects, speaks TLS, authenticates and asks
-    Sentinel for the master) but not its client layer: no pool checkout, retry wrapper or
-    reply callbacks per command, which halves the client's cost of a round trip. A Redis
-    Cluster client has no single connection: there the client runs the commands.
-    """
-
-    __slots__ = ("client", "connection")
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        pool = getattr(client, "connection_pool", None)
-        self.connection: Any = None if pool is None else pool.make_connection()
-
-    async def execute(self, commands: list[Command]) -> list[Any]:
-        """Run ``commands`` in one write; their results, error replies included."""
-        connection = self.connection
-        if connection is None:
-            return await self._execute_on_client(commands)
-        # The connection reconnects by itself when needed, and drops itself on any failure
-        # (or cancellation) half-way, so it is never left with replies unread.
-        await connection.send_packed_command(
-            connection.pack_commands(commands) if len(commands) > 1 else
-            connection.pack_command(*commands[0]),
-            check_health=False,
-        )  # fmt: skip
-        results: list[Any] = []
-        for _ in commands:
-            try:
-                results.append(await connection.read_response())
-            except ResponseError as error:
-                results.append(error)
-        return results
-
-    async def load_scripts(self) -> None:
-        """Load the layer's scripts where this link's commands go (every node of a cluster;
-        after a Sentinel fail-over, the new master)."""
-        if self.connection is None:
-            for script in SCRIPTS:
-                await self.client.script_load(script.source)
-        else:
-            raise_first(await self.execute([("SCRIPT", "LOAD", s.source) for s in SCRIPTS]))
-
-    async def _execute_on_client(self, commands: list[Command]) -> list[Any]:
-        if len(commands) == 1:
-            try:
-                return [await self.client.execute_command(*commands[0])]
-            except ResponseError as error:
-                return [error]
-        pipe = self.client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute(raise_on_error=False))
-
-    async def aclose(self) -> None:
-        if self.connection is not None:
-            await self.connection.disconnect()
+    def __init__(self, name: str) -> None:
+        self.name = name  #: for error messages
+        self.scripts_loaded = False  #: cleared on a connection failure or a NOSCRIPT reply
 
 
 class _Merged:
@@ -154,13 +83,29 @@ class Batcher:
     one channel costs Redis and the client one command, not one each.
     """
 
-    __slots__ = ("busy", "client", "index", "layer", "link", "merging", "queue", "task")
+    __slots__ = (
+        "backoff",
+        "busy",
+        "client",
+        "connect_timeout",
+        "link",
+        "merging",
+        "queue",
+        "server",
+        "task",
+    )
 
-    def __init__(self, layer: Any, client: Any, index: int) -> None:
-        self.layer = layer
+    def __init__(
+        self, client: Any, server: Server, *, connect_timeout: float, clock: Clock
+    ) -> None:
         self.client = client
         self.link = Link(client)
-        self.index = index
+        self.server = server
+        self.connect_timeout = connect_timeout
+        #: Retries of a command that failed to connect, until ``connect_timeout``.
+        self.backoff = Backoff(
+            f"connecting to Redis ({server.name})", logger=logger, first=0.02, cap=0.5, clock=clock
+        )
         self.queue: list[_Item] = []
         # Merged calls of the queued batch still taking arguments, by key; any other command
         # queued after them closes them, so nothing overtakes a command issued before it.
@@ -259,87 +204,116 @@ class Batcher:
             self.task = None
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
-        layer = self.layer
-        deadline = time.monotonic() + layer.connect_timeout
-        pause = 0.02
-        reloaded = False
+        server = self.server
+        clock = self.backoff.clock
+        deadline = clock.time() + self.connect_timeout
+        reloaded = repeated = False
         while True:
             try:
-                if not layer._scripts_loaded[self.index]:
+                if not server.scripts_loaded:
                     await self.link.load_scripts()
-                    layer._scripts_loaded[self.index] = True
+                    server.scripts_loaded = True
                 results = await self.link.execute(commands)
             except (AuthenticationError, AuthorizationError) as error:
                 raise LayerConnectionError(
-                    f"Redis ({layer._host_name(self.index)}) refused the credentials: {error}; "
+                    f"Redis ({server.name}) refused the credentials: {error}; "
                     "check the user and password in the host URL"
                 ) from error
             except CONNECTION_ERRORS as error:
-                layer._scripts_loaded[self.index] = False
-                if not never_sent(error) or time.monotonic() >= deadline:
-                    raise LayerConnectionError(
-                        f"Redis ({layer._host_name(self.index)}) is unreachable: {error}"
-                    ) from error
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.5)
-                continue
+                server.scripts_loaded = False
+                if never_sent(error) and clock.time() < deadline:
+                    await self.backoff.failed(error)  # it certainly did not run: try again
+                    continue
+                if not repeated and safe_to_repeat(commands):
+                    # Typically the first command on a connection that a Redis restart
+                    # killed: once more, at once, on a fresh connection (the link drops the
+                    # dead one). Only what is safe to run twice.
+                    repeated = True
+                    continue
+                raise LayerConnectionError(
+                    f"Redis ({server.name}) is unreachable: {error}"
+                ) from error
             if not reloaded and any(isinstance(result, NoScriptError) for result in results):
                 # The server lost its scripts (restart or SCRIPT FLUSH): no script ran. Plain
                 # commands in the batch are idempotent, so running the batch again is safe.
-                layer._scripts_loaded[self.index] = False
+                server.scripts_loaded = False
                 reloaded = True
                 continue
+            self.backoff.succeeded()
             return results
 
 
-def never_sent(error: BaseException) -> bool:
-    """True when a command failed before reaching the server (so retrying cannot double it)."""
-    text = str(error).lower()
-    if "certificate" in text or "ssl" in text:
-        return False  # a TLS failure will not go away by trying again
-    return any(
-        sign in text
-        for sign in ("connecting to", "connection refused", "loading", "cannot be connected")
-    )
+class LoopConnections:
+    """The connections and background tasks of one layer in one event loop."""
 
-
-class LoopState:
-    """Everything of one layer that belongs to one event loop."""
-
-    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        topology: Topology,
+        servers: list[Server],
+        *,
+        connect_timeout: float,
+        clock: Clock,
+    ) -> None:
         self.loop = loop
-        self.connections: Connections = layer._topology.connect()
+        self.connections: Connections = topology.connect()
         self.batchers = [
-            Batcher(layer, client, index) for index, client in enumerate(self.connections.clients)
+            Batcher(client, servers[index], connect_timeout=connect_timeout, clock=clock)
+            for index, client in enumerate(self.connections.clients)
         ]
+        self._batcher_of = [self.batchers[client] for client in topology.client_of]
         self.links: set[Link] = set()  # the readers' own connections
-        self.waiters: dict[str, deque[Handoff[tuple[float, Message]]]] = {}
-        self.ready_readers = Wakeups(loop)  # readers handed a message, woken together
-        self.waiting: Counter[str] = Counter()  # per source (process name or normal channel)
-        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
-        self.memberships: dict[str, Membership] = {}
-        self.wakeups: dict[str, asyncio.Event] = {}
-        self.wake_checks: set[str] = set()  # sources whose idle pump may need waking
-        self.pumps: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
-        # Local hand-over bookkeeping (see RedisChannelLayer._can_hand_over). ``origin`` tags
-        # the entries this loop writes; ``pushed``/``unsettled`` count, per source, the entries
-        # written and those that may still be queued; ``group_epoch`` counts group operations
-        # and ``group_clean`` the epoch at which a process pump last found its inbox empty.
-        self.origin = secrets.token_bytes(4)
-        self.pushed: Counter[str] = Counter()
-        self.unsettled: Counter[str] = Counter()
-        self.group_epoch = 0
-        self.group_clean: dict[tuple[str, int], int] = {}
-        self.popping: dict[str, asyncio.Future[list[Any]]] = {}  # a pump's LPOP in flight
-        self.timer: TimerHandle | None = None
-        self.timer_due = 0.0
-        self.moving = False  # a move of due delayed messages is in flight
-        self.move_again = False  # a timer fired meanwhile: look again when it is done
         self.closed = False
-        self.guard: AsyncGenerator[None, None] | None = None
 
-    def spawn(self, coroutine: Any) -> None:
+    def batcher(self, shard: int) -> Batcher:
+        """The batcher of the server holding ``shard``."""
+        return self._batcher_of[shard]
+
+    async def script(self, shard: int, script: Script, keys: Sequence[str], *args: Any) -> Any:
+        """Run ``script`` on ``shard``'s server; its result (a Redis error raised, translated)."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        (result,) = await self._batcher_of[shard].run(command)
+        if isinstance(result, Exception):
+            raise translate(result)
+        return result
+
+    async def merged_script(
+        self,
+        shard: int,
+        script: Script,
+        keys: tuple[str, ...],
+        common: tuple[Any, ...],
+        args: tuple[Any, ...],
+        variant: str = "",
+    ) -> tuple[Any, int]:
+        """Run ``script`` merged with the calls on the same keys (and ``variant``) waiting
+        for the same batch.
+
+        ``common`` arguments are taken from the first of the merged calls; ``args`` of each
+        are appended in calling order. Returns the result and this call's position.
+        """
+        head = ("EVALSHA", script.sha, len(keys), *keys, *common)
+        result, position = await self._batcher_of[shard].merge(
+            (script.name, variant, *keys), head, args
+        )
+        if isinstance(result, Exception):
+            raise translate(result)
+        return result, position
+
+    def open_link(self, shard: int) -> Link:
+        """A connection of its own to ``shard``'s server (for a blocking reader); closed with
+        the loop, or by :meth:`close_link`."""
+        link = Link(self._batcher_of[shard].client)
+        self.links.add(link)
+        return link
+
+    async def close_link(self, link: Link) -> None:
+        self.links.discard(link)
+        await link.aclose()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run background work whose failure is logged, not raised."""
         task = self.loop.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -349,35 +323,25 @@ class LoopState:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("Redis layer background work failed: %s", task.exception())
 
-    async def aclose(self) -> None:
-        """Stop the pumps and timers, fail waiting readers, close the connections."""
-        if self.closed:
-            return
+    async def aclose(self, running: Iterable[asyncio.Task[Any]] = ()) -> None:
+        """Cancel ``running`` and the background tasks, then close every connection."""
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        running = [*self.pumps.values(), *self.tasks]
-        for task in running:
+        tasks = [*running, *self.tasks]
+        for task in tasks:
             task.cancel()
-        pending = [batcher.task for batcher in self.batchers if batcher.task is not None]
-        for task in pending:
-            running.append(task)
-        await asyncio.gather(*running, return_exceptions=True)
-        closed = LayerConnectionError("the Redis layer was closed while receive() was waiting")
-        for waiters in self.waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(closed)
-                    waiter.exception()  # mark retrieved: nobody may be left to see it
-        self.waiters.clear()
+        tasks += [batcher.task for batcher in self.batchers if batcher.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
         for link in [*self.links, *(batcher.link for batcher in self.batchers)]:
             await link.aclose()
         self.links.clear()
         await self.connections.aclose()
 
 
-async def close_with_loop(state: LoopState) -> AsyncGenerator[None, None]:
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def close_with_loop(state: Closable) -> AsyncGenerator[None, None]:
     """Registered as an async generator of the loop, so loop shutdown closes the state."""
     try:
         yield
@@ -385,17 +349,22 @@ async def close_with_loop(state: LoopState) -> AsyncGenerator[None, None]:
         await state.aclose()
 
 
-def raise_first(results: list[Any]) -> None:
-    for result in results:
-        if isinstance(result, Exception):
-            raise translate(result)
+def register_with_loop(state: Closable) -> AsyncGenerator[None, None]:
+    """Start :func:`close_with_loop` for ``state`` in the running loop; returns the generator
+    (close it when the state is closed first, so the loop forgets it)."""
+    guard = close_with_loop(state)
+    starting = guard.asend(None)  # registers with the loop's async-generator hooks
+    try:
+        starting.send(None)
+    except StopIteration:
+        pass
+    return guard
 
 
-def translate(error: Exception) -> Exception:
-    if isinstance(error, ChannelLayerError):
-        return error
-    if isinstance(error, CONNECTION_ERRORS):
-        return LayerConnectionError(f"Redis connection failed: {error}")
-    if isinstance(error, RedisError):
-        return ChannelLayerError(f"Redis refused a channel layer command: {error}")
-    return error
+def forget_guard(guard: AsyncGenerator[None, None]) -> None:
+    """Finish a guard whose state is already closed (finishes without suspending)."""
+    closing = guard.aclose()
+    try:
+        closing.send(None)
+    except StopIteration:
+        pass

@@ -1,75 +1,18 @@
-"""The Redis key layout, the entry formats and the Lua scripts of the Redis channel layer.
+"""The Lua scripts of the Redis channel layer.
 
-Key layout
-==========
-
-Every key starts with a *shard tag* ``T``: ``"{prefix}:"`` on a standalone server, Sentinel or
-each of several independent hosts, and ``"{prefix}:{{{prefix}.N}}:"`` on Redis Cluster, where
-``N`` is one of ``cluster_buckets`` buckets (the braces are a Cluster hash tag, so every key of
-one bucket lives in one slot and no script ever touches two slots). Which shard holds a key is
-decided by a consistent hash of the *owner* of the key (a channel, a group or a process name),
-see :mod:`headrace.layers.redis.topology`. ``X`` below is a process name: the part of a
-process-specific channel up to and including ``!`` (``specific.3f9a1c2b7d4e!``).
-
-``T c:<channel>``  (list)
-    A normal channel's queue; entries are *channel entries* (below). Read by BLPOP/LPOP from
-    any number of processes. TTL: ``expiry`` + margin, renewed by every push (garbage
-    collection only; the layer's clock decides expiry).
-``T i:X``  (list)
-    Process X's inbox: *inbox entries* for all of X's ``!`` channels, direct messages, group
-    messages and membership changes, in one FIFO. Only X reads it. X has one inbox per shard
-    (group messages land on the group's shard). TTL like a channel.
-``T n:X``  (hash: channel -> count)
-    Direct messages queued in X's inbox per full channel name, for capacity. Incremented by
-    the sender's script, decremented by X when it takes messages in.
-``T a:X``  (string)
-    X is alive. Set with a TTL by X's heartbeat (and by ``group_add`` of one of X's channels,
-    which vouches for it until X starts reading). A group send skips, and forgets, processes
-    whose key is gone.
-``T g:<group>``  (hash)
-    Group membership. ``p:X`` -> when X's latest membership in the group expires (the members
-    themselves are known only to X, which learned them in order through its inbox);
-    ``c:<channel>`` -> when a normal channel's membership expires. TTL: ``group_expiry`` +
-    margin, renewed by ``group_add``.
-``T m:<channel>``  (set)
-    The groups a normal channel is in, so a channel that lets a message expire unread can be
-    dropped from all of them.
-``T d``  (sorted set)  and  ``T s``  (counter)
-    Delayed messages by due time; members are *delayed entries*. ``s`` numbers them so that
-    messages due at the same instant leave in the order they were sent.
-
-Entry formats (binary; ``>d`` is a big-endian IEEE double, ``>B`` an unsigned byte)
-====================================================================================
-
-channel entry
-    ``>d expires_at`` + origin (4 bytes) + payload
-inbox entry
-    kind (1 byte) + ``>d expires_at`` + origin (4 bytes) + ``>B len(name)`` + name + body,
-    where kind is
-    ``D`` direct (name = channel, body = payload), ``G`` group message (name = group,
-    body = payload), ``A`` membership added (name = group, body = channel, ``expires_at`` =
-    when the membership expires), ``R`` membership removed (name = group, body = channel).
-delayed entry
-    ``>d sequence`` + kind (``c`` normal channel, ``p`` process channel, ``g`` group) +
-    ``>I`` the target's capacity (0 for a group) + ``>B len(target)`` + target + payload;
-    the score is the due time.
-
-The payload is the msgpack encoding of the message (encrypted when
-``symmetric_encryption_keys`` is set). Times are the layer clock's epoch seconds. The origin
-names the event loop (of one process) that wrote the entry: a reader that takes in its own
-loop's entries knows none of them is still queued, which allows the local hand-over (see
-``RedisChannelLayer.send``).
+The keys and entries they read and write are described, and built, in
+:mod:`headrace.layers.redis.layout`: each script's header names the :class:`~.layout.Keys`
+method that builds each of its KEYS and the entry format of its arguments. The scripts that
+build keys themselves (from the shard tag ``T`` they are given) build them the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
-    "CHANNEL_HEADER",
     "DECREMENT",
     "DELIVER",
     "GROUP_SEND",
@@ -78,16 +21,7 @@ __all__ = [
     "SCHEDULE",
     "SCRIPTS",
     "Script",
-    "channel_entry",
-    "delayed_entry",
-    "inbox_entry",
-    "parse_delayed_entry",
-    "parse_inbox_entry",
-    "unpack_double",
 ]
-
-_DOUBLE: Final = struct.Struct(">d")
-_CAPACITY: Final = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +61,8 @@ end
 """
 
 #: Deliver channel entries to a normal channel (the sends of one batch share one call).
-#: KEYS[1] the channel's list (``T c:<channel>``), KEYS[2] its group index (``T m:<channel>``).
+#: KEYS[1] the channel's list (``Keys.channel``), KEYS[2] its group index (``Keys.groups_of``).
+#: Entries: channel entries (``layout.channel_entry``).
 #: ARGV[1] now, ARGV[2] capacity, ARGV[3] TTL in ms, ARGV[4] ``"send"`` (direct sends) or
 #: ``"group"`` (a group member: an expired head means the member is gone, so nothing is
 #: delivered), ARGV[5...] the channel entries, in sending order.
@@ -156,7 +91,8 @@ return {expired, groups, taken}
 
 #: Put direct messages for process channels into their process's inbox, each within its
 #: channel's capacity (the sends of one batch to one process share one call).
-#: KEYS[1] the inbox (``T i:X``), KEYS[2] the counts (``T n:X``).
+#: KEYS[1] the inbox (``Keys.inbox``), KEYS[2] the counts (``Keys.counts``).
+#: Entries: inbox entries of kind ``EntryKind.DIRECT``.
 #: ARGV[1] TTL ms, then per message: the full channel name, its capacity, the inbox entry.
 #: Returns one status per message: 1 queued, 0 refused (its channel already holds
 #: ``capacity`` messages).
@@ -193,9 +129,10 @@ return statuses
 )
 
 #: Send to a group: the serialized message is written once per live process with members.
-#: KEYS[1] the group (``T g:<group>``).
-#: ARGV[1] now, ARGV[2] the inbox entry (kind ``G``), ARGV[3] TTL ms, ARGV[4] the shard tag
-#: ``T`` (inbox and alive keys are ``T i:X`` / ``T a:X``, in the group's slot).
+#: KEYS[1] the group (``Keys.group``; fields ``layout.process_field``/``channel_field``).
+#: ARGV[1] now, ARGV[2] the inbox entry (``EntryKind.GROUP``), ARGV[3] TTL ms, ARGV[4] the
+#: shard tag ``Keys.tag`` (the script builds inbox and alive keys as ``Keys.inbox`` and
+#: ``Keys.alive`` do: ``T i:X`` / ``T a:X``, in the group's slot).
 #: Expired memberships and dead processes are removed on the way.
 #: Returns ``{processes reached, {normal channel members}}``; the caller delivers to the
 #: normal channels (each lives on its own shard).
@@ -230,7 +167,7 @@ return {reached, normal}
 )
 
 #: Schedule delayed messages (those of one batch on one shard share one call).
-#: KEYS[1] the delayed set (``T d``), KEYS[2] its sequence counter (``T s``).
+#: KEYS[1] the delayed set (``Keys.delayed``), KEYS[2] its counter (``Keys.sequence``).
 #: ARGV per message: its due time, its delayed entry without the sequence, and a TTL in ms
 #: for both keys (only ever extended). Sequence numbers follow the order of ARGV.
 #: Returns the last sequence number given.
@@ -258,7 +195,9 @@ return seq
 #: its list (expired head removed, capacity checked, as DELIVER does), a process channel's
 #: to its process's inbox (capacity checked, as PUSH_DIRECT does). Both live in the delayed
 #: set's slot: a delayed message is stored on the shard of its target's owner.
-#: KEYS[1] the delayed set (``T d``).
+#: KEYS[1] the delayed set (``Keys.delayed``); members are ``layout.delayed_entry``s. Lists
+#: and inboxes are built from the tag as ``Keys.channel``, ``Keys.groups_of``,
+#: ``Keys.inbox`` and ``Keys.counts`` build them; inbox entries as ``EntryKind.DIRECT``.
 #: ARGV[1] now, ARGV[2] the most to take, ARGV[3] expiry in seconds (a moved message expires
 #: that long after it was due, or after now if later), ARGV[4] TTL ms, ARGV[5] the shard tag
 #: ``T``, ARGV[6] the origin written into the delivered entries.
@@ -328,7 +267,7 @@ return {#due / 2, delivered, refused, expired, groups, left}
 """,
 )
 
-#: Forget messages that left a process's inbox. KEYS[1] the counts (``T n:X``).
+#: Forget messages that left a process's inbox. KEYS[1] the counts (``Keys.counts``).
 #: ARGV: channel, how many, channel, how many, ...
 DECREMENT: Final = Script(
     "decrement",
@@ -343,43 +282,3 @@ return 1
 )
 
 SCRIPTS: Final = (DELIVER, PUSH_DIRECT, GROUP_SEND, SCHEDULE, MOVE_DUE, DECREMENT)
-
-
-#: Bytes before a channel entry's payload.
-CHANNEL_HEADER: Final = 12
-
-
-def channel_entry(expires_at: float, origin: bytes, payload: bytes) -> bytes:
-    return _DOUBLE.pack(expires_at) + origin + payload
-
-
-def inbox_entry(kind: bytes, expires_at: float, origin: bytes, name: str, body: bytes) -> bytes:
-    encoded = name.encode("ascii")
-    return kind + _DOUBLE.pack(expires_at) + origin + bytes((len(encoded),)) + encoded + body
-
-
-def parse_inbox_entry(entry: bytes) -> tuple[int, float, bytes, str, bytes]:
-    """``(kind, expires_at, origin, name, body)`` of an inbox entry; kind is the byte's value."""
-    length = entry[13]
-    return (
-        entry[0],
-        _DOUBLE.unpack_from(entry, 1)[0],
-        entry[9:13],
-        entry[14 : 14 + length].decode("ascii"),
-        entry[14 + length :],
-    )
-
-
-def delayed_entry(kind: bytes, capacity: int, target: str, payload: bytes) -> bytes:
-    encoded = target.encode("ascii")
-    return kind + _CAPACITY.pack(capacity) + bytes((len(encoded),)) + encoded + payload
-
-
-def parse_delayed_entry(entry: bytes) -> tuple[int, str, bytes]:
-    """``(kind, target, payload)`` of a delayed entry (with its 8-byte sequence)."""
-    length = entry[13]
-    return entry[8], entry[14 : 14 + length].decode("ascii"), entry[14 + length :]
-
-
-def unpack_double(data: bytes) -> float:
-    return float(_DOUBLE.unpack_from(data, 0)[0])

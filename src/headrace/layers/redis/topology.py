@@ -30,6 +30,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from headrace.exceptions import ConfigurationError
+from headrace.layers.redis.layout import Keys
 
 __all__ = ["Connections", "HostSpec", "Topology"]
 
@@ -147,6 +148,7 @@ class Topology:
             self.tags = [f"{prefix}:"] * len(self.hosts)
             self.client_of = list(range(len(self.hosts)))
         self.shards = len(self.tags)
+        self.keys = [Keys(tag) for tag in self.tags]  # the keys of each shard
         self._ring: list[int] = []
         self._ring_shard: list[int] = []
         if not cluster and self.shards > 1:
