@@ -49,6 +49,7 @@ import django  # noqa: E402
 django.setup()
 
 from bench import _tasks_app as app  # noqa: E402
+
 from headrace.tasks.worker import TaskWorker  # noqa: E402
 
 #: The issue's goals.
