@@ -85,6 +85,16 @@ PUBLIC_API: dict[str, set[str]] = {
     },
     "headrace.generic.http": {"AsyncHttpConsumer"},
     "headrace.generic.sse": {"AsyncSseConsumer", "format_event"},
+    "headrace.tasks.consumers": {
+        "CLOSE_FORBIDDEN",
+        "CLOSE_NOT_FOUND",
+        "FINAL_TYPES",
+        "TaskProgressConsumer",
+        "TaskProgressSseConsumer",
+        "TaskStream",
+        "client_message",
+        "state_messages",
+    },
     "headrace.generic.outbox": {"SLOW_CLIENT_CLOSE_CODE", "Outbox"},
     "headrace.generic.broadcast": {"encode_shared"},
     "headrace.routing": {
