@@ -43,3 +43,11 @@ TEMPLATES = [
     }
 ]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# -- durable tasks (issue 13) ----------------------------------------------------------------
+TASKS = {
+    "default": {
+        "BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend",
+        "QUEUES": ["default", "emails"],
+    }
+}

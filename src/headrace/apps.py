@@ -13,3 +13,4 @@ class HeadraceConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
+        from .tasks import checks as task_checks  # noqa: F401 - registers the task checks

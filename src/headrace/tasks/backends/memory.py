@@ -1,0 +1,462 @@
+"""The in-process task backend: jobs in this process's memory, no server at all.
+
+::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {},   # see headrace.tasks.backends.base
+        }
+    }
+
+Jobs live as long as the process: they are not durable (part 2 puts them on Redis). Every
+backend object made for the same ``TASKS`` entry — Django makes one per thread or context —
+shares one store, so a job enqueued by a request is seen by the worker that ``runserver`` or
+``runworker --tasks`` runs in the same process. The store is thread-safe; its waits and
+timers run on the worker's event loop.
+
+Layout: a dict of :class:`~headrace.tasks.jobs.Job` values by id; per queue a heap of ready
+jobs (highest priority first, then first ready) and a heap of delayed ones by due time; a dict
+of live idempotency keys; a heap of finished results by expiry time. Heap entries are removed
+lazily: an entry whose job has moved on is skipped when it reaches the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.tasks.exceptions import TaskResultDoesNotExist
+
+from headrace.layers.clock import Clock
+from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.exceptions import TaskCancelled, TaskExpired
+from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.states import JobState, Move, advance
+
+__all__ = ["MemoryTaskBackend", "MemoryTaskStatistics"]
+
+_Effect = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryTaskStatistics:
+    ready: int  #: waiting jobs (due or not)
+    running: int
+    finished: int  #: finished results still kept
+    enqueued: int  #: jobs added since the store was made
+
+
+class _Waiter:
+    __slots__ = ("future", "loop", "queues")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], queues: frozenset[str]
+    ) -> None:
+        self.loop = loop
+        self.future = future
+        self.queues = queues
+
+    def wake(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            _resolve(self.future)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Store:
+    """The shared state of one TASKS entry (see the module docstring)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+        self.tasks: dict[str, Any] = {}
+        self.ready: dict[str, list[tuple[int, int, str]]] = {}
+        self.delayed: dict[str, list[tuple[float, int, str]]] = {}
+        self.entry: dict[str, int] = {}  # job id -> sequence number of its live heap entry
+        self.keys: dict[str, str] = {}
+        self.expiring: list[tuple[float, str]] = []
+        self.waiters: list[_Waiter] = []
+        self.finish_waiters: dict[str, list[_Effect]] = {}
+        self.watchers: dict[str, _Effect] = {}
+        self.seq = itertools.count()
+        self.enqueued = 0
+
+    # All methods below run with the lock held; the ones returning effects leave them to be
+    # called after it is released.
+
+    def schedule(self, job: Job, now: float) -> list[_Effect]:
+        seq = next(self.seq)
+        self.entry[job.id] = seq
+        if job.due_at > now:
+            heapq.heappush(self.delayed.setdefault(job.queue, []), (job.due_at, seq, job.id))
+            # A waiting worker re-arms its timer for the earlier due time.
+            return [w.wake for w in self.waiters if job.queue in w.queues]
+        heapq.heappush(self.ready.setdefault(job.queue, []), (-job.priority, seq, job.id))
+        return [w.wake for w in self.waiters if job.queue in w.queues]
+
+    def promote(self, queue: str, now: float) -> None:
+        heap = self.delayed.get(queue)
+        while heap and heap[0][0] <= now:
+            _, seq, job_id = heapq.heappop(heap)
+            if self.entry.get(job_id) != seq:
+                continue
+            job = self.jobs[job_id]
+            new = next(self.seq)
+            self.entry[job_id] = new
+            heapq.heappush(self.ready.setdefault(queue, []), (-job.priority, new, job_id))
+
+    def top(self, queue: str) -> tuple[int, int, str] | None:
+        heap = self.ready.get(queue)
+        while heap:
+            entry = heap[0]
+            if self.entry.get(entry[2]) == entry[1]:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def next_due(self, queues: Iterable[str]) -> float | None:
+        best: float | None = None
+        for queue in queues:
+            heap = self.delayed.get(queue)
+            while heap and self.entry.get(heap[0][2]) != heap[0][1]:
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0][0] < best):
+                best = heap[0][0]
+        return best
+
+    def purge(self, now: float) -> None:
+        while self.expiring and self.expiring[0][0] <= now:
+            _, job_id = heapq.heappop(self.expiring)
+            job = self.jobs.get(job_id)
+            if job is not None and job.is_finished and (job.result_expires_at or 0) <= now:
+                del self.jobs[job_id]
+                self.tasks.pop(job_id, None)
+
+    def finish(self, job: Job, now: float, ttl: float) -> tuple[Job, list[_Effect]]:
+        job = replace(job, finished_at=now, result_expires_at=now + ttl)
+        self.entry.pop(job.id, None)
+        if job.key is not None and self.keys.get(job.key) == job.id:
+            del self.keys[job.key]
+        self.watchers.pop(job.id, None)
+        heapq.heappush(self.expiring, (now + ttl, job.id))
+        return job, self.finish_waiters.pop(job.id, [])
+
+
+_stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
+_stores_lock = threading.Lock()
+
+
+def _forget_stores(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TASKS":
+        with _stores_lock:
+            _stores.clear()
+
+
+setting_changed.connect(_forget_stores)
+
+
+class MemoryTaskBackend(HeadraceTaskBackend):
+    """Jobs in this process's memory (see the module docstring)."""
+
+    def __init__(self, alias: str, params: Mapping[str, Any]) -> None:
+        super().__init__(alias, params)
+        with _stores_lock:
+            found = _stores.get((alias, id(params)))
+            if found is None:
+                # Keep ``params`` alive with its store so that its id is not reused.
+                found = _stores[alias, id(params)] = (params, _Store(self.clock))
+        self._store = found[1]
+        self.clock = self._store.clock
+
+    # -- store ----------------------------------------------------------------------------------
+
+    def put_job(self, job: Job) -> tuple[Job, bool]:
+        store = self._store
+        with store.lock:
+            now = store.clock.time()
+            store.purge(now)
+            existing = store.jobs.get(job.id)
+            if existing is not None:
+                return existing, False
+            if job.key is not None:
+                live = store.keys.get(job.key)
+                if live is not None:
+                    return store.jobs[live], False
+                store.keys[job.key] = job.id
+            store.jobs[job.id] = job
+            task = self._tasks_by_path.get(job.task_path)
+            if task is not None:
+                store.tasks[job.id] = task
+            store.enqueued += 1
+            effects = store.schedule(job, now)
+        for effect in effects:
+            effect()
+        return job, True
+
+    def get_job(self, job_id: str) -> Job | None:
+        store = self._store
+        with store.lock:
+            store.purge(store.clock.time())
+            return store.jobs.get(job_id)
+
+    def to_result(self, job: Job, task: Any = None) -> Any:
+        if task is None:
+            task = self._store.tasks.get(job.id)
+        return super().to_result(job, task)
+
+    def task_for_job(self, job: Job) -> Any:
+        task = self._store.tasks.get(job.id)
+        return task if task is not None else self.resolve_task(job.task_path)
+
+    def _claim_locked(
+        self, queues: Iterable[str], worker_id: str, now: float
+    ) -> tuple[Job | None, list[Job]]:
+        store = self._store
+        expired: list[Job] = []
+        while True:
+            best: tuple[int, int, str] | None = None
+            for queue in queues:
+                store.promote(queue, now)
+                top = store.top(queue)
+                if top is not None and (best is None or top < best):
+                    best = top
+            if best is None:
+                return None, expired
+            job = store.jobs[best[2]]
+            heapq.heappop(store.ready[job.queue])
+            del store.entry[job.id]
+            if job.expires_at is not None and job.expires_at <= now:
+                job = replace(
+                    job,
+                    state=advance(job.state, Move.EXPIRE),
+                    errors=(*job.errors, _error(TaskExpired, "expired before a worker took it")),
+                )
+                job, waiters = store.finish(job, now, self.result_ttl(job))
+                store.jobs[job.id] = job
+                expired.append(job)
+                for effect in waiters:
+                    effect()  # thread-safe wake-ups only
+                continue
+            job = replace(
+                job,
+                state=advance(job.state, Move.CLAIM),
+                started_at=now,
+                last_attempted_at=now,
+                worker_ids=(*job.worker_ids, worker_id),
+            )
+            store.jobs[job.id] = job
+            return job, expired
+
+    def claim_nowait(self, queues: Iterable[str], worker_id: str) -> Job | None:
+        store = self._store
+        with store.lock:
+            job, expired = self._claim_locked(queues, worker_id, store.clock.time())
+        for gone in expired:
+            self.announce_finished(gone)
+        return job
+
+    async def claim(
+        self,
+        queues: Iterable[str],
+        worker_id: str,
+        *,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Job:
+        store = self._store
+        names = frozenset(queues)
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            waiter = _Waiter(loop, future, names)
+            with store.lock:
+                now = store.clock.time()
+                job, expired = self._claim_locked(names, worker_id, now)
+                if job is None:
+                    store.waiters.append(waiter)
+                    due = store.next_due(names)
+            for gone in expired:
+                self.announce_finished(gone)
+            if job is not None:
+                return job
+            timer = store.clock.call_at(due, waiter.wake) if due is not None else None
+            try:
+                if on_wait is not None:
+                    on_wait()
+                await future
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with store.lock:
+                    store.waiters.remove(waiter)
+
+    def claim_job(self, job_id: str, worker_id: str) -> Job | None:
+        store = self._store
+        with store.lock:
+            job = store.jobs.get(job_id)
+            if job is None or job.state is not JobState.READY:
+                return None
+            store.entry.pop(job_id, None)
+            now = store.clock.time()
+            job = replace(
+                job,
+                state=advance(job.state, Move.CLAIM),
+                started_at=now,
+                last_attempted_at=now,
+                worker_ids=(*job.worker_ids, worker_id),
+            )
+            store.jobs[job_id] = job
+            return job
+
+    def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
+        store = self._store
+        effects: list[_Effect] = []
+        with store.lock:
+            job = store.jobs.get(job_id)
+            if job is None:
+                raise TaskResultDoesNotExist(job_id)
+            now = store.clock.time()
+            job = replace(job, state=advance(job.state, move), **changes)
+            if job.state is JobState.READY:
+                effects = store.schedule(job, now)
+            elif job.is_finished:
+                job, effects = store.finish(job, now, self.result_ttl(job))
+            store.jobs[job_id] = job
+        for effect in effects:
+            effect()
+        return job
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        store = self._store
+        effects: list[_Effect] = []
+        with store.lock:
+            job = store.jobs.get(job_id)
+            if job is None or job.is_finished:
+                return job
+            now = store.clock.time()
+            if job.state is JobState.READY:
+                job = replace(
+                    job,
+                    state=advance(job.state, Move.CANCEL),
+                    cancel_requested=True,
+                    errors=(*job.errors, _error(TaskCancelled, "cancelled before it started")),
+                )
+                job, effects = store.finish(job, now, self.result_ttl(job))
+            else:
+                job = replace(job, cancel_requested=True)
+                watcher = store.watchers.get(job_id)
+                if watcher is not None:
+                    effects = [watcher]
+            store.jobs[job_id] = job
+        for effect in effects:
+            effect()
+        return job
+
+    def watch_job(self, job_id: str, on_cancel: Callable[[], None]) -> None:
+        store = self._store
+        with store.lock:
+            store.watchers[job_id] = on_cancel
+            requested = store.jobs[job_id].cancel_requested
+        if requested:
+            on_cancel()
+
+    def unwatch_job(self, job_id: str) -> None:
+        with self._store.lock:
+            self._store.watchers.pop(job_id, None)
+
+    def set_progress(self, job_id: str, value: Mapping[str, Any]) -> None:
+        store = self._store
+        with store.lock:
+            job = store.jobs.get(job_id)
+            if job is not None:
+                store.jobs[job_id] = replace(job, progress=value)
+
+    async def wait_finished(self, job_id: str, timeout: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, future)
+
+        if not self._add_finish_waiter(job_id, done):
+            return
+        await asyncio.wait_for(future, timeout)
+
+    def wait_finished_sync(self, job_id: str, timeout: float | None = None) -> None:
+        event = threading.Event()
+        if not self._add_finish_waiter(job_id, event.set):
+            return
+        if not event.wait(timeout):
+            raise TimeoutError(f"task {job_id} did not finish within {timeout} s")
+
+    def _add_finish_waiter(self, job_id: str, callback: _Effect) -> bool:
+        """Register ``callback`` for when the job finishes; False if it already has."""
+        store = self._store
+        with store.lock:
+            job = store.jobs.get(job_id)
+            if job is None:
+                raise TaskResultDoesNotExist(job_id)
+            if job.is_finished:
+                return False
+            store.finish_waiters.setdefault(job_id, []).append(callback)
+            return True
+
+    def ready_count(self, queues: Iterable[str]) -> int:
+        store = self._store
+        with store.lock:
+            now = store.clock.time()
+            count = 0
+            for queue in queues:
+                store.promote(queue, now)
+                heap = store.ready.get(queue, [])
+                count += sum(1 for _, seq, job_id in heap if store.entry.get(job_id) == seq)
+            return count
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def statistics(self) -> MemoryTaskStatistics:
+        store = self._store
+        with store.lock:
+            states = [job.state for job in store.jobs.values()]
+            return MemoryTaskStatistics(
+                ready=states.count(JobState.READY),
+                running=states.count(JobState.RUNNING),
+                finished=sum(1 for s in states if s.is_finished),
+                enqueued=store.enqueued,
+            )
+
+    def flush(self) -> None:
+        """Forget every job (tests)."""
+        store = self._store
+        with store.lock:
+            for table in (store.jobs, store.tasks, store.ready, store.delayed, store.entry):
+                table.clear()
+            store.keys.clear()
+            store.expiring.clear()
+            store.finish_waiters.clear()
+            store.watchers.clear()
+
+
+def _error(cls: type[BaseException], message: str) -> JobError:
+    return JobError(
+        exception_class_path=f"{cls.__module__}.{cls.__qualname__}",
+        traceback=f"{cls.__module__}.{cls.__qualname__}: {message}\n",
+    )

@@ -1,0 +1,36 @@
+"""System checks for ``TASKS`` entries that use headrace backends (``manage.py check`` and
+every command that runs checks, so a bad entry stops start-up instead of a worker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
+
+__all__ = ["check_task_backends"]
+
+
+@register()
+def check_task_backends(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Each headrace backend in ``TASKS`` can be built and its QUEUES and OPTIONS are valid."""
+    configured = getattr(settings, "TASKS", None) or {}
+    if not isinstance(configured, dict):
+        return []  # Django's own handler reports it
+    from django.tasks import task_backends
+
+    from headrace.tasks.backends.base import HeadraceTaskBackend
+
+    messages: list[CheckMessage] = []
+    for alias, entry in configured.items():
+        path = entry.get("BACKEND", "") if isinstance(entry, dict) else ""
+        if not str(path).startswith("headrace."):
+            continue
+        try:
+            backend = task_backends[alias]
+        except Exception as error:
+            messages.append(Error(f"TASKS[{alias!r}] cannot be used: {error}", id="headrace.E100"))
+            continue
+        if isinstance(backend, HeadraceTaskBackend):
+            messages.extend(backend.check())
+    return messages

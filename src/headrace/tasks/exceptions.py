@@ -1,0 +1,82 @@
+"""The task errors and control-flow signals.
+
+::
+
+    HeadraceError
+    └── TaskError
+        ├── InvalidTransition       a store was asked for a move the state table forbids
+        ├── TaskCancelled           the error a cancelled job ends with
+        ├── TaskExpired             the job's ``expires`` time passed before it started
+        ├── TaskTimeout             an async job ran past its ``timeout`` and was cancelled
+        ├── UnknownTask             a stored job names a task that cannot be imported
+        └── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
+    ConfigurationError              bad option names or values (also ``ImproperlyConfigured``)
+
+    Control flow (not an error): Retry, raised by ``context.retry()`` / ``self.retry()``.
+
+Django's own :class:`django.tasks.exceptions.InvalidTask` is raised for what Django checks
+(priority, queue, ``run_after``), and :class:`~django.tasks.exceptions.TaskResultDoesNotExist`
+for an unknown or expired result id.
+"""
+
+from __future__ import annotations
+
+from headrace.exceptions import HeadraceError
+
+__all__ = [
+    "InvalidTransition",
+    "MaxRetriesExceeded",
+    "Retry",
+    "TaskCancelled",
+    "TaskError",
+    "TaskExpired",
+    "TaskTimeout",
+    "UnknownTask",
+]
+
+
+class TaskError(HeadraceError):
+    """The root of headrace's task errors."""
+
+
+class InvalidTransition(TaskError):
+    """A job was asked to move in a way its state does not allow."""
+
+
+class TaskCancelled(TaskError):
+    """The job was cancelled (``result.cancel()``)."""
+
+
+class TaskExpired(TaskError):
+    """The job's ``expires`` time passed before a worker started it."""
+
+
+class TaskTimeout(TaskError):
+    """The async job ran longer than its ``timeout`` and was cancelled."""
+
+
+class UnknownTask(TaskError):
+    """A stored job names a task path that cannot be imported as a task."""
+
+
+class MaxRetriesExceeded(TaskError):
+    """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
+
+
+class Retry(Exception):
+    """Raised by ``context.retry()``: end this attempt and run the job again later.
+
+    Not an error: a task that catches ``Exception`` around its ``retry()`` call would swallow
+    it, exactly as in Celery, so call ``retry()`` outside such blocks (or re-raise it).
+    """
+
+    def __init__(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        super().__init__(exc)
+        self.exc = exc
+        self.countdown = countdown
+        self.max_retries = max_retries

@@ -1,0 +1,129 @@
+"""Results: Django's :class:`~django.tasks.TaskResult`, plus cancel, wait, owner and progress.
+
+headrace backends return :class:`TaskResult`, a thin subclass of Django's dataclass (so
+``isinstance(result, django.tasks.TaskResult)`` holds and every Django attribute behaves as
+documented). It adds:
+
+- ``result.cancel()`` / ``await result.acancel()``: a waiting job never runs, a running async
+  job is cancelled, a running sync job sees ``context.cancel_requested``; a cancelled job is
+  never retried. Its Django ``status`` is ``FAILED`` with a ``TaskCancelled`` error; ``state``
+  says ``CANCELLED``.
+- ``await result.wait(timeout=None)``: until the job has finished; the result is refreshed.
+- ``state`` (:class:`~headrace.tasks.states.JobState`), ``owner`` and ``progress``, read with
+  :func:`job_owner` and :func:`job_progress` (these also accept any other result: ``None``).
+
+``with enqueued_by(user): task.enqueue(...)`` records who enqueued a job; the progress stream's
+permission hook compares it with the user asking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.tasks import TaskResult as DjangoTaskResult
+
+from headrace.tasks.states import JobState
+
+__all__ = ["TaskResult", "current_owner", "enqueued_by", "job_owner", "job_progress"]
+
+if TYPE_CHECKING:
+    _ResultBase = DjangoTaskResult[..., Any]
+else:
+    _ResultBase = DjangoTaskResult
+
+_REFRESHED = (
+    "errors",
+    "_return_value",
+    "finished_at",
+    "started_at",
+    "last_attempted_at",
+    "status",
+    "enqueued_at",
+    "worker_ids",
+    "state",
+    "owner",
+    "progress",
+    "cancel_requested",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskResult(_ResultBase):  # type: ignore[misc]  # frozen at run time
+    state: JobState = JobState.READY
+    owner: str | None = None
+    progress: Mapping[str, Any] | None = None
+    cancel_requested: bool = False
+
+    def _take(self, fresh: DjangoTaskResult[..., Any]) -> None:
+        for name in _REFRESHED:
+            object.__setattr__(self, name, getattr(fresh, name))
+
+    def _backend(self) -> Any:
+        return self.task.get_backend()
+
+    def refresh(self) -> None:
+        """Reload from the store (Django's ``refresh``, also reloading what headrace adds)."""
+        self._take(self._backend().get_result(self.id))
+
+    async def arefresh(self) -> None:
+        self._take(await self._backend().aget_result(self.id))
+
+    def cancel(self) -> bool:
+        """Cancel the job; True when it will end ``CANCELLED`` (False: it had finished)."""
+        cancelled: bool = self._backend().cancel(self.id)
+        self.refresh()
+        return cancelled
+
+    async def acancel(self) -> bool:
+        cancelled: bool = await self._backend().acancel(self.id)
+        await self.arefresh()
+        return cancelled
+
+    async def wait(self, timeout: float | None = None) -> TaskResult:
+        """Wait until the job has finished and refresh; :class:`TimeoutError` after
+        ``timeout`` seconds."""
+        await self._backend().wait_finished(self.id, timeout)
+        await self.arefresh()
+        return self
+
+
+_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "headrace_task_owner", default=None
+)
+
+
+@contextlib.contextmanager
+def enqueued_by(user: Any) -> Iterator[None]:
+    """Record ``user`` (a user object, or a primary key) as the owner of jobs enqueued inside.
+
+    An anonymous user or ``None`` records no owner.
+    """
+    if user is None or getattr(user, "is_authenticated", True) is False:
+        owner = None
+    else:
+        pk = getattr(user, "pk", user)
+        owner = None if pk is None else str(pk)
+    token = _owner.set(owner)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def current_owner() -> str | None:
+    """The owner :func:`enqueued_by` set for this context, or None."""
+    return _owner.get()
+
+
+def job_owner(result: DjangoTaskResult[..., Any]) -> str | None:
+    """The primary key (as a str) of the user who enqueued the job, or None."""
+    return getattr(result, "owner", None)
+
+
+def job_progress(result: DjangoTaskResult[..., Any]) -> Mapping[str, Any] | None:
+    """The job's last progress (``{"done": ..., "total": ..., "info": {...}}``), or None."""
+    return getattr(result, "progress", None)

@@ -1,0 +1,328 @@
+"""Running one claimed job: the part every worker, and eager mode, share.
+
+An attempt resolves the job's task, sends ``task_started``, calls the function — a coroutine
+function is awaited on the worker's own loop, a plain function runs on the worker's thread
+pool (or inline in eager mode) — and settles the job through the store:
+
+- it returned: SUCCESSFUL (the return value must be JSON);
+- ``cancel()`` was called while it ran: CANCELLED, whatever it did (never retried);
+- it raised: the retry policy decides between READY again (``task_retried``) and FAILED;
+- an async job past its ``timeout`` is cancelled and ends with ``TaskTimeout`` (which the
+  policy may retry like any error); a sync one only sees ``context.cancel_requested``;
+- the worker stopped and cancelled it: READY again (the ``lose`` move), not counted as a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from concurrent.futures import Executor
+from dataclasses import replace
+from inspect import iscoroutinefunction
+from traceback import format_exception
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.tasks.base import TaskError
+from django.tasks.signals import task_started
+
+from headrace.tasks.base import _to_json
+from headrace.tasks.context import JobControl, TaskContext
+from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
+from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.policy import DEFAULT_JITTER, RetryPolicy
+from headrace.tasks.signals import task_retried
+from headrace.tasks.states import JobState, Move
+
+__all__ = ["Runner"]
+
+logger = logging.getLogger("headrace.tasks")
+
+_POLICY_FIELDS = (
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "default_retry_delay",
+)
+
+
+def _record(error: BaseException) -> JobError:
+    cls = type(error)
+    return JobError(
+        exception_class_path=f"{cls.__module__}.{cls.__qualname__}",
+        traceback="".join(format_exception(error)),
+    )
+
+
+class _Attempt:
+    __slots__ = ("control", "job", "outcome", "result", "task", "timed_out")
+
+    def __init__(self, job: Job, task: Any, result: Any, control: JobControl) -> None:
+        self.job = job
+        self.task = task
+        self.result = result
+        self.control = control
+        self.timed_out = False
+        self.outcome: JobState | None = None  #: the job's state after the attempt
+
+
+class Runner:
+    """Runs claimed jobs of ``backend`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        worker_id: str,
+        executor: Executor | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        jitter: Any = DEFAULT_JITTER,
+        eager: bool = False,
+        clock: Any = None,
+    ) -> None:
+        self.backend = backend
+        self.clock = clock if clock is not None else backend.clock
+        self.worker_id = worker_id
+        self.executor = executor
+        self.loop = loop
+        self.jitter = jitter
+        self.eager = eager
+
+    # -- the attempt --------------------------------------------------------------------------
+
+    def _begin(self, job: Job) -> _Attempt | None:
+        backend = self.backend
+        try:
+            task = backend.task_for_job(job)
+        except UnknownTask as error:
+            done = backend.move_job(job.id, Move.FAIL, errors=(*job.errors, _record(error)))
+            backend.announce_finished(done)
+            return None
+        result = backend.to_result(job, task)
+        control = JobControl(
+            job.id,
+            clock=self.clock,
+            interval=backend.progress_interval,
+            record=functools.partial(backend.set_progress, job.id),
+            send=backend.publish,
+            loop=self.loop,
+            retries=job.retries,
+        )
+        task_started.send(type(backend), task_result=result)
+        return _Attempt(job, task, result, control)
+
+    def _call_args(self, attempt: _Attempt) -> tuple[list[Any], dict[str, Any]]:
+        job = attempt.job
+        if attempt.task.takes_context:
+            context = TaskContext(task_result=attempt.result, control=attempt.control)
+            return [context, *job.args], job.kwargs
+        return list(job.args), job.kwargs
+
+    def _policy(self, attempt: _Attempt) -> RetryPolicy:
+        base: RetryPolicy = getattr(attempt.task, "retry_policy", None) or RetryPolicy()
+        options = attempt.job.options
+        changes = {
+            name: options[name]
+            for name in _POLICY_FIELDS
+            if name in options and options[name] != getattr(base, name)
+        }
+        return replace(base, **changes) if changes else base
+
+    def _succeeded(self, attempt: _Attempt, value: Any) -> None:
+        try:
+            value = _to_json(value, f"{attempt.task.module_path} returned", "its return value")
+        except TypeError as error:
+            self._failed(attempt, error, retry=False)
+            return
+        if attempt.control.cancel_requested and not attempt.timed_out:
+            self._cancelled(attempt, TaskCancelled("cancelled while running"))
+            return
+        job = self.backend.move_job(attempt.job.id, Move.SUCCEED, return_value=value)
+        self._finished(attempt, job)
+
+    def _cancelled(self, attempt: _Attempt, error: BaseException) -> None:
+        latest = self.backend.get_job(attempt.job.id) or attempt.job
+        job = self.backend.move_job(
+            attempt.job.id, Move.CANCEL, errors=(*latest.errors, _record(error))
+        )
+        self._finished(attempt, job)
+
+    def _failed(self, attempt: _Attempt, error: BaseException, *, retry: bool = True) -> None:
+        """Settle an attempt that raised; call it inside the ``except`` block (Django's
+        ``task_finished`` logger reads the exception being handled)."""
+        if attempt.control.cancel_requested and not attempt.timed_out:
+            self._cancelled(
+                attempt,
+                error
+                if isinstance(error, TaskCancelled)
+                else TaskCancelled(f"cancelled while running ({type(error).__name__}: {error})"),
+            )
+            return
+        job = attempt.job
+        if retry:
+            decision = self._policy(attempt).decide(error, retries=job.retries, jitter=self.jitter)
+        else:
+            decision = None
+        recorded = _record(error)
+        if decision is not None and decision.retry:
+            delay = 0.0 if self.eager else decision.delay
+            job = self.backend.move_job(
+                job.id,
+                Move.RETRY,
+                due_at=self.backend.clock.time() + delay,
+                retries=job.retries + 1,
+                errors=(*job.errors, recorded),
+            )
+            attempt.outcome = job.state
+            task_retried.send(
+                type(self.backend),
+                task_result=self.backend.to_result(job, attempt.task),
+                exception=error,
+                delay=delay,
+            )
+            return
+        final = decision.error if decision is not None and decision.error is not None else error
+        if final is not error:
+            recorded = _record(final)
+        job = self.backend.move_job(job.id, Move.FAIL, errors=(*job.errors, recorded))
+        self._finished(attempt, job)
+
+    def _finished(self, attempt: _Attempt, job: Job) -> None:
+        attempt.outcome = job.state
+        result = attempt.result
+        for name, value in (
+            ("status", job.state.status),
+            ("state", job.state),
+            ("finished_at", self.backend.to_result(job, attempt.task).finished_at),
+            ("errors", [TaskError(**vars_of(e)) for e in job.errors]),
+            ("progress", job.progress),
+            ("cancel_requested", job.cancel_requested),
+        ):
+            object.__setattr__(result, name, value)
+        if job.state is JobState.SUCCESSFUL:
+            object.__setattr__(result, "_return_value", job.return_value)
+        self.backend.announce_finished(job, result)
+
+    def _lose(self, attempt: _Attempt) -> None:
+        """The worker gave up the job (it stopped): READY again for another worker."""
+        try:
+            self.backend.move_job(attempt.job.id, Move.LOSE, due_at=self.backend.clock.time())
+        except Exception:
+            logger.exception("could not return task %s to its queue", attempt.job.id)
+
+    # -- running on a worker's loop -------------------------------------------------------------
+
+    async def run(self, job: Job) -> JobState | None:
+        """Run one attempt of a claimed job on the running loop; the job's state after it
+        (READY: it will be retried; None: the task could not be resolved)."""
+        attempt = self._begin(job)
+        if attempt is None:
+            return None
+        loop = asyncio.get_running_loop()
+        handler = asyncio.current_task()
+        assert handler is not None
+        control = attempt.control
+        is_async = iscoroutinefunction(attempt.task.func)
+        ours = 0  # cancellations this runner asked for (cancel(), timeout)
+
+        def interrupt() -> None:
+            nonlocal ours
+            if is_async and not handler.done():
+                ours += 1
+                handler.cancel()
+
+        def on_cancel() -> None:  # any thread
+            control.request_cancel()
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                interrupt()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(interrupt)
+
+        def on_timeout() -> None:
+            attempt.timed_out = True
+            control.request_cancel()
+            interrupt()
+
+        timeout = job.options.get("timeout")
+        timer = self.clock.call_at(self.clock.time() + timeout, on_timeout) if timeout else None
+        self.backend.watch_job(job.id, on_cancel)
+        args, kwargs = self._call_args(attempt)
+        try:
+            try:
+                if is_async:
+                    value = await attempt.task.func(*args, **kwargs)
+                else:
+                    call = functools.partial(attempt.task.func, *args, **kwargs)
+                    value = await loop.run_in_executor(
+                        self.executor, contextvars.copy_context().run, call
+                    )
+            except asyncio.CancelledError:
+                if not ours:
+                    raise
+                for _ in range(ours):
+                    handler.uncancel()
+                ours = 0
+                if attempt.timed_out:
+                    raise TaskTimeout(f"ran longer than its timeout of {timeout} s") from None
+                raise TaskCancelled("cancelled while running") from None
+        except asyncio.CancelledError:
+            self._lose(attempt)
+            raise
+        except Exception as error:
+            self._failed(attempt, error)
+        else:
+            self._succeeded(attempt, value)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.backend.unwatch_job(job.id)
+            control.close()
+            for _ in range(ours):  # a cancel that arrived after the function returned
+                handler.uncancel()
+        return attempt.outcome
+
+    async def run_until_finished(self, job_id: str) -> None:
+        """Eager mode inside a loop: run the job's attempts now, retries without delay."""
+        self.eager = True
+        while True:
+            job = self.backend.claim_job(job_id, self.worker_id)
+            if job is None:
+                return
+            await self.run(job)
+
+    # -- eager mode -------------------------------------------------------------------------------
+
+    def run_inline(self, job_id: str) -> None:
+        """Eager mode: run the job's attempts in this thread now, retries without delay."""
+        self.eager = True
+        while True:
+            job = self.backend.claim_job(job_id, self.worker_id)
+            if job is None:
+                return
+            attempt = self._begin(job)
+            if attempt is None:
+                return
+            args, kwargs = self._call_args(attempt)
+            func = attempt.task.func
+            try:
+                if iscoroutinefunction(func):
+                    value = async_to_sync(func)(*args, **kwargs)
+                else:
+                    value = func(*args, **kwargs)
+            except Exception as error:
+                self._failed(attempt, error)
+            else:
+                self._succeeded(attempt, value)
+            finally:
+                attempt.control.close()
+
+
+def vars_of(error: JobError) -> dict[str, str]:
+    return {"exception_class_path": error.exception_class_path, "traceback": error.traceback}

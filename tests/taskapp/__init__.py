@@ -1,0 +1,1 @@
+"""Tasks the task tests enqueue (module-level, as Django requires)."""
