@@ -45,6 +45,7 @@ TEMPLATES = [
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # -- durable tasks (issue 13) ----------------------------------------------------------------
+INSTALLED_APPS += ["tests.blogapp"]
 TASKS = {
     "default": {
         "BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend",

@@ -522,9 +522,11 @@ def test_arguments_that_are_not_json_raise_type_error_naming_them(
         tasks.add.enqueue(a=1, b=[value])
 
 
-def test_a_return_value_that_is_not_json_fails_the_job(backend: HeadraceTaskBackend) -> None:
-    job = tasks.returns_a_set.enqueue()
-    assert job.status == TaskResultStatus.READY  # it fails when it runs (below, eagerly)
+async def test_a_return_value_that_is_not_json_fails_the_job(worker: TaskWorker) -> None:
+    result = tasks.returns_a_set.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class is TypeError
 
 
 async def test_a_stored_job_with_an_unknown_task_path_fails_clearly(

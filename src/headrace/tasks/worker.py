@@ -41,6 +41,7 @@ __all__ = [
     "WorkerSet",
     "embedded_task_backends",
     "run_embedded_task_workers",
+    "task_worker_for_command",
 ]
 
 logger = logging.getLogger("headrace.tasks")
@@ -215,7 +216,7 @@ class TaskWorker:
             clock=self.clock,
         )
         logger.info(
-            "task worker running queues %s of TASKS[%r] (concurrency %d, %d sync threads, "
+            "task worker reading queues %s of TASKS[%r] (concurrency %d, %d sync threads, "
             "%s event loop)",
             ", ".join(self.queues),
             self.backend.alias,
@@ -399,3 +400,13 @@ async def run_embedded_task_workers() -> None:
         )
     async with _running(workers):
         await asyncio.Event().wait()
+
+
+def task_worker_for_command(queues: Iterable[str], **options: Any) -> TaskWorker:
+    """The :class:`TaskWorker` ``runworker --tasks QUEUE ...`` runs (its options by name)."""
+    return TaskWorker(
+        options.get("task_backend", "default"),
+        list(queues) or None,
+        concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
+        shutdown_timeout=options.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT),
+    )

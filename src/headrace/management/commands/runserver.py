@@ -9,7 +9,8 @@ when that setting is absent.
 Background coroutines that live as long as the server are collected by
 :meth:`Command.get_background_tasks`. With the in-memory layer that is the embedded workers:
 every channel the project's ``ChannelNameRouter`` routes, plus ``asgi.delay``, is served inside
-this process, so one command runs the whole system in development. Set
+this process, so one command runs the whole system in development; so are the queues of every
+in-memory task backend in ``TASKS`` (:func:`headrace.tasks.worker.run_embedded_task_workers`). Set
 ``HEADRACE_EMBEDDED_WORKERS = False`` to run them with ``manage.py runworker`` instead; with any
 other layer they never run here.
 """
@@ -73,13 +74,16 @@ class Command(BaseCommand):
 
     def get_background_tasks(self, **options: Any) -> list[BackgroundFactory]:
         """Coroutine factories to run beside the server for its lifetime."""
+        from ...tasks.worker import run_embedded_task_workers
+
         if not getattr(settings, "ASGI_APPLICATION", None):
-            return []  # Django's plain ASGI handler routes no background channels
+            # Django's plain ASGI handler routes no background channels; tasks may still run.
+            return [run_embedded_task_workers]
         from ...routing import get_default_application
         from ...worker import run_embedded_workers
 
         application = get_default_application()
-        return [lambda: run_embedded_workers(application)]
+        return [lambda: run_embedded_workers(application), run_embedded_task_workers]
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         autoreload.raise_last_exception()

@@ -1,10 +1,13 @@
-"""``manage.py runworker CHANNEL [CHANNEL ...]``: serve background channels until signalled.
+"""``manage.py runworker [CHANNEL ...] [--tasks [QUEUE ...]]``: serve background channels and
+task queues until signalled.
 
 Same command line as Channels' (``--layer``), plus ``--concurrency``, ``--shutdown-timeout``
 and ``--no-delay``. The consumers come from the ``ChannelNameRouter`` under ``ASGI_APPLICATION``.
 The worker also forwards old-format delay requests from ``asgi.delay`` unless ``--no-delay``
-is given. ``SIGTERM`` or ``SIGINT`` stops it gracefully (exit status 0); a second one cancels
-the handlers still running.
+is given. ``--tasks`` also runs the jobs of those queues (all of the backend's when none are
+named) from ``TASKS[--task-backend]`` (see :mod:`headrace.tasks.worker`); it may be given
+without channels. ``SIGTERM`` or ``SIGINT`` stops it gracefully (exit status 0); a second one
+cancels the handlers still running.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from headrace.process import (
     event_loop_factory,
     freeze_startup_objects,
 )
+from headrace.tasks.worker import TaskWorker, WorkerSet, task_worker_for_command
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
@@ -50,7 +54,7 @@ def configure_logging(verbosity: int) -> None:
 
 
 async def serve_until_signalled(
-    worker: Worker, companions: Sequence[asyncio.Task[Any]] = ()
+    worker: Worker | TaskWorker | WorkerSet, companions: Sequence[asyncio.Task[Any]] = ()
 ) -> None:
     """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left).
 
@@ -93,7 +97,18 @@ class Command(BaseCommand):
     help = "Run the consumers routed for background channels (ChannelNameRouter)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("channels", nargs="+", help="Channels to serve")
+        parser.add_argument("channels", nargs="*", help="Channels to serve")
+        parser.add_argument(
+            "--tasks",
+            nargs="*",
+            metavar="QUEUE",
+            help="Also run task jobs of these queues (none named: all of the backend's)",
+        )
+        parser.add_argument(
+            "--task-backend",
+            default="default",
+            help="TASKS alias the --tasks jobs come from (default 'default')",
+        )
         self.add_common_arguments(parser)
         parser.add_argument(
             "--concurrency",
@@ -152,20 +167,30 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         configure_logging(int(options.get("verbosity", 1)))
         channels: list[str] = list(options.get("channels") or [])
-        if options.get("serve_delay", False) and DELAY_CHANNEL not in channels:
+        queues: list[str] | None = options.get("tasks")
+        if not channels and queues is None:
+            raise CommandError("name the channels to serve, or give --tasks, or both")
+        if channels and options.get("serve_delay", False) and DELAY_CHANNEL not in channels:
             channels.append(DELAY_CHANNEL)
-        alias = options["layer"]
-        self.check_layer(alias)
+        workers: list[Worker | TaskWorker] = []
         try:
-            worker = Worker(
-                self.application(channels),
-                channels,
-                layer_alias=alias,
-                concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
-                shutdown_timeout=options["shutdown_timeout"],
-            )
+            if channels:
+                alias = options["layer"]
+                self.check_layer(alias)
+                workers.append(
+                    Worker(
+                        self.application(channels),
+                        channels,
+                        layer_alias=alias,
+                        concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
+                        shutdown_timeout=options["shutdown_timeout"],
+                    )
+                )
+            if queues is not None:
+                workers.append(task_worker_for_command(queues, **options))
         except ConfigurationError as error:
             raise CommandError(str(error)) from error
+        worker = workers[0] if len(workers) == 1 else WorkerSet(workers)
         loop_factory = self.loop_factory(options.get("loop", "auto"))
         freeze_startup_objects()
         asyncio.run(serve_until_signalled(worker), loop_factory=loop_factory)
