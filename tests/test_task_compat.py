@@ -17,7 +17,7 @@ from django.test import Client
 from django.utils import timezone
 
 from headrace.layers import ManualClock
-from headrace.tasks import TaskError, TaskExpired
+from headrace.tasks import HeadraceTaskError, TaskExpired
 from headrace.tasks.compat import AsyncResult, shared_task
 from headrace.tasks.worker import TaskWorker
 from tests.blogapp.models import Post
@@ -196,7 +196,7 @@ def test_revoke_cancels_a_waiting_job(clock: ManualClock) -> None:
     result = celery_tasks.plain_add.delay(1, 1)
     result.revoke()
     assert result.status == "REVOKED"
-    with pytest.raises(TaskError):
+    with pytest.raises(HeadraceTaskError):
         result.get(timeout=WAIT)
 
 

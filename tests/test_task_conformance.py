@@ -29,6 +29,7 @@ from headrace.tasks import (
     TaskTimeout,
     UnknownTask,
     enqueued_by,
+    finished_message,
     job_owner,
     job_progress,
     progress_group,
@@ -381,6 +382,18 @@ async def started(count: int) -> None:
             await asyncio.sleep(0)
 
 
+async def test_a_sync_job_past_its_timeout_only_sees_cancel_requested(
+    worker: TaskWorker, clock: ManualClock
+) -> None:
+    tasks.GATES["st"] = threading.Event()
+    result = tasks.slow_sync.enqueue("st")
+    await started(1)  # the timeout's timer is armed before the thread starts
+    clock.advance(5)
+    tasks.GATES["st"].set()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.return_value == "cancel_requested=True"
+
+
 async def idle_running(worker: TaskWorker) -> None:
     """Until the worker has a job in hand."""
     async with asyncio.timeout(WAIT):
@@ -466,12 +479,15 @@ async def test_progress_is_stored_and_sent_throttled_then_the_final_message(
     await idle_running(worker)
     result.refresh()
     assert job_progress(result) == {"done": 3, "total": 3, "info": {"stage": "three"}}
+    assert finished_message(result) is None
     clock.advance(0.1)  # the interval at 10 a second: the latest held-back value goes out
     latest = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert latest["done"] == 3
     tasks.ASYNC_GATES["p"].set()
     final = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert final == {"type": "task.finished", "id": result.id, "return_value": "done"}
+    await result.arefresh()
+    assert finished_message(result) == final  # what a late subscriber is sent to catch up
 
 
 async def test_a_failed_job_sends_task_failed(
@@ -485,6 +501,8 @@ async def test_a_failed_job_sends_task_failed(
     await make_worker()
     message = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert message["type"] == "task.failed"
+    await result.arefresh()
+    assert finished_message(result) == message
     assert message["error"]["exception_class"] == "builtins.ValueError"
     assert "no" in message["error"]["traceback"]
 
@@ -498,6 +516,7 @@ async def test_a_cancelled_job_sends_task_cancelled(backend: HeadraceTaskBackend
     await result.acancel()
     message = await asyncio.wait_for(layer.receive(channel), WAIT)
     assert message["type"] == "task.cancelled"
+    assert finished_message(result) == message
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -571,6 +590,35 @@ def test_bad_options_raise_at_decoration(backend: HeadraceTaskBackend) -> None:
         task(queue_name="nowhere")(module_level)
     with pytest.raises(TypeError, match="unknown task option 'retries'"):
         tasks.add.using(retries=1)
+    with pytest.raises(TypeError, match="only be set when the task is decorated"):
+        tasks.add.using(autoretry_for=(OSError,))
+
+
+async def test_djangos_own_decorator_passes_celery_options_through(
+    worker: TaskWorker,
+) -> None:
+    assert tasks.django_decorated_flaky.max_retries == 1
+    result = tasks.django_decorated_flaky.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.attempts == 2
+
+
+async def test_a_result_shows_the_task_as_enqueued_with_using(worker: TaskWorker) -> None:
+    result = tasks.record.using(priority=7, timeout=9).enqueue("x")
+    await asyncio.wait_for(result.wait(), WAIT)
+    fetched = tasks.record.get_result(result.id)
+    assert fetched.task.priority == 7
+    assert fetched.task.timeout == 9
+
+
+async def test_wait_gives_up_after_its_timeout(
+    backend: HeadraceTaskBackend, make_worker: MakeWorker
+) -> None:
+    result = tasks.record.enqueue("never started")
+    with pytest.raises(TimeoutError):
+        await result.wait(timeout=0.01)
+    assert result.status == TaskResultStatus.READY
 
 
 # -- the worker ------------------------------------------------------------------------------------
@@ -626,6 +674,47 @@ async def test_concurrency_bounds_the_jobs_in_hand(
     for result in results:
         await asyncio.wait_for(result.wait(), WAIT)
     assert worker.statistics().succeeded == 5
+
+
+async def test_sync_jobs_run_on_a_bounded_thread_pool(
+    backend: HeadraceTaskBackend, make_worker: MakeWorker
+) -> None:
+    tasks.GATES["pool"] = threading.Event()
+    results = [tasks.held_plain_sync.enqueue("pool") for _ in range(4)]
+    worker = await make_worker(sync_threads=2)
+    await started(2)
+    async with asyncio.timeout(WAIT):  # all four in hand while two threads are blocked
+        while worker.statistics().running < 4:
+            await asyncio.sleep(0)
+    tasks.GATES["pool"].set()
+    for result in results:
+        await asyncio.wait_for(result.wait(), WAIT)
+    # A larger pool would have started a thread per blocked job; this one ran all on two.
+    assert len({ident for _, ident in tasks.CALLS}) == 2
+    assert worker.statistics().succeeded == 4
+
+
+async def test_progress_from_a_sync_task_reaches_the_group(
+    backend: HeadraceTaskBackend, make_worker: MakeWorker
+) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    tasks.GATES["ps"] = threading.Event()
+    result = tasks.progressing_sync.enqueue("ps")
+    channel = await layer.new_channel()
+    await layer.group_add(progress_group(result.id), channel)
+    await make_worker()
+    message = await asyncio.wait_for(layer.receive(channel), WAIT)
+    assert message == {
+        "type": "task.progress",
+        "id": result.id,
+        "done": 1,
+        "total": 2,
+        "info": {"stage": "sync"},
+    }
+    tasks.GATES["ps"].set()
+    final = await asyncio.wait_for(layer.receive(channel), WAIT)
+    assert final["type"] == "task.finished"
 
 
 def test_a_worker_refuses_an_unknown_queue(backend: HeadraceTaskBackend) -> None:

@@ -136,3 +136,29 @@ def returns_a_set() -> Any:
 def urgent(label: str) -> str:
     CALLS.append(("record", label))
     return label
+
+
+@django_task(autoretry_for=(OSError,), max_retries=1, default_retry_delay=0)
+def django_decorated_flaky() -> None:
+    CALLS.append(("django_decorated_flaky", None))
+    raise OSError("still down")
+
+
+@task(timeout=5, takes_context=True)
+def slow_sync(context: Any, gate: str) -> str:
+    CALLS.append(("slow_sync", gate))
+    GATES[gate].wait(10)
+    return f"cancel_requested={context.cancel_requested}"
+
+
+@task(takes_context=True)
+def progressing_sync(context: Any, gate: str) -> str:
+    context.progress(1, 2, stage="sync")
+    GATES[gate].wait(10)
+    return "done"
+
+
+@django_task
+def held_plain_sync(gate: str) -> None:
+    CALLS.append(("held_plain_sync", threading.get_ident()))
+    GATES[gate].wait(10)

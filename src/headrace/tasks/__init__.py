@@ -26,20 +26,27 @@ from django.tasks.base import DEFAULT_TASK_PRIORITY
 from headrace.tasks.base import OPTION_NAMES, Task, _unknown_options_message
 from headrace.tasks.context import TaskContext, progress_group
 from headrace.tasks.exceptions import (
+    HeadraceTaskError,
     InvalidTransition,
     MaxRetriesExceeded,
     Retry,
     TaskCancelled,
-    TaskError,
     TaskExpired,
     TaskTimeout,
     UnknownTask,
 )
 from headrace.tasks.policy import RetryPolicy, backoff_delay
-from headrace.tasks.results import TaskResult, enqueued_by, job_owner, job_progress
+from headrace.tasks.results import (
+    TaskResult,
+    enqueued_by,
+    finished_message,
+    job_owner,
+    job_progress,
+)
 from headrace.tasks.states import JobState
 
 __all__ = [
+    "HeadraceTaskError",
     "InvalidTransition",
     "JobState",
     "MaxRetriesExceeded",
@@ -48,13 +55,13 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskContext",
-    "TaskError",
     "TaskExpired",
     "TaskResult",
     "TaskTimeout",
     "UnknownTask",
     "backoff_delay",
     "enqueued_by",
+    "finished_message",
     "job_owner",
     "job_progress",
     "progress_group",

@@ -63,6 +63,7 @@ OPTION_NAMES: Final = (
     "result_ttl",
     "key",
 )
+_DECORATION_ONLY: Final = ("autoretry_for", "dont_autoretry_for")
 _DJANGO_USING: Final = ("priority", "queue_name", "run_after", "backend")
 # Idempotency keys may reach a store's key space: printable ASCII without spaces, bounded.
 _KEY_RE: Final = re.compile(r"[!-~]{1,200}")
@@ -130,10 +131,15 @@ class Task(_TaskBase):
         backend: str | None = None,
         **options: Any,
     ) -> Task:
-        """A copy with other defaults: Django's four, plus any Celery option (checked)."""
+        """A copy with other defaults: Django's four, plus any Celery option (checked) but
+        ``autoretry_for`` and ``dont_autoretry_for``, which only decoration sets."""
         unknown = [name for name in options if name not in OPTION_NAMES]
         if unknown:
             raise TypeError(_unknown_options_message(unknown))
+        fixed = [name for name in options if name in _DECORATION_ONLY]
+        if fixed:
+            # Exception classes cannot travel with a stored job: they come from the task.
+            raise TypeError(f"{', '.join(fixed)} can only be set when the task is decorated")
         changes: dict[str, Any] = dict(options)
         for name, value in zip(
             _DJANGO_USING, (priority, queue_name, run_after, backend), strict=True

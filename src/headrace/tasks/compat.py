@@ -19,7 +19,7 @@ What differs: the task runs on a headrace backend from ``TASKS`` (Django's frame
 ``notify_author.task.enqueue(...)`` works too); the task's name is its import path
 (``name=`` is accepted and ignored); only JSON arguments are accepted; ``get()`` raises the
 task's exception class when it can be imported (else
-:class:`~headrace.tasks.exceptions.TaskError`), with the worker's traceback as its message.
+:class:`~headrace.tasks.exceptions.HeadraceTaskError`), with the worker's traceback as its message.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from django.utils.module_loading import import_string
 
 from headrace.tasks.base import OPTION_NAMES, Task, _unknown_options_message
 from headrace.tasks.context import TaskContext
-from headrace.tasks.exceptions import Retry, TaskError
+from headrace.tasks.exceptions import HeadraceTaskError, Retry
 from headrace.tasks.states import JobState
 
 __all__ = ["AsyncResult", "CeleryTask", "Request", "shared_task"]
@@ -150,7 +150,7 @@ class AsyncResult:
 
 def _rebuild(error: Any) -> BaseException:
     if error is None:
-        return TaskError("the task failed")
+        return HeadraceTaskError("the task failed")
     message = error.traceback.strip().splitlines()[-1] if error.traceback else ""
     try:
         cls = import_string(error.exception_class_path)
@@ -158,7 +158,7 @@ def _rebuild(error: Any) -> BaseException:
             return cls(message)
     except Exception:
         pass
-    return TaskError(f"{error.exception_class_path}: {message}")
+    return HeadraceTaskError(f"{error.exception_class_path}: {message}")
 
 
 class CeleryTask:

@@ -2,8 +2,8 @@
 
 ::
 
-    HeadraceError
-    └── TaskError
+    HeadraceError (and Django's TaskException)
+    └── HeadraceTaskError
         ├── InvalidTransition       a store was asked for a move the state table forbids
         ├── TaskCancelled           the error a cancelled job ends with
         ├── TaskExpired             the job's ``expires`` time passed before it started
@@ -21,45 +21,48 @@ for an unknown or expired result id.
 
 from __future__ import annotations
 
+from django.tasks.exceptions import TaskException
+
 from headrace.exceptions import HeadraceError
 
 __all__ = [
+    "HeadraceTaskError",
     "InvalidTransition",
     "MaxRetriesExceeded",
     "Retry",
     "TaskCancelled",
-    "TaskError",
     "TaskExpired",
     "TaskTimeout",
     "UnknownTask",
 ]
 
 
-class TaskError(HeadraceError):
-    """The root of headrace's task errors."""
+class HeadraceTaskError(HeadraceError, TaskException):
+    """The root of headrace's task errors (also Django's ``TaskException``). Not to be
+    confused with Django's ``TaskError``, the record of one failed run in ``result.errors``."""
 
 
-class InvalidTransition(TaskError):
+class InvalidTransition(HeadraceTaskError):
     """A job was asked to move in a way its state does not allow."""
 
 
-class TaskCancelled(TaskError):
+class TaskCancelled(HeadraceTaskError):
     """The job was cancelled (``result.cancel()``)."""
 
 
-class TaskExpired(TaskError):
+class TaskExpired(HeadraceTaskError):
     """The job's ``expires`` time passed before a worker started it."""
 
 
-class TaskTimeout(TaskError):
+class TaskTimeout(HeadraceTaskError):
     """The async job ran longer than its ``timeout`` and was cancelled."""
 
 
-class UnknownTask(TaskError):
+class UnknownTask(HeadraceTaskError):
     """A stored job names a task path that cannot be imported as a task."""
 
 
-class MaxRetriesExceeded(TaskError):
+class MaxRetriesExceeded(HeadraceTaskError):
     """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
 
 

@@ -8,8 +8,8 @@ clock. :func:`job_options` takes from a task the options a job needs once it is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from headrace.tasks.states import JobState
@@ -56,11 +56,37 @@ class Job:
     def is_finished(self) -> bool:
         return self.state.is_finished
 
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` (what ``dataclasses.replace`` does, without re-running
+        ``__init__``: stores call this on every move, so it is on the hot path)."""
+        unknown = changes.keys() - _FIELD_SET
+        if unknown:
+            raise TypeError(f"Job has no field {', '.join(map(repr, sorted(unknown)))}")
+        new: Job = _copy_with(self, changes)
+        return new
+
     @property
     def is_live(self) -> bool:
         """Waiting or running (what an idempotency key protects)."""
         return not self.state.is_finished
 
+
+_FIELDS = tuple(f.name for f in fields(Job))
+_FIELD_SET = frozenset(_FIELDS)
+
+
+def _make_copier() -> Callable[[Job, dict[str, Any]], Job]:
+    # One generated function that copies every slot (a loop over names costs twice as much).
+    body = "\n".join(
+        f"    s(n, {name!r}, c[{name!r}] if {name!r} in c else j.{name})" for name in _FIELDS
+    )
+    namespace: dict[str, Any] = {"Job": Job, "new": object.__new__, "s": object.__setattr__}
+    exec(f"def copy_with(j, c):\n    n = new(Job)\n{body}\n    return n", namespace)
+    copier: Callable[[Job, dict[str, Any]], Job] = namespace["copy_with"]
+    return copier
+
+
+_copy_with = _make_copier()
 
 _OPTION_FIELDS = (
     "max_retries",

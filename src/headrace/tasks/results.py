@@ -25,10 +25,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.tasks import TaskResult as DjangoTaskResult
+from django.tasks import TaskResultStatus
 
 from headrace.tasks.states import JobState
 
-__all__ = ["TaskResult", "current_owner", "enqueued_by", "job_owner", "job_progress"]
+__all__ = [
+    "TaskResult",
+    "current_owner",
+    "enqueued_by",
+    "finished_message",
+    "job_owner",
+    "job_progress",
+]
 
 if TYPE_CHECKING:
     _ResultBase = DjangoTaskResult[..., Any]
@@ -127,3 +135,31 @@ def job_owner(result: DjangoTaskResult[..., Any]) -> str | None:
 def job_progress(result: DjangoTaskResult[..., Any]) -> Mapping[str, Any] | None:
     """The job's last progress (``{"done": ..., "total": ..., "info": {...}}``), or None."""
     return getattr(result, "progress", None)
+
+
+def finished_message(result: DjangoTaskResult[..., Any]) -> dict[str, Any] | None:
+    """The group message that announces how a finished job ended, or None while it runs:
+
+    ``{"type": "task.finished", "id", "return_value"}``, or ``"task.failed"`` /
+    ``"task.cancelled"`` with ``"error": {"exception_class", "traceback"}`` (the last error).
+    A stream that starts after the job finished can send it to catch up.
+    """
+    state = getattr(result, "state", None)
+    if state is None:  # a result from another backend: Django's statuses only
+        finished = result.is_finished
+        cancelled = False
+    else:
+        finished = state.is_finished
+        cancelled = state is JobState.CANCELLED
+    if not finished:
+        return None
+    if result.status == TaskResultStatus.SUCCESSFUL:
+        return {"type": "task.finished", "id": result.id, "return_value": result.return_value}
+    last = result.errors[-1] if result.errors else None
+    error = (
+        None
+        if last is None
+        else {"exception_class": last.exception_class_path, "traceback": last.traceback}
+    )
+    kind = "task.cancelled" if cancelled else "task.failed"
+    return {"type": kind, "id": result.id, "error": error}

@@ -20,6 +20,7 @@ import functools
 import logging
 from concurrent.futures import Executor
 from dataclasses import replace
+from datetime import UTC, datetime
 from inspect import iscoroutinefunction
 from traceback import format_exception
 from typing import Any
@@ -196,7 +197,7 @@ class Runner:
         for name, value in (
             ("status", job.state.status),
             ("state", job.state),
-            ("finished_at", self.backend.to_result(job, attempt.task).finished_at),
+            ("finished_at", _when(job.finished_at)),
             ("errors", [TaskError(**vars_of(e)) for e in job.errors]),
             ("progress", job.progress),
             ("cancel_requested", job.cancel_requested),
@@ -322,6 +323,10 @@ class Runner:
                 self._succeeded(attempt, value)
             finally:
                 attempt.control.close()
+
+
+def _when(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def vars_of(error: JobError) -> dict[str, str]:

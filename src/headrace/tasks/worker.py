@@ -46,6 +46,13 @@ __all__ = [
 
 logger = logging.getLogger("headrace.tasks")
 
+_COUNTER: Final[dict[JobState | None, str]] = {
+    JobState.SUCCESSFUL: "succeeded",
+    JobState.FAILED: "failed",
+    JobState.READY: "retried",
+    JobState.CANCELLED: "cancelled",
+    None: "failed",  # its task could not be resolved
+}
 # Backoff between failed claims: doubles from the first value up to the second.
 _BACKOFF: Final = (0.05, 5.0)
 
@@ -288,15 +295,7 @@ class TaskWorker:
         except Exception:  # a bug in the runner or the store: log it, keep the worker
             logger.exception("running task %s failed inside the worker", job.id)
             return
-        key = {
-            JobState.SUCCESSFUL: "succeeded",
-            JobState.FAILED: "failed",
-            JobState.READY: "retried",
-            JobState.CANCELLED: "cancelled",
-            None: "failed",
-        }.get(outcome)
-        if key is not None:
-            self._counts[key] += 1
+        self._counts[_COUNTER[outcome]] += 1
 
     def _finished(self, slot_free: asyncio.Event, task: asyncio.Task[Any]) -> None:
         self._handlers.discard(task)

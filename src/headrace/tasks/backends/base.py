@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ from headrace.tasks.base import DEFAULT_RESULT_TTL, Task, check_arguments, check
 from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
 from headrace.tasks.jobs import Job, job_options
-from headrace.tasks.results import TaskResult, current_owner
+from headrace.tasks.results import TaskResult, current_owner, finished_message
 from headrace.tasks.states import JobState
 
 __all__ = ["DEFAULT_PROGRESS_RATE", "HeadraceTaskBackend", "check_job_id", "new_job_id"]
@@ -57,7 +58,8 @@ _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 
 
 def new_job_id() -> str:
-    return get_random_string(32)
+    """32 random hex digits (128 bits; one system call, unlike a per-character draw)."""
+    return secrets.token_hex(16)
 
 
 def check_job_id(job_id: object) -> str:
@@ -109,14 +111,16 @@ class HeadraceTaskBackend(BaseTaskBackend):
         self._tasks_by_path: dict[str, Any] = {}
         # The loop (and its layer) of a worker running in this process, for messages sent
         # from other threads; see publish().
-        self._home: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._home: tuple[asyncio.AbstractEventLoop, Any | None] | None = None
         self._sending: set[asyncio.Future[Any]] = set()
 
     # -- store (implemented by each backend) ---------------------------------------------------
 
     @abstractmethod
-    def put_job(self, job: Job) -> tuple[Job, bool]:
-        """*store* Add ``job``; if its key belongs to a live job, return that one and False."""
+    def put_job(self, job: Job, task: Any = None) -> tuple[Job, bool]:
+        """*store* Add ``job``; if its id is taken or its key belongs to a live job, return
+        that job and False. ``task`` is the Task object it was enqueued with (a store in
+        memory may keep it; others resolve ``job.task_path``)."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> Job | None:
@@ -316,8 +320,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
             owner=current_owner() if owner is False else owner,  # type: ignore[arg-type]
             options=job_options(task),
         )
-        self._tasks_by_path.setdefault(job.task_path, task)
-        stored, created = self.put_job(job)
+        stored, created = self.put_job(job, task)
         result = self.to_result(stored, task)
         if created:
             task_enqueued.send(type(self), task_result=result)
@@ -426,7 +429,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
         if result is None:
             result = self.to_result(job)
         task_finished.send(type(self), task_result=result)
-        self.publish(final_message(job))
+        message = finished_message(result)
+        if message is not None:
+            self.publish(message)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to the job's progress group, from any thread; never raises."""
@@ -438,6 +443,8 @@ class HeadraceTaskBackend(BaseTaskBackend):
             running = None
         if home is not None and not home[0].is_closed():
             loop, layer = home
+            if layer is None:  # the worker here has no channel layer: nobody to tell
+                return
             if running is loop:
                 self._track(loop.create_task(_group_send(layer, group, message)))
             else:
@@ -463,7 +470,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
 
     def attach_worker_loop(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
         """A worker in this process sends its messages with ``layer`` on ``loop``."""
-        self._home = None if layer is None else (loop, layer)
+        self._home = (loop, layer)
 
     def detach_worker_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._home is not None and self._home[0] is loop:
@@ -472,20 +479,6 @@ class HeadraceTaskBackend(BaseTaskBackend):
     def result_ttl(self, job: Job) -> float:
         ttl = job.options.get("result_ttl")
         return DEFAULT_RESULT_TTL if ttl is None else float(ttl)
-
-
-def final_message(job: Job) -> dict[str, Any]:
-    """The group message announcing how ``job`` ended."""
-    if job.state is JobState.SUCCESSFUL:
-        return {"type": "task.finished", "id": job.id, "return_value": job.return_value}
-    last = job.errors[-1] if job.errors else None
-    error = (
-        {"exception_class": last.exception_class_path, "traceback": last.traceback}
-        if last is not None
-        else None
-    )
-    kind = "task.cancelled" if job.state is JobState.CANCELLED else "task.failed"
-    return {"type": kind, "id": job.id, "error": error}
 
 
 async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -151,7 +151,7 @@ class _Store:
                 self.tasks.pop(job_id, None)
 
     def finish(self, job: Job, now: float, ttl: float) -> tuple[Job, list[_Effect]]:
-        job = replace(job, finished_at=now, result_expires_at=now + ttl)
+        job = job.evolve(finished_at=now, result_expires_at=now + ttl)
         self.entry.pop(job.id, None)
         if job.key is not None and self.keys.get(job.key) == job.id:
             del self.keys[job.key]
@@ -188,7 +188,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
     # -- store ----------------------------------------------------------------------------------
 
-    def put_job(self, job: Job) -> tuple[Job, bool]:
+    def put_job(self, job: Job, task: Any = None) -> tuple[Job, bool]:
         store = self._store
         with store.lock:
             now = store.clock.time()
@@ -202,7 +202,6 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                     return store.jobs[live], False
                 store.keys[job.key] = job.id
             store.jobs[job.id] = job
-            task = self._tasks_by_path.get(job.task_path)
             if task is not None:
                 store.tasks[job.id] = task
             store.enqueued += 1
@@ -244,8 +243,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             heapq.heappop(store.ready[job.queue])
             del store.entry[job.id]
             if job.expires_at is not None and job.expires_at <= now:
-                job = replace(
-                    job,
+                job = job.evolve(
                     state=advance(job.state, Move.EXPIRE),
                     errors=(*job.errors, _error(TaskExpired, "expired before a worker took it")),
                 )
@@ -255,8 +253,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 for effect in waiters:
                     effect()  # thread-safe wake-ups only
                 continue
-            job = replace(
-                job,
+            job = job.evolve(
                 state=advance(job.state, Move.CLAIM),
                 started_at=now,
                 last_attempted_at=now,
@@ -315,8 +312,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 return None
             store.entry.pop(job_id, None)
             now = store.clock.time()
-            job = replace(
-                job,
+            job = job.evolve(
                 state=advance(job.state, Move.CLAIM),
                 started_at=now,
                 last_attempted_at=now,
@@ -333,7 +329,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             if job is None:
                 raise TaskResultDoesNotExist(job_id)
             now = store.clock.time()
-            job = replace(job, state=advance(job.state, move), **changes)
+            job = job.evolve(state=advance(job.state, move), **changes)
             if job.state is JobState.READY:
                 effects = store.schedule(job, now)
             elif job.is_finished:
@@ -352,15 +348,14 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 return job
             now = store.clock.time()
             if job.state is JobState.READY:
-                job = replace(
-                    job,
+                job = job.evolve(
                     state=advance(job.state, Move.CANCEL),
                     cancel_requested=True,
                     errors=(*job.errors, _error(TaskCancelled, "cancelled before it started")),
                 )
                 job, effects = store.finish(job, now, self.result_ttl(job))
             else:
-                job = replace(job, cancel_requested=True)
+                job = job.evolve(cancel_requested=True)
                 watcher = store.watchers.get(job_id)
                 if watcher is not None:
                     effects = [watcher]
@@ -386,7 +381,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         with store.lock:
             job = store.jobs.get(job_id)
             if job is not None:
-                store.jobs[job_id] = replace(job, progress=value)
+                store.jobs[job_id] = job.evolve(progress=value)
 
     async def wait_finished(self, job_id: str, timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
