@@ -54,8 +54,7 @@ from ..generic.websocket import AsyncWebsocketConsumer
 from ..types import Message, Scope
 from .backends.base import check_job_id
 from .context import progress_group
-from .results import job_owner, job_progress
-from .states import JobState
+from .results import finished_message, job_owner, job_progress
 
 __all__ = [
     "CLOSE_FORBIDDEN",
@@ -79,16 +78,6 @@ FINAL_TYPES: Final = frozenset({"task.finished", "task.failed", "task.cancelled"
 # -- the pure part: what a subscriber is told ----------------------------------------------------
 
 
-def _error_of(result: TaskResult[Any, Any], *, include_traceback: bool) -> dict[str, Any] | None:
-    if not result.errors:
-        return None
-    last = result.errors[-1]
-    error: dict[str, Any] = {"exception_class": last.exception_class_path}
-    if include_traceback:
-        error["traceback"] = last.traceback
-    return error
-
-
 def state_messages(
     result: TaskResult[Any, Any],
     progress: Mapping[str, Any] | None,
@@ -98,30 +87,23 @@ def state_messages(
     """What a new subscriber is sent first: the state, and the ending if the job has ended.
 
     ``progress`` is the job's last report (:func:`headrace.tasks.job_progress`), ``None``
-    before the first one. A cancelled job is ``FAILED`` in Django's statuses; its headrace
-    ``state`` (``CANCELLED``) tells the two endings apart.
+    before the first one. The ending is the one the worker announced to the group
+    (:func:`headrace.tasks.finished_message`), as the browser gets it (:func:`client_message`).
     """
     last = progress or {}
-    status = TaskResultStatus(result.status)
-    cancelled = getattr(result, "state", None) is JobState.CANCELLED
     messages: list[dict[str, Any]] = [
         {
             "type": "task.state",
             "id": result.id,
-            "status": status.value,
+            "status": TaskResultStatus(result.status).value,
             "done": last.get("done"),
             "total": last.get("total"),
             "info": last.get("info"),
         }
     ]
-    if status == TaskResultStatus.SUCCESSFUL:
-        messages.append(
-            {"type": "task.finished", "id": result.id, "return_value": result.return_value}
-        )
-    elif status == TaskResultStatus.FAILED:
-        kind = "task.cancelled" if cancelled else "task.failed"
-        error = _error_of(result, include_traceback=include_traceback)
-        messages.append({"type": kind, "id": result.id, "error": error})
+    ending = finished_message(result)
+    if ending is not None:
+        messages.append(client_message(ending, include_traceback=include_traceback))
     return messages
 
 
