@@ -7,7 +7,8 @@ Two figures, each on one event loop with one :class:`~headrace.tasks.worker.Task
   tasks per second from the first ``enqueue`` until the last job has finished (each job is
   enqueued, claimed, run, and its result stored — the whole life of a job). Measured for a
   coroutine task (runs on the worker's loop) and for a plain function (runs on the worker's
-  thread pool).
+  thread pool). ``..._per_cpu_s`` divides by the CPU time this process used instead of the
+  wall time: on a shared machine it moves less from run to run.
 - ``enqueue_to_start``: with the worker idle, one job at a time: the time from just before
   ``enqueue()`` to the first line of the task function (``perf_counter`` in both), over
   ``--samples`` jobs: p50, p90, p99.
@@ -57,25 +58,30 @@ GOAL_PER_S = 50_000
 GOAL_P50_MS = 0.2
 
 
-async def throughput(task: Any, jobs: int, *, profile: cProfile.Profile | None = None) -> float:
-    """Tasks per second: enqueue ``jobs`` while one worker runs them, until all finished."""
+async def throughput(
+    task: Any, jobs: int, *, profile: cProfile.Profile | None = None
+) -> tuple[float, float]:
+    """Tasks per second of wall time and per second of this process's CPU time: enqueue
+    ``jobs`` while one worker runs them, until all have finished."""
     worker = TaskWorker("default")
     run = asyncio.ensure_future(worker.run())
     await asyncio.to_thread(worker.wait_started, 10)
     if profile is not None:
         profile.enable()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for n in range(jobs):
         task.enqueue()
         if n % 500 == 499:
             await asyncio.sleep(0)  # let the worker in, as a server's loop would
     await worker.wait_idle()  # every job claimed, run and settled
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     if profile is not None:
         profile.disable()
     worker.stop()
     await run
-    return jobs / elapsed
+    return jobs / elapsed, jobs / cpu
 
 
 async def enqueue_to_start(samples: int) -> list[float]:
@@ -112,12 +118,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await throughput(app.noop_async, min(2000, args.jobs))
     profile = cProfile.Profile() if args.profile else None
     runs = [await throughput(app.noop_async, args.jobs) for _ in range(args.rounds)]
-    out["throughput_async_per_s"] = round(statistics.median(runs))
-    out["throughput_async_runs"] = [round(r) for r in runs]
+    out["throughput_async_per_s"] = round(statistics.median(r[0] for r in runs))
+    out["throughput_async_runs"] = [round(r[0]) for r in runs]
+    out["throughput_async_per_cpu_s"] = round(statistics.median(r[1] for r in runs))
     if profile is not None:
         await throughput(app.noop_async, args.jobs, profile=profile)
     sync_runs = [await throughput(app.noop_sync, args.jobs) for _ in range(args.rounds)]
-    out["throughput_sync_per_s"] = round(statistics.median(sync_runs))
+    out["throughput_sync_per_s"] = round(statistics.median(r[0] for r in sync_runs))
+    out["throughput_sync_per_cpu_s"] = round(statistics.median(r[1] for r in sync_runs))
     delays = await enqueue_to_start(args.samples)
     out["enqueue_to_start_ms"] = {
         "p50": round(percentile(delays, 0.50), 4),
