@@ -205,3 +205,14 @@ def test_unknown_celery_options_raise_at_decoration(clock: ManualClock) -> None:
         shared_task(retry_backof=True)(celery_tasks.plain_add.func)
     with pytest.raises(TypeError, match="rate_limit"):
         shared_task(rate_limit="10/m")(celery_tasks.plain_add.func)
+
+
+def test_a_stored_celery_style_job_resolves_to_its_task_by_path(clock: ManualClock) -> None:
+    backend: Any = task_backends["default"]
+    for wrapper in (celery_tasks.plain_add, celery_tasks.bound_retrying):
+        assert backend.resolve_task(wrapper.name) is wrapper.task
+
+
+def test_a_bad_task_id_is_refused(clock: ManualClock) -> None:
+    with pytest.raises(ValueError, match="a task id must be 1 to 80"):
+        celery_tasks.plain_add.apply_async((1, 2), task_id="no spaces/or slashes")

@@ -722,3 +722,79 @@ def test_a_worker_refuses_an_unknown_queue(backend: HeadraceTaskBackend) -> None
 
     with pytest.raises(ConfigurationError, match="no queue 'nowhere'"):
         TaskWorker(backend, ["nowhere"])
+
+
+async def test_a_sync_job_closes_old_database_connections_around_its_run(
+    worker: TaskWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headrace.tasks import runner
+
+    seen: list[tuple[str, int]] = []
+    real = runner.close_old_connections_unless_suspended
+
+    def spy() -> None:
+        seen.append(("close_old_connections", threading.get_ident()))
+        real()
+
+    monkeypatch.setattr(runner, "close_old_connections_unless_suspended", spy)
+    result = tasks.where_sync.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    [(_, thread)] = [call for call in tasks.CALLS if call[0] == "where_sync"]
+    assert seen == [("close_old_connections", thread)] * 2
+
+
+def _job_in(backend: HeadraceTaskBackend, state: JobState, clock: ManualClock) -> str:
+    """A job of ``state``, reached through the store's own operations."""
+    from headrace.tasks.states import Move
+
+    job_id = tasks.record.enqueue(state.name).id
+    if state is JobState.READY:
+        return job_id
+    if state is JobState.CANCELLED:
+        backend.request_cancel(job_id)
+        return job_id
+    claimed = backend.claim_nowait(["default"], "walker")
+    assert claimed is not None
+    assert claimed.id == job_id
+    if state is JobState.SUCCESSFUL:
+        backend.move_job(job_id, Move.SUCCEED, return_value=None)
+    elif state is JobState.FAILED:
+        backend.move_job(job_id, Move.FAIL)
+    return job_id
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_the_store_applies_the_state_table_and_nothing_else(
+    backend: HeadraceTaskBackend, clock: ManualClock, state: JobState
+) -> None:
+    from headrace.tasks import InvalidTransition
+    from headrace.tasks.states import MOVES, Move
+
+    for move in Move:
+        job_id = _job_in(backend, state, clock)
+        found = backend.get_job(job_id)
+        assert found is not None
+        assert found.state is state
+        if (state, move) in MOVES:
+            assert backend.move_job(job_id, move).state is MOVES[state, move]
+        else:
+            with pytest.raises(InvalidTransition, match=f"got {state.name}"):
+                backend.move_job(job_id, move)
+            still = backend.get_job(job_id)
+            assert still is not None
+            assert still.state is state
+        # Leave nothing claimable for the next round.
+        while (left := backend.claim_nowait(["default"], "walker")) is not None:
+            backend.move_job(left.id, Move.SUCCEED)
+
+
+async def test_a_task_that_calls_sys_exit_fails_and_the_worker_goes_on(
+    worker: TaskWorker,
+) -> None:
+    result = tasks.exits.enqueue()
+    await asyncio.wait_for(result.wait(), WAIT)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.errors[-1].exception_class is SystemExit
+    after = tasks.add.enqueue(1, 1)
+    await asyncio.wait_for(after.wait(), WAIT)
+    assert after.return_value == 2

@@ -162,3 +162,8 @@ def progressing_sync(context: Any, gate: str) -> str:
 def held_plain_sync(gate: str) -> None:
     CALLS.append(("held_plain_sync", threading.get_ident()))
     GATES[gate].wait(10)
+
+
+@django_task
+def exits() -> None:
+    raise SystemExit(3)

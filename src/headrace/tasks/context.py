@@ -82,7 +82,6 @@ class JobControl:
         self._pending: dict[str, Any] | None = None
         self._timer: TimerHandle | None = None
         self._closed = False
-        self.sent = 0
 
     @property
     def cancel_requested(self) -> bool:
@@ -120,7 +119,6 @@ class JobControl:
         if self._last_sent is None or now - self._last_sent >= self.interval:
             self._pending = None
             self._last_sent = now
-            self.sent += 1
             self._send(message)
             return
         self._pending = message
@@ -132,7 +130,6 @@ class JobControl:
         if self._pending is not None and not self._closed:
             message, self._pending = self._pending, None
             self._last_sent = self.clock.time()
-            self.sent += 1
             self._send(message)
 
     def close(self) -> None:

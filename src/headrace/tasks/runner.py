@@ -5,6 +5,8 @@ function is awaited on the worker's own loop, a plain function runs on the worke
 pool (or inline in eager mode) — and settles the job through the store:
 
 - it returned: SUCCESSFUL (the return value must be JSON);
+- a sync function's thread closes old database connections before and after the call, as
+  Django does around a request;
 - ``cancel()`` was called while it ran: CANCELLED, whatever it did (never retried);
 - it raised: the retry policy decides between READY again (``task_retried``) and FAILED;
 - an async job past its ``timeout`` is cancelled and ends with ``TaskTimeout`` (which the
@@ -29,6 +31,7 @@ from asgiref.sync import async_to_sync
 from django.tasks.base import TaskError
 from django.tasks.signals import task_started
 
+from headrace.db import close_old_connections_unless_suspended
 from headrace.tasks.base import _to_json
 from headrace.tasks.context import JobControl, TaskContext
 from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
@@ -260,7 +263,7 @@ class Runner:
                 if is_async:
                     value = await attempt.task.func(*args, **kwargs)
                 else:
-                    call = functools.partial(attempt.task.func, *args, **kwargs)
+                    call = functools.partial(_call_sync, attempt.task.func, args, kwargs)
                     value = await loop.run_in_executor(
                         self.executor, contextvars.copy_context().run, call
                     )
@@ -276,7 +279,7 @@ class Runner:
         except asyncio.CancelledError:
             self._lose(attempt)
             raise
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a task calling sys.exit() fails, alone
             self._failed(attempt, error)
         else:
             self._succeeded(attempt, value)
@@ -317,12 +320,22 @@ class Runner:
                     value = async_to_sync(func)(*args, **kwargs)
                 else:
                     value = func(*args, **kwargs)
-            except Exception as error:
+            except (Exception, SystemExit) as error:
                 self._failed(attempt, error)
             else:
                 self._succeeded(attempt, value)
             finally:
                 attempt.control.close()
+
+
+def _call_sync(func: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """A sync task on a pool thread, with Django's per-request connection hygiene around it
+    (a worker thread lives for many jobs, as a server thread lives for many requests)."""
+    close_old_connections_unless_suspended()
+    try:
+        return func(*args, **kwargs)
+    finally:
+        close_old_connections_unless_suspended()
 
 
 def _when(seconds: float | None) -> datetime | None:

@@ -334,6 +334,8 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 effects = store.schedule(job, now)
             elif job.is_finished:
                 job, effects = store.finish(job, now, self.result_ttl(job))
+            else:
+                store.entry.pop(job_id, None)  # claimed: off the ready and delayed heaps
             store.jobs[job_id] = job
         for effect in effects:
             effect()
@@ -437,17 +439,6 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 finished=sum(1 for s in states if s.is_finished),
                 enqueued=store.enqueued,
             )
-
-    def flush(self) -> None:
-        """Forget every job (tests)."""
-        store = self._store
-        with store.lock:
-            for table in (store.jobs, store.tasks, store.ready, store.delayed, store.entry):
-                table.clear()
-            store.keys.clear()
-            store.expiring.clear()
-            store.finish_waiters.clear()
-            store.watchers.clear()
 
 
 def _error(cls: type[BaseException], message: str) -> JobError:
