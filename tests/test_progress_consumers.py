@@ -489,3 +489,14 @@ async def test_over_a_real_server_the_owner_watches_and_a_stranger_is_refused(
         assert [kind for kind, _ in events] == ["task.state", "task.finished"]
         assert events[0][1]["status"] == "SUCCESSFUL"
         assert events[0][1]["done"] == 2
+
+
+async def test_without_a_channel_layer_the_socket_is_refused_with_the_reason(
+    worker: TaskWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = await enqueue_as(ANN, stepped, 1)
+    with override_settings(CHANNEL_LAYERS={}):
+        comm = ws(result.id, ANN)
+        connected, _ = await comm.connect()
+    assert not connected
+    assert "needs a channel layer" in caplog.text

@@ -16,8 +16,10 @@ speak the same JSON messages, in this order:
 1. ``{"type": "task.state", "id", "status", "done", "total", "info"}`` at once: where the job
    is now (``done``/``total``/``info`` are ``null`` until it first reports progress), so a page
    that subscribes late, or reconnects, starts from the truth rather than from nothing;
-2. every ``task.progress`` (``id``, ``done``, ``total``, ``info``) while it runs; a report can
-   repeat the figures of the state message, never go further back than them;
+2. every ``task.progress`` (``id``, ``done``, ``total``, ``info``) while it runs. The stream
+   joins the group before it reads the state (so no ending can slip between the two), so a
+   report already on its way may arrive after a state that is newer than it; a retry also
+   starts its reports again. A progress bar shows the largest figure it has seen;
 3. one final message — ``task.finished`` (``return_value``), ``task.failed`` (``error``:
    ``exception_class``, and ``traceback`` only with :attr:`~TaskStream.include_traceback`) or
    ``task.cancelled`` — after which the stream ends: the WebSocket closes with 1000, the SSE
@@ -49,6 +51,7 @@ from typing import Any, Final
 from django.tasks import TaskResult, TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
 
+from ..exceptions import InvalidChannelLayerError
 from ..generic.sse import AsyncSseConsumer
 from ..generic.websocket import AsyncWebsocketConsumer
 from ..types import Message, Scope
@@ -134,6 +137,7 @@ class TaskStream:
     include_traceback: bool = False
 
     scope: Scope
+    channel_layer_alias: str
     task_id: str
     _ended: bool
 
@@ -152,6 +156,11 @@ class TaskStream:
 
     async def _find_job(self) -> tuple[TaskResult[Any, Any] | None, bool]:
         """The job of this URL and whether the user may watch it (``None``: no such job)."""
+        if getattr(self, "channel_layer", None) is None:
+            raise InvalidChannelLayerError(
+                f"{type(self).__name__} follows a task's group, so it needs a channel layer, "
+                f"but the CHANNEL_LAYERS alias {self.channel_layer_alias!r} is not configured"
+            )
         kwargs = self.scope.get("url_route", {}).get("kwargs", {})
         task_id = kwargs.get(self.id_url_kwarg)
         if not isinstance(task_id, str) or not task_id:
