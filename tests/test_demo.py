@@ -421,6 +421,7 @@ def test_run_as_a_task_fills_a_bar_through_the_task_consumer(
     assert task_id
     # Beside a ProgRock job, for the screenshot: the two kinds of bar on one page.
     page.click("#go-button")
+    expect(page.locator(".job:not(.task)")).to_have_count(1)
     page.wait_for_function(
         "Number(document.querySelector('.job:not(.task) [role=progressbar]')"
         ".getAttribute('aria-valuenow')) >= 40"
