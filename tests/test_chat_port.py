@@ -89,7 +89,6 @@ async def test_foreign_origins_are_refused(
     assert refused.value.response.status_code in {400, 403}
     if "additional_headers" not in headers:
         assert refused.value.response.status_code == 403
-        assert b"WebSocket refused" in refused.value.response.body
     # ...and the server goes on serving well-behaved clients.
     async with ws_connect(url) as ok:
         await ok.send(json.dumps({"message": "still open"}))

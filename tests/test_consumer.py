@@ -96,6 +96,26 @@ async def test_sync_handlers_of_one_connection_stay_in_order() -> None:
     await comm.disconnect()
 
 
+async def test_sync_handler_overrides_can_call_super_as_in_channels() -> None:
+    """The sync twin's handlers are plain functions: a ``def`` override may call ``super()``."""
+    threads: list[str] = []
+
+    class Overriding(WebsocketConsumer):
+        def websocket_receive(self, message: Any) -> None:
+            threads.append(threading.current_thread().name)
+            super().websocket_receive(message)
+
+        def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+            self.send(text_data=f"{text_data}!")
+
+    comm = WebsocketCommunicator(Overriding.as_asgi(), "/")
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data="hi")
+    assert await comm.receive_from() == "hi!"
+    await comm.disconnect()
+    assert threads[0].startswith("headrace-sync")
+
+
 @pytest.mark.parametrize("consumer_base", [AsyncWebsocketConsumer, WebsocketConsumer])
 async def test_accept_with_subprotocol_and_headers(consumer_base: Any) -> None:
     if consumer_base is AsyncWebsocketConsumer:
@@ -273,6 +293,7 @@ async def _still_served(bystander: WebsocketCommunicator) -> None:
     [
         ({"text_data": "{not json"}, 1007),
         ({"text_data": ""}, 1007),
+        ({"text_data": "[" * 100_000 + "]" * 100_000}, 1007),  # nested too deep, under 1 MiB
         ({"bytes_data": b'{"a": 1}'}, 1003),
         ({"text_data": '"boom"'}, 1011),
     ],

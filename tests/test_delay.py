@@ -100,8 +100,7 @@ async def test_a_worker_on_asgi_delay_forwards_and_survives_bad_requests(layer, 
     await layer.send(DELAY_CHANNEL, {"channel": "out", "content": {"n": 2}, "delay": "soon"})
     await layer.send(DELAY_CHANNEL, {"channel": "out", "content": {"n": 3}, "delay": 10})
     async with asyncio.timeout(WAIT):
-        while worker.statistics().handled + worker.statistics().dropped < 3:
-            await asyncio.sleep(0.001)
+        await worker.wait_settled(3)
     assert worker.statistics().dropped == 1
     clock.advance(0.01)
     assert await receive_now(layer, "out") == {"n": 3}
@@ -120,8 +119,8 @@ async def test_several_delay_servers_deliver_each_request_once(layer, clock) -> 
     for n in range(60):
         await layer.send(DELAY_CHANNEL, {"channel": "out", "content": {"n": n}, "delay": 50})
     async with asyncio.timeout(WAIT):
-        while sum(w.statistics().handled for w in workers) < 60:
-            await asyncio.sleep(0.001)
+        await asyncio.gather(*(w.wait_idle() for w in workers))
+    assert sum(w.statistics().handled for w in workers) == 60
     clock.advance(0.05)
     got = []
     while (message := await receive_now(layer, "out")) is not None:

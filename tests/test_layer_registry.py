@@ -86,11 +86,11 @@ def test_config_and_test_config() -> None:
         ({"BACKEND": "headrace.layers.__doc__"}, "is not a class"),
         (
             {"BACKEND": "headrace.layers.InMemoryChannelLayer", "CONFIG": {"hosts": ["x"]}},
-            "unknown CONFIG keys: hosts",
+            r"CHANNEL_LAYERS\['default'\]\['CONFIG'\] has unknown CONFIG keys: hosts",
         ),
         (
             {"BACKEND": "headrace.layers.InMemoryChannelLayer", "CONFIG": {"expiry": -5}},
-            "expiry must be a positive number of seconds, got -5",
+            r"\['CONFIG'\]\['expiry'\] must be a positive number of seconds, got -5",
         ),
         (
             {"BACKEND": "headrace.layers.InMemoryChannelLayer", "CONFIG": ["capacity"]},

@@ -11,12 +11,14 @@ import importlib
 import pytest
 
 PUBLIC_API: dict[str, set[str]] = {
-    "headrace": {"__version__"},
+    "headrace": {"DEFAULT_CHANNEL_LAYER", "__version__"},
+    "headrace.backoff": {"Backoff", "pause_for", "sleep", "supervise"},
     "headrace.exceptions": {
         "AcceptConnection",
         "ChannelFull",
         "ChannelLayerError",
         "ConfigurationError",
+        "ConnectionStateError",
         "DenyConnection",
         "HeadraceError",
         "InvalidChannelLayerError",
@@ -35,18 +37,27 @@ PUBLIC_API: dict[str, set[str]] = {
         "DEFAULT_CHANNEL_LAYER",
         "DEFAULT_MAX_MESSAGE_SIZE",
         "BaseChannelLayer",
+        "Capabilities",
         "ChannelLayerManager",
         "Clock",
         "InMemoryChannelLayer",
+        "LayerConfig",
         "LayerStatistics",
         "ManualClock",
         "SystemClock",
+        "capabilities_of",
         "channel_layers",
         "get_channel_layer",
     },
     "headrace.layers.base": {"DEFAULT_MAX_MESSAGE_SIZE", "BaseChannelLayer", "LayerStatistics"},
     "headrace.layers.clock": {"Clock", "ManualClock", "SystemClock", "TimerHandle"},
     "headrace.layers.codec": {"decode", "encode"},
+    "headrace.layers.config": {
+        "DEFAULT_MAX_MESSAGE_SIZE",
+        "Capabilities",
+        "LayerConfig",
+        "capabilities_of",
+    },
     "headrace.layers.groups": {"Membership"},
     "headrace.layers.memory": {"InMemoryChannelLayer"},
     "headrace.layers.registry": {
@@ -54,6 +65,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "ChannelLayerManager",
         "channel_layers",
         "get_channel_layer",
+        "missing_extra",
     },
     "headrace.layers.rules": {
         "MAX_NAME_LENGTH",
@@ -65,9 +77,11 @@ PUBLIC_API: dict[str, set[str]] = {
         "due_time",
         "is_process_channel",
         "non_local_name",
+        "positive_int",
         "positive_seconds",
     },
     "headrace.layers.schedule": {"DelaySchedule"},
+    "headrace.layers.redis.config": {"HostEntry", "RedisConfig"},
     "headrace.consumer": {
         "DEFAULT_CHANNEL_LAYER",
         "AsyncConsumer",
@@ -95,7 +109,9 @@ PUBLIC_API: dict[str, set[str]] = {
         "client_message",
         "state_messages",
     },
-    "headrace.generic.outbox": {"SLOW_CLIENT_CLOSE_CODE", "Outbox"},
+    "headrace.generic.outbox": {"ABORT_EXTENSION", "SLOW_CLIENT_CLOSE_CODE", "Outbox"},
+    "headrace.generic.membership": {"GroupMembership"},
+    "headrace.lifecycle": {"MOVES", "ConnectionState", "Event", "Lifecycle", "event_for", "move"},
     "headrace.generic.broadcast": {"encode_shared"},
     "headrace.routing": {
         "ChannelNameRouter",
@@ -129,7 +145,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "suspend_connection_cleanup",
     },
     "headrace.settings": {"Limits", "SlowClientPolicy", "limits"},
-    "headrace.checks": {"check_runserver_order"},
+    "headrace.checks": {"check_channel_layers", "check_runserver_order"},
     "headrace.types": {
         "ASGIApp",
         "HTTPRequestEvent",
@@ -148,6 +164,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "WebSocketSendEvent",
     },
     "headrace.utils": {"get_handler_name", "name_that_thing", "sync_handler_pool"},
+    "headrace.uvicorn_protocol": {"websocket_protocol"},
     "headrace.server": {
         "BackgroundFactory",
         "Server",
@@ -184,8 +201,11 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.process": {
         "EVENT_LOOPS",
         "cancel_and_wait",
+        "configure_logging",
         "event_loop_factory",
         "freeze_startup_objects",
+        "report_failure",
+        "serve_until_signalled",
     },
     "headrace.tasks": {
         "InvalidTransition",
@@ -215,7 +235,9 @@ PUBLIC_API: dict[str, set[str]] = {
         "Task",
         "check_arguments",
         "check_key",
+        "check_option_names",
         "check_options",
+        "to_json",
     },
     "headrace.tasks.states": {"FINISHED", "MOVES", "JobState", "Move", "advance"},
     "headrace.tasks.policy": {"DEFAULT_JITTER", "RetryDecision", "RetryPolicy", "backoff_delay"},
@@ -232,6 +254,7 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.jobs": {"Job", "JobError", "job_options"},
     "headrace.tasks.results": {
         "TaskResult",
+        "build_result",
         "current_owner",
         "enqueued_by",
         "finished_message",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
@@ -45,6 +46,7 @@ def test_limits_defaults_and_settings() -> None:
         ("websocket_outbox_size", 0, "OUTBOX_SIZE"),
         ("websocket_slow_client", "block", "'close' or 'drop-oldest'"),
         ("websocket_handshake_timeout", 0, "HANDSHAKE_TIMEOUT"),
+        ("websocket_send_timeout", 0, "SEND_TIMEOUT"),
         ("sync_threads", 0, "SYNC_THREADS"),
     ],
 )
@@ -91,23 +93,36 @@ async def _bystander_still_served(server: LiveServer) -> None:
     ("frame", "code"),
     [
         ("{this is not json", 1007),
+        ("[" * 2000 + "]" * 2000, 1007),
         (b'{"binary": true}', 1003),
         (json.dumps({"boom": True}), 1011),
         ("x" * 5000, 1009),
         (b"x" * 5000, 1009),
     ],
-    ids=["malformed-json", "binary-on-json", "handler-raises", "oversize-text", "oversize-binary"],
+    ids=[
+        "malformed-json",
+        "json-nested-too-deep",
+        "binary-on-json",
+        "handler-raises",
+        "oversize-text",
+        "oversize-binary",
+    ],
 )
 async def test_bad_input_closes_only_that_connection(
-    server: LiveServer, frame: str | bytes, code: int
+    server: LiveServer, frame: str | bytes, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with ws_connect(f"{server.ws_url}/ws/echo/") as bystander:
         async with ws_connect(f"{server.ws_url}/ws/echo/") as ws:
-            await ws.send(frame)
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
+            with caplog.at_level(logging.WARNING, logger="headrace"):
+                await ws.send(frame)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == code
+            if code != 1011 and isinstance(frame, str) and len(frame) < 4096:
+                # Bad input is not a bug: one warning, no traceback.
+                logged = [r for r in caplog.records if r.name.startswith("headrace")]
+                assert [(r.levelno, r.exc_info) for r in logged] == [(logging.WARNING, None)]
         await bystander.send(json.dumps({"still": "served"}))
         assert await recv_json(bystander) == {"echo": {"still": "served"}}
     await _bystander_still_served(server)
@@ -218,8 +233,11 @@ async def test_runserver_serves_http_websocket_and_static(reload: bool) -> None:
             assert await recv_json(ws) == {"message": "via runserver"}
     finally:
         output = _stop(process)
-    assert "WebSocket CONNECT /ws/chat/room1/" in output
-    assert "WebSocket DISCONNECT /ws/chat/room1/" in output
+    # One INFO line per connection (uvicorn's and the websockets library's are filtered out).
+    assert output.count("WebSocket CONNECT /ws/chat/room1/") == 1
+    assert "DISCONNECT" not in output
+    assert '"WebSocket /ws/chat/room1/"' not in output
+    assert "connection open" not in output
 
 
 def test_system_check_warns_when_staticfiles_shadows_runserver() -> None:

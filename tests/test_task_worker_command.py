@@ -77,9 +77,8 @@ async def test_a_worker_set_stops_every_worker(settings: Any) -> None:
 
     both = WorkerSet([Worker(application, ["noop"]), TaskWorker("default")])
     run = asyncio.ensure_future(both.run())
-    async with asyncio.timeout(WAIT):
-        while not all(w.wait_started(0) for w in both.workers):
-            await asyncio.sleep(0)
+    for worker in both.workers:
+        assert await asyncio.to_thread(worker.wait_started, WAIT)
     both.stop()
     await asyncio.wait_for(run, WAIT)
     assert all(w.state.name == "STOPPED" for w in both.workers)
@@ -150,3 +149,14 @@ def test_an_unimportable_backend_fails_our_check(settings: Any) -> None:
     [error] = check_task_backends()
     assert "TASKS['default'] cannot be used" in error.msg
     assert "headrace.tasks.backends.nowhere" in error.msg
+
+
+def test_a_broken_tasks_entry_is_logged_and_skipped_by_runserver(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.TASKS = {
+        "default": memory(ManualClock())["default"],
+        "broken": {"BACKEND": "headrace.tasks.backends.nowhere.Backend"},
+    }
+    assert [b.alias for b in embedded_task_backends()] == ["default"]
+    assert "TASKS['broken'] cannot be used" in caplog.text

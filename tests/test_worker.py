@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from headrace.consumer import AsyncConsumer, SyncConsumer
+from headrace.delay import DELAY_CHANNEL
 from headrace.exceptions import ConfigurationError
-from headrace.layers import InMemoryChannelLayer, channel_layers
+from headrace.layers import InMemoryChannelLayer, ManualClock, channel_layers
 from headrace.routing import ChannelNameRouter, ProtocolTypeRouter
 from headrace.server import log_websocket_connections
 from headrace.worker import Worker, WorkerState, routed_channels
@@ -36,10 +37,14 @@ class Recorder:
         self.changed.set()
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
-        """Bounded polling: the worker's own counters change without telling anyone."""
+        """Until ``condition()`` holds: the test consumers set ``changed`` at each note.
+
+        (The worker's own counters are waited on with its ``wait_...()`` hooks.)
+        """
         async with asyncio.timeout(WAIT):
             while not condition():
-                await asyncio.sleep(0.001)
+                self.changed.clear()
+                await self.changed.wait()
 
 
 rec: Recorder
@@ -111,8 +116,7 @@ async def start() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
         task = asyncio.create_task(worker.run())
         running.append((worker, task))
         async with asyncio.timeout(WAIT):
-            while worker.state is WorkerState.NEW:
-                await asyncio.sleep(0)
+            await worker.wait_running()
         return worker
 
     yield start
@@ -139,7 +143,9 @@ async def test_async_handlers_run_concurrently_up_to_the_bound(layer, start) -> 
     assert worker.statistics().received == 3
     assert await layer.receive("jobs") == {"type": "job.run", "n": 3}
     rec.release.set()
-    await rec.wait_for(lambda: worker.statistics().handled == 4)
+    async with asyncio.timeout(WAIT):
+        await worker.wait_settled(4)
+    assert worker.statistics().handled == 4
     assert sorted(rec.finished) == [0, 1, 2, 4]
 
 
@@ -172,14 +178,9 @@ async def test_a_raising_handler_is_logged_with_channel_and_type(layer, start, c
     await layer.send("jobs", {"no": "type"})
     await layer.send("jobs", {"type": "job.run", "n": 1})
     rec.release.set()
-    await rec.wait_for(lambda: rec.finished == [1])
-
-    # Handlers run concurrently and are counted when they return: wait until all four are.
-    def settled() -> int:
-        stats = worker.statistics()
-        return stats.handled + stats.failed + stats.dropped
-
-    await rec.wait_for(lambda: settled() == 4)
+    async with asyncio.timeout(WAIT):
+        await worker.wait_settled(4)
+    assert rec.finished == [1]
     stats = worker.statistics()
     assert (stats.failed, stats.dropped, stats.handled) == (2, 1, 1)
     worker_lines = [r.getMessage() for r in caplog.records if r.name == "headrace.worker"]
@@ -192,8 +193,10 @@ async def test_a_plain_asgi_function_that_raises_is_logged(layer, start, caplog)
     worker = await start(["plain"])
     await layer.send("plain", {"type": "x"})  # no "n": KeyError in the app
     await layer.send("plain", {"type": "x", "n": 2})
-    await rec.wait_for(lambda: len(rec.started) == 1)
-    await rec.wait_for(lambda: worker.statistics().failed == 1)
+    async with asyncio.timeout(WAIT):
+        await worker.wait_settled(2)
+    assert rec.started == [("plain", ("plain", 2))]
+    assert worker.statistics().failed == 1
     assert any(
         "'plain'" in r.getMessage() and "'x'" in r.getMessage() and r.exc_info
         for r in caplog.records
@@ -206,7 +209,8 @@ async def test_stop_finishes_handlers_in_hand_and_takes_no_more(layer) -> None:
     await send_jobs(layer, "jobs", 3)
     await rec.wait_for(lambda: len(rec.started) == 2)
     worker.stop()
-    await rec.wait_for(lambda: worker.state is WorkerState.STOPPING or task.done())
+    assert worker.state is WorkerState.STOPPING
+    await asyncio.sleep(0)
     assert not task.done()  # waiting for the two in hand
     rec.release.set()
     async with asyncio.timeout(WAIT):
@@ -259,33 +263,130 @@ async def test_stop_before_run_makes_run_return_at_once(layer) -> None:
 
 
 class FlakyLayer(InMemoryChannelLayer):
-    """A real in-memory layer whose first ``failures`` receives fail like a lost connection."""
+    """A real in-memory layer whose receives fail like a lost connection while ``down``."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, *, down: bool = True) -> None:
         super().__init__()
-        self.failures = failures
+        self.down = down
+        self.attempts = 0
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        if self.failures:
-            self.failures -= 1
+        self.attempts += 1
+        if self.down:
             raise ConnectionError("connection reset")
         return await super().receive(channel)
 
 
-@pytest.mark.slow
-async def test_layer_failures_are_retried_and_logged_once(layer, caplog) -> None:
-    flaky = FlakyLayer(failures=3)
-    worker = Worker(application, ["plain"], layer=flaky)
+async def test_an_outage_is_retried_on_the_clock_and_logged_once(layer, caplog) -> None:
+    clock = ManualClock()
+    flaky = FlakyLayer()
+    worker = Worker(application, ["plain"], layer=flaky, clock=clock, concurrency=5)
     task = asyncio.create_task(worker.run())
-    await flaky.send("plain", {"type": "x", "n": 1})
-    await rec.wait_for(lambda: len(rec.started) == 1)
+    async with asyncio.timeout(WAIT):
+        await clock.wait_armed()  # every receive failed; one of them sleeps the pause
+        first_round = flaky.attempts
+        assert first_round == 5  # one receive per free slot
+        # The five retry together, once per pause, and the pause doubles per round:
+        # 0.05 s, then 0.1 s (each ±10 %), not one step per failed receive.
+        clock.advance(0.056)
+        await clock.wait_armed()
+        assert flaky.attempts >= first_round + 1
+        second_round = flaky.attempts
+        clock.advance(0.089)
+        await asyncio.sleep(0)
+        assert flaky.attempts == second_round
+        clock.advance(0.022)
+        await clock.wait_armed()
+        assert flaky.attempts > second_round
+
+        flaky.down = False
+        await flaky.send("plain", {"type": "x", "n": 1})
+        clock.advance(1)
+        await rec.wait_for(lambda: len(rec.started) == 1)
+    assert worker.statistics().outages == 1
     worker.stop()
     async with asyncio.timeout(WAIT):
         await task
-    failures = [r for r in caplog.records if "failed" in r.getMessage()]
-    assert len(failures) == 1
-    assert "ConnectionError" in failures[0].getMessage()
-    assert any("works again" in r.getMessage() for r in caplog.records)
+    worker_lines = [r for r in caplog.records if r.name == "headrace.worker"]
+    failures = [r.getMessage() for r in worker_lines if "failed" in r.getMessage()]
+    assert failures == [
+        "receiving on 'plain' failed (ConnectionError: connection reset); retrying with backoff"
+    ]
+    assert any("receiving on 'plain' works again" in r.getMessage() for r in worker_lines)
+
+
+async def test_forwarding_delay_requests_rides_out_an_outage(layer, caplog) -> None:
+    class FailingSends(InMemoryChannelLayer):
+        failures = 2
+
+        async def send(self, channel: str, message: dict[str, Any], **when: Any) -> None:
+            if channel != DELAY_CHANNEL and self.failures:
+                self.failures -= 1
+                raise ConnectionError("write failed")
+            await super().send(channel, message, **when)
+
+    clock = ManualClock()
+    failing = FailingSends()
+    worker = Worker(None, [DELAY_CHANNEL], layer=failing, clock=clock)
+    task = asyncio.create_task(worker.run())
+    await failing.send(DELAY_CHANNEL, {"channel": "out", "content": {"n": 1}, "delay": 0})
+    async with asyncio.timeout(WAIT):
+        for _ in range(2):
+            await clock.wait_armed()
+            clock.advance(1)
+        await worker.wait_settled(1)
+        assert await failing.receive("out") == {"n": 1}
+    assert worker.statistics().handled == 1
+    assert worker.statistics().outages == 1
+    worker.stop()
+    async with asyncio.timeout(WAIT):
+        await task
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert failures == [
+        "forwarding a delay request failed (ConnectionError: write failed); retrying with backoff"
+    ]
+
+
+# -- waits --------------------------------------------------------------------------------------
+
+
+async def test_wait_idle_waits_for_queued_messages_too(layer, start) -> None:
+    worker = await start(["jobs"], concurrency=1)
+    await send_jobs(layer, "jobs", 3)
+    await rec.wait_for(lambda: len(rec.started) == 1)
+    idle = asyncio.create_task(worker.wait_idle())
+    await asyncio.sleep(0)
+    assert not idle.done()  # one in hand
+    rec.release.set()
+    async with asyncio.timeout(WAIT):
+        await idle  # not when the first is done: two more were queued for it
+    assert worker.statistics().handled == 3
+    assert sorted(rec.finished) == [0, 1, 2]
+
+
+async def test_wait_idle_ignores_channels_the_worker_does_not_read(layer, start) -> None:
+    worker = await start(["plain"])
+    await layer.send("elsewhere", {"type": "x"})
+    await layer.send("plain", {"type": "x", "n": 1})
+    async with asyncio.timeout(WAIT):
+        await worker.wait_idle()
+    assert rec.started == [("plain", ("plain", 1))]
+
+
+async def test_wait_running_settled_and_stopped(layer) -> None:
+    worker = Worker(application, ["plain"])
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(WAIT):
+        await worker.wait_running()
+        assert worker.state is WorkerState.RUNNING
+        for n in range(3):
+            await layer.send("plain", {"type": "x", "n": n})
+        await worker.wait_settled(3)
+        assert worker.statistics().handled == 3
+        worker.stop()
+        await worker.wait_stopped()
+    assert worker.state is WorkerState.STOPPED
+    await task
 
 
 def test_configuration_errors_are_clear() -> None:

@@ -35,8 +35,8 @@ async def test_embedded_workers_serve_the_routed_channels_and_asgi_delay(memory_
             "asgi.delay", {"channel": "noop", "content": {"type": "job.run"}, "delay": 0}
         )
         async with asyncio.timeout(WAIT):
-            while worker.statistics().handled < 2:  # the delay request, then the job
-                await asyncio.sleep(0.001)
+            await worker.wait_settled(2)  # the delay request, then the job
+        assert worker.statistics().handled == 2
     assert worker.state is WorkerState.STOPPED
 
 
@@ -79,8 +79,8 @@ async def test_run_embedded_workers_serves_until_cancelled(memory_layer) -> None
     task = asyncio.create_task(run_embedded_workers(application))
     await memory_layer.send("noop", {"type": "job.run"})
     async with asyncio.timeout(WAIT):
-        while memory_layer.statistics().received < 1:
-            await asyncio.sleep(0.001)
+        await memory_layer.wait_delivered("noop")
+    assert memory_layer.statistics().received == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

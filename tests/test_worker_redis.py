@@ -70,7 +70,8 @@ def read_ids(directory: Path, suffix: str) -> dict[str, list[int]]:
 
 
 async def wait_for_ids(directory: Path, suffix: str, count: int) -> dict[str, list[int]]:
-    """Bounded polling of the files the worker processes write."""
+    """Bounded polling of the files the worker processes write (other processes: no hook
+    reaches them, and a report per message would load the run it measures)."""
     async with asyncio.timeout(WAIT):
         while True:
             found = read_ids(directory, suffix)
@@ -105,8 +106,12 @@ async def test_sigterm_finishes_the_handler_in_hand_and_takes_no_more(
     layer: RedisChannelLayer, workers: Any, tmp_path: Path
 ) -> None:
     process = workers("jobs", "--concurrency", "1", "--no-delay")
-    await layer.send("jobs", {"type": "job.slow", "id": 1, "seconds": 0.5})
-    await wait_for_ids(tmp_path, "started", 1)
+    slow = {"type": "job.slow", "id": 1, "seconds": 0.5, "report_to": "reports"}
+    await layer.send("jobs", slow)
+    assert await asyncio.wait_for(layer.receive("reports"), WAIT) == {
+        "type": "job.started",
+        "id": 1,
+    }
     await layer.send("jobs", {"type": "job.run", "id": 2})
     code, rest = await asyncio.to_thread(stop, process, signal.SIGTERM)
     assert code == 0, rest

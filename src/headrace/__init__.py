@@ -7,6 +7,9 @@ Channels app means replacing ``channels`` with ``headrace`` in its import lines.
 
 from __future__ import annotations
 
-__all__ = ["__version__"]
+__all__ = ["DEFAULT_CHANNEL_LAYER", "__version__"]
 
 __version__ = "0.1.0.dev0"
+
+#: The ``CHANNEL_LAYERS`` alias used when none is named, as ``channels.DEFAULT_CHANNEL_LAYER``.
+DEFAULT_CHANNEL_LAYER = "default"

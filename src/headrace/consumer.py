@@ -8,26 +8,36 @@ one global thread, so slow sync handlers on one connection do not stall the othe
 
 A handler that raises is logged once and ends (or, for WebSockets, closes with 1011) only its
 own connection; a message with no handler is treated the same way.
+
+**One source for both flavours.** Protocol consumers (WebSocket, JSON) are written once, as
+async code that reaches every overridable hook (``connect``, ``receive``...) through
+:meth:`AsyncConsumer._run_hook`. The async consumer awaits the hook; the sync consumer runs a
+plain-function hook on the handler pool. The public methods a sync handler calls (``send``,
+``accept``, ``close``...) are the async originals wrapped by :func:`_sync_twin`, in one line
+each. Where the connection is in its life is one :class:`headrace.lifecycle.Lifecycle`, shared
+with the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
 
+from . import DEFAULT_CHANNEL_LAYER
 from .db import DatabaseSyncToAsync, aclose_old_connections
 from .exceptions import StopConsumer
+from .generic.membership import GroupMembership
+from .lifecycle import ConnectionState, Event, Lifecycle
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .utils import get_handler_name, name_that_thing, sync_handler_pool
 
 __all__ = ["DEFAULT_CHANNEL_LAYER", "AsyncConsumer", "SyncConsumer", "get_handler_name"]
-
-DEFAULT_CHANNEL_LAYER = "default"
 
 logger = logging.getLogger("headrace.consumer")
 
@@ -36,6 +46,26 @@ def _get_channel_layer(alias: str) -> Any:
     from .layers import get_channel_layer
 
     return get_channel_layer(alias)
+
+
+def _sync_twin(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """The sync twin of an async consumer method, for code running on a handler thread.
+
+    Called from a sync handler it runs ``method`` on the event loop and waits for it. The
+    consumer core, already on the loop, skips the thread hop and awaits ``method`` itself
+    (:meth:`SyncConsumer._run_hook` finds it as ``__headrace_async__``).
+    """
+
+    @functools.wraps(method)
+    def twin(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return async_to_sync(method)(self, *args, **kwargs)
+
+    twin.__headrace_async__ = method  # type: ignore[attr-defined]
+    return twin
+
+
+def _call(hook: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return hook(*args, **kwargs)
 
 
 class AsyncConsumer:
@@ -52,6 +82,9 @@ class AsyncConsumer:
     channel_layer: Any
     channel_name: str
     base_send: Any
+    _lifecycle: Lifecycle
+    _membership: GroupMembership
+    _raw_send: Send
 
     def __init__(self, **initkwargs: Any) -> None:
         for key, value in initkwargs.items():
@@ -64,19 +97,23 @@ class AsyncConsumer:
         self.channel_layer = _get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
+        self._lifecycle = Lifecycle()
+        self._membership = GroupMembership(
+            self.channel_layer,
+            getattr(self, "channel_name", None),
+            owner=f"{type(self).__name__} (CHANNEL_LAYERS alias {self.channel_layer_alias!r})",
+        )
         raw_send = self._wrap_send(send)
         self._raw_send = raw_send
         self.base_send = async_to_sync(raw_send) if self._sync else raw_send
         self._lock = asyncio.Lock()
-        self._stopped = False
-        self._failed = False
         main = asyncio.current_task()
         reader: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
             reader = asyncio.create_task(self._read_layer(main))
         self._stop_from_reader = False
         try:
-            while not self._stopped:
+            while self._lifecycle.state is not ConnectionState.STOPPED:
                 message = await receive()
                 await self._dispatch_one(message, from_client=True)
         except asyncio.CancelledError:
@@ -84,7 +121,7 @@ class AsyncConsumer:
             if not (self._stop_from_reader and main is not None and main.uncancel() == 0):
                 raise
         finally:
-            self._stopped = True
+            self._lifecycle.apply(Event.STOP)
             if reader is not None:
                 reader.cancel()
                 try:
@@ -97,10 +134,8 @@ class AsyncConsumer:
         name = self.channel_name
         while True:
             message = await receive(name)
-            if self._failed:
-                continue  # a failed connection only waits for its disconnect
             await self._dispatch_one(message, from_client=False)
-            if self._stopped:
+            if self._lifecycle.state is ConnectionState.STOPPED:
                 if main is not None:
                     self._stop_from_reader = True
                     main.cancel()
@@ -108,7 +143,13 @@ class AsyncConsumer:
 
     async def _dispatch_one(self, message: Message, *, from_client: bool) -> None:
         async with self._lock:
-            if self._stopped:
+            lifecycle = self._lifecycle
+            # A closed or cut-off connection only waits for the server's disconnect; layer
+            # messages and late client frames could only produce frames nobody reads.
+            if not lifecycle.live and (
+                lifecycle.state is ConnectionState.STOPPED
+                or not (from_client and str(message.get("type", "")).endswith(".disconnect"))
+            ):
                 return
             deadline = self._deadline_for(message) if from_client else None
             if not from_client:
@@ -122,10 +163,10 @@ class AsyncConsumer:
                     async with asyncio.timeout(deadline):
                         await self.dispatch(message)
             except StopConsumer:
-                self._stopped = True
+                lifecycle.apply(Event.STOP)
             except Exception as exc:
                 if not await self._handler_failed(exc, message):
-                    self._stopped = True
+                    lifecycle.apply(Event.STOP)
             finally:
                 self.layer_message = None
 
@@ -155,6 +196,10 @@ class AsyncConsumer:
             exc_info=exc,
         )
 
+    async def _run_hook(self, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an overridable hook (``connect``, ``receive``...): async consumers await it."""
+        return await hook(*args, **kwargs)
+
     # -- the API consumers use -----------------------------------------------------------------
 
     async def dispatch(self, message: Message) -> None:
@@ -166,7 +211,7 @@ class AsyncConsumer:
 
     async def send(self, message: Message) -> None:
         """Send an ASGI message to the client (subclasses add protocol-level helpers)."""
-        await self.base_send(message)
+        await self._raw_send(message)
 
     @classmethod
     def as_asgi(cls, **initkwargs: Any) -> ASGIApp:
@@ -202,22 +247,32 @@ class SyncConsumer(AsyncConsumer):
     """
 
     _sync: ClassVar[bool] = True
+    _runner: Callable[..., Awaitable[Any]] | None = None
 
-    async def dispatch(self, message: Message) -> None:
-        runner: Callable[[Message], Awaitable[None]] | None = getattr(self, "_run_sync", None)
+    async def _run_hook(self, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a hook the way its kind needs.
+
+        A derived twin (:func:`_sync_twin`) runs its async original here on the loop; an async
+        function is awaited; a plain function runs on the handler pool.
+        """
+        original = getattr(hook, "__headrace_async__", None)
+        if original is not None:
+            return await original(self, *args, **kwargs)
+        if inspect.iscoroutinefunction(hook):
+            return await hook(*args, **kwargs)
+        runner = self._runner
         if runner is None:
             runner = DatabaseSyncToAsync(
-                self._dispatch_sync, thread_sensitive=False, executor=sync_handler_pool()
+                _call, thread_sensitive=False, executor=sync_handler_pool()
             )
-            self._run_sync = runner
-        await runner(message)
+            self._runner = runner
+        return await runner(hook, *args, **kwargs)
 
-    def _dispatch_sync(self, message: Message) -> None:
+    async def dispatch(self, message: Message) -> None:
+        """Run the handler for ``message["type"]`` (a plain function runs on the pool)."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']!r}")
-        handler(message)
+        await self._run_hook(handler, message)
 
-    def send(self, message: Message) -> None:  # type: ignore[override]
-        """Send an ASGI message to the client from a handler thread."""
-        self.base_send(message)
+    send = _sync_twin(AsyncConsumer.send)

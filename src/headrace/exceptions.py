@@ -12,6 +12,7 @@
     │   │   ├── InvalidChannelName
     │   │   └── InvalidGroupName
     │   └── LayerConnectionError        the layer's server went away and did not come back in time
+    ├── ConnectionStateError            (RuntimeError) e.g. a frame sent after the consumer closed
     └── ConfigurationError              (also Django's ``ImproperlyConfigured``)
 
     Control-flow signals (not errors; never subclasses of HeadraceError):
@@ -25,6 +26,8 @@ working. Every layer also exposes ``ChannelFull`` and ``MessageTooLarge`` as att
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "ChannelFull",
     "ChannelLayerError",
     "ConfigurationError",
+    "ConnectionStateError",
     "DenyConnection",
     "HeadraceError",
     "InvalidChannelLayerError",
@@ -92,8 +96,23 @@ class LayerConnectionError(ChannelLayerError, ConnectionError):
     """The layer's server could not be reached within the layer's bounded retry time."""
 
 
+class ConnectionStateError(HeadraceError, RuntimeError):
+    """A consumer did something its connection's state forbids ("expected OPEN, got CLOSING").
+
+    See :mod:`headrace.lifecycle` for the table of legal moves.
+    """
+
+
 class ConfigurationError(HeadraceError, ImproperlyConfigured):
-    """Settings or layer configuration that cannot work; raised at start-up."""
+    """Settings or layer configuration that cannot work; raised at start-up.
+
+    ``problems`` lists each mistake on its own (one setting may hold several); the message
+    joins them. The system check reports each as its own error.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
 
 
 # Channels' name for a bad CHANNEL_LAYERS entry.

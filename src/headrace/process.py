@@ -11,21 +11,41 @@ Set ``HEADRACE_FREEZE_STARTUP_OBJECTS = False`` to keep the collector's default 
 
 Such a process runs on the event loop :func:`event_loop_factory` makes: uvloop when it is
 installed (``uvicorn[standard]`` brings it), as uvicorn would choose; ``--loop asyncio`` on the
-command line keeps asyncio's standard loop. When the process stops, :func:`cancel_and_wait`
-ends the background tasks it ran beside its main job.
+command line keeps asyncio's standard loop. :func:`report_failure` logs a background task's
+crash the moment it happens; when the process stops, :func:`cancel_and_wait` ends the
+background tasks it ran beside its main job.
+
+``runworker`` and ``rundelay`` log with :func:`configure_logging` and run their worker with
+:func:`serve_until_signalled`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, Final
+import signal
+import sys
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from django.conf import settings
 
-__all__ = ["EVENT_LOOPS", "cancel_and_wait", "event_loop_factory", "freeze_startup_objects"]
+if TYPE_CHECKING:
+    from headrace.tasks.worker import TaskWorker, WorkerSet
+    from headrace.worker import Worker
+
+__all__ = [
+    "EVENT_LOOPS",
+    "cancel_and_wait",
+    "configure_logging",
+    "event_loop_factory",
+    "freeze_startup_objects",
+    "report_failure",
+    "serve_until_signalled",
+]
 
 EVENT_LOOPS: Final = ("auto", "asyncio", "uvloop")
 
@@ -58,9 +78,33 @@ def freeze_startup_objects() -> bool:
     return True
 
 
+# Tasks whose failure report_failure() has logged already: cancel_and_wait() does not repeat it.
+_reported: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def report_failure(task: asyncio.Task[Any], logger: logging.Logger) -> asyncio.Task[Any]:
+    """Log ``task``'s exception on ``logger`` as soon as it fails, and return ``task``.
+
+    A background task that crashes at start-up (say, embedded workers on a layer that cannot
+    be built) is reported then, not only when the process stops.
+    """
+    task.add_done_callback(functools.partial(_log_failure, logger))
+    return task
+
+
+def _log_failure(logger: logging.Logger, task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        _reported.add(task)
+        logger.error("background task %s failed: %s", task.get_name(), error, exc_info=error)
+
+
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], logger: logging.Logger) -> None:
     """Cancel ``tasks`` and wait until each has ended; one that had failed is logged on
-    ``logger``, not raised, so that the rest of the shutdown still runs."""
+    ``logger`` (unless :func:`report_failure` did already), not raised, so that the rest of
+    the shutdown still runs."""
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
@@ -70,4 +114,61 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], logger: logging.Lo
         except asyncio.CancelledError:
             pass
         except Exception:
-            logger.exception("background task %r failed while the process stopped", task)
+            if task not in _reported:
+                logger.exception("background task %r failed while the process stopped", task)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Send headrace's log lines to stderr when the project has not configured logging."""
+    headrace_logger = logging.getLogger("headrace")
+    if headrace_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    headrace_logger.addHandler(handler)
+    headrace_logger.setLevel(
+        logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    )
+
+
+async def serve_until_signalled(
+    worker: Worker | TaskWorker | WorkerSet, companions: Sequence[asyncio.Task[Any]] = ()
+) -> None:
+    """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left).
+
+    ``companions`` are tasks that live as long as the worker: they are cancelled when it has
+    stopped, before the layer is closed.
+    """
+    from headrace.layers import get_channel_layer
+
+    logger = logging.getLogger("headrace.worker")
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        name = signal.Signals(signum).name
+        if signals == 1:
+            logger.info("%s: stopping (finishing the handlers in hand)", name)
+            worker.stop()
+        else:
+            logger.warning("%s again: cancelling the handlers still running", name)
+            worker.stop(now=True)
+
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no support
+            pass
+    try:
+        await worker.run()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await cancel_and_wait(companions, logger)
+        layer = get_channel_layer(worker.layer_alias)
+        if layer is not None:
+            await layer.close()

@@ -4,6 +4,8 @@ headrace writes no HTTP or WebSocket protocol code; uvicorn does that. This modu
 :class:`headrace.settings.Limits` into uvicorn options (message size -> 1009 on the wire, ping
 interval and timeout), logs WebSocket connects and disconnects, and runs *background*
 coroutines beside the server — the seam ``runserver`` uses to run workers in the same process.
+A background coroutine that raises is logged with its traceback and run again after the shared
+backoff (:func:`headrace.backoff.supervise`): it is never left dead while the server serves.
 
 :class:`Server` runs in the foreground (``run``) or on a thread with its own event loop
 (``start_in_thread``), which is what the live-server test helpers use. Either way the loop is
@@ -23,9 +25,12 @@ from typing import Any
 
 import uvicorn
 
+from .backoff import Backoff, supervise
+from .layers.clock import Clock
 from .process import cancel_and_wait
 from .settings import Limits, limits
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .uvicorn_protocol import websocket_protocol
 
 __all__ = [
     "BackgroundFactory",
@@ -37,7 +42,8 @@ __all__ = [
 
 logger = logging.getLogger("headrace.server")
 
-#: A zero-argument callable returning a coroutine to run for the server's lifetime.
+#: A zero-argument callable returning a coroutine to run for the server's lifetime (called
+#: again, after a backoff pause, when the coroutine raised).
 BackgroundFactory = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -71,14 +77,35 @@ def uvicorn_config(app: ASGIApp, options: ServerOptions) -> uvicorn.Config:
         "ws_ping_interval": lim.websocket_ping_interval,
         "ws_ping_timeout": lim.websocket_ping_timeout,
     }
+    protocol = websocket_protocol()  # uvicorn's, plus the abort extension (slow clients)
+    if protocol is not None:
+        kwargs["ws"] = protocol
     if not options.configure_logging:
         kwargs["log_config"] = None
     kwargs.update(options.uvicorn_options)
     return uvicorn.Config(app, **kwargs)
 
 
+class _NoHandshakeLines(logging.Filter):
+    """Drop the INFO lines uvicorn (and the ``websockets`` protocol under it, which logs to
+    ``uvicorn.error``) write per WebSocket connection: the wrapper below logs each one once."""
+
+    _LINES = ("connection open", "connection closed", "connection rejected (%d %s)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        return not (record.msg.startswith('%s - "WebSocket %s"') or record.msg in self._LINES)
+
+
 def log_websocket_connections(app: ASGIApp) -> ASGIApp:
-    """Wrap ``app`` to log each WebSocket connect (accept or refusal) and disconnect."""
+    """Wrap ``app`` to log one INFO line per WebSocket connection: its accept or refusal.
+
+    The disconnect is logged at DEBUG; uvicorn's own handshake line is filtered out.
+    """
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _NoHandshakeLines) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(_NoHandshakeLines())
 
     async def logged(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -86,19 +113,23 @@ def log_websocket_connections(app: ASGIApp) -> ASGIApp:
             return
         client = scope.get("client") or ("?", 0)
         where = f"{scope.get('path', '?')} from {client[0]}:{client[1]}"
+        answered = False
 
         async def logging_send(message: Message) -> None:
+            nonlocal answered
             kind = message["type"]
-            if kind == "websocket.accept":
+            if not answered and kind == "websocket.accept":
+                answered = True
                 logger.info("WebSocket CONNECT %s", where)
-            elif kind in ("websocket.http.response.start",):
-                logger.info("WebSocket REFUSED %s (%s)", where, message.get("status"))
+            elif not answered and kind in ("websocket.close", "websocket.http.response.start"):
+                answered = True  # a close before accept is answered with HTTP 403
+                logger.info("WebSocket REFUSED %s (%s)", where, message.get("status", 403))
             await send(message)
 
         async def logging_receive() -> Message:
             message = await receive()
             if message["type"] == "websocket.disconnect":
-                logger.info("WebSocket DISCONNECT %s (code %s)", where, message.get("code"))
+                logger.debug("WebSocket DISCONNECT %s (code %s)", where, message.get("code"))
             return message
 
         await app(scope, logging_receive, logging_send)
@@ -107,7 +138,11 @@ def log_websocket_connections(app: ASGIApp) -> ASGIApp:
 
 
 class Server:
-    """uvicorn serving ``app``, plus background coroutines that live as long as it does."""
+    """uvicorn serving ``app``, plus background coroutines that live as long as it does.
+
+    ``clock`` times the backoff before a failed background coroutine runs again (tests pass a
+    :class:`~headrace.layers.ManualClock`).
+    """
 
     def __init__(
         self,
@@ -115,10 +150,12 @@ class Server:
         options: ServerOptions | None = None,
         *,
         background: Sequence[BackgroundFactory] = (),
+        clock: Clock | None = None,
     ) -> None:
         self.options = options or ServerOptions()
         self.app = app
         self.background = list(background)
+        self.clock = clock
         self.config = uvicorn_config(app, self.options)
         self._uvicorn = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
@@ -137,12 +174,18 @@ class Server:
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (or a signal, when running on the main thread)."""
-        tasks = [asyncio.create_task(factory()) for factory in self.background]
+        tasks = [asyncio.create_task(self._supervised(factory)) for factory in self.background]
         try:
             sockets = [self._socket] if self._socket is not None else None
             await self._uvicorn.serve(sockets=sockets)
         finally:
             await cancel_and_wait(tasks, logger)
+
+    async def _supervised(self, factory: BackgroundFactory) -> None:
+        func = getattr(factory, "func", factory)  # a functools.partial: name what it calls
+        what = f"background task {getattr(func, '__qualname__', None) or func!r}"
+        backoff = Backoff(what, logger=logger, clock=self.clock)
+        await supervise(what, factory, logger=logger, backoff=backoff)
 
     def run(self) -> None:
         """Serve in the foreground (blocks)."""

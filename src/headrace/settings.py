@@ -14,6 +14,11 @@ Setting                                   Default     Meaning
                                                       ``"drop-oldest"`` (discard the oldest frame).
 ``HEADRACE_WEBSOCKET_HANDSHAKE_TIMEOUT``  10.0 s      Time a ``connect`` handler has to accept or
                                                       deny before the connection is refused.
+``HEADRACE_WEBSOCKET_SEND_TIMEOUT``       5.0 s       Time the server may go without taking a
+                                                      frame (the client reads nothing) before the
+                                                      connection is closed with 1013, then
+                                                      aborted if even the close cannot be written;
+                                                      ``None`` waits forever.
 ``HEADRACE_WEBSOCKET_PING_INTERVAL``      20.0 s      Server pings; ``None`` turns pings off.
 ``HEADRACE_WEBSOCKET_PING_TIMEOUT``       20.0 s      A pong must arrive within this.
 ``HEADRACE_SYNC_THREADS``                 min(32,     Threads running sync consumer handlers
@@ -22,7 +27,9 @@ Setting                                   Default     Meaning
 
 1 MiB is far above any chat or dashboard frame yet small enough that a hostile client cannot
 make the server buffer much; 256 frames lets a briefly stalled client catch up while a client
-that stopped reading is cut off before it costs real memory.
+that stopped reading is cut off before it costs real memory. Five seconds without the server
+taking a single frame is far longer than any stall of a client that is still reading, and short
+enough that a client that stopped reading does not hold its socket and consumer for long.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class Limits:
     websocket_outbox_size: int = 256
     websocket_slow_client: SlowClientPolicy = "close"
     websocket_handshake_timeout: float = 10.0
+    websocket_send_timeout: float | None = 5.0
     websocket_ping_interval: float | None = 20.0
     websocket_ping_timeout: float | None = 20.0
     sync_threads: int = min(32, (os.cpu_count() or 1) + 4)
@@ -67,6 +75,11 @@ class Limits:
             )
         if self.websocket_handshake_timeout <= 0:
             raise ConfigurationError("HEADRACE_WEBSOCKET_HANDSHAKE_TIMEOUT must be positive")
+        if self.websocket_send_timeout is not None and not self.websocket_send_timeout > 0:
+            raise ConfigurationError(
+                "HEADRACE_WEBSOCKET_SEND_TIMEOUT must be positive or None, "
+                f"got {self.websocket_send_timeout!r}"
+            )
         if self.sync_threads < 1:
             raise ConfigurationError("HEADRACE_SYNC_THREADS must be at least 1")
 

@@ -18,8 +18,12 @@ How it differs from Channels' worker:
   taking messages, lets the handlers in hand finish within ``shutdown_timeout``, then cancels
   what is left; a second signal cancels at once.
 - **Failures stay small.** A handler that raises is logged with its channel and message type
-  and the worker goes on. A failing layer is retried with exponential backoff, logged once per
-  outage; nothing kills the process.
+  and the worker goes on. A failing layer is retried with the shared backoff
+  (:mod:`headrace.backoff`: logged once per outage, pauses doubling to a cap, on the worker's
+  clock); nothing kills the process.
+- **Waits for tests.** :meth:`Worker.wait_running`, :meth:`Worker.wait_settled`,
+  :meth:`Worker.wait_idle` and :meth:`Worker.wait_stopped` return when the worker reaches that
+  condition, so a test never polls its counters.
 - **The delay server built in.** A worker that lists ``asgi.delay`` among its channels forwards
   old-format delay requests (see :mod:`headrace.delay`); it needs no route for it.
 
@@ -36,15 +40,16 @@ import enum
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from django.conf import settings
 
+from headrace.backoff import Backoff
 from headrace.delay import DELAY_CHANNEL, forward_delay_request
 from headrace.exceptions import ConfigurationError
-from headrace.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from headrace.layers import BaseChannelLayer, Clock, capabilities_of, get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
 from headrace.layers.rules import check_channel_name, is_process_channel
 from headrace.settings import limits
@@ -68,8 +73,6 @@ logger = logging.getLogger("headrace.worker")
 DEFAULT_CONCURRENCY: Final = 100
 #: Seconds a stopping worker gives the handlers in hand before cancelling them.
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 30.0
-# Backoff between failed receives: doubles from the first value up to the second.
-_BACKOFF: Final = (0.05, 5.0)
 
 
 class WorkerState(enum.Enum):
@@ -89,6 +92,38 @@ class WorkerStatistics:
     dropped: int  #: messages refused before a handler ran (no ``type``, bad delay request)
     cancelled: int  #: handlers cancelled because a stop ran out of time
     running: int  #: handlers in hand right now
+    outages: int  #: layer outages seen (receiving or forwarding failed, then was retried)
+
+
+class _SharedBackoff:
+    """One :class:`Backoff` for the many tasks that retry the same thing at once.
+
+    A worker has up to ``concurrency`` receives out on one channel; when the layer fails they
+    all fail together. The first of them sleeps the pause and the others wait for it to end,
+    so the outage counts one failure per round (the pauses double as they should) and is
+    logged once.
+    """
+
+    __slots__ = ("_pausing", "backoff")
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self._pausing: asyncio.Event | None = None
+
+    async def failed(self, error: BaseException) -> None:
+        pausing = self._pausing
+        if pausing is not None:
+            await pausing.wait()
+            return
+        pausing = self._pausing = asyncio.Event()
+        try:
+            await self.backoff.failed(error)
+        finally:
+            self._pausing = None
+            pausing.set()
+
+    def succeeded(self) -> None:
+        self.backoff.succeeded()
 
 
 class _Handled(BaseException):
@@ -150,8 +185,9 @@ class Worker:
     """Serve ``channels`` of the layer ``layer_alias`` with ``application``.
 
     ``application`` may be ``None`` when the only channel is ``asgi.delay``. ``layer`` overrides
-    the alias (tests pass a layer with a manual clock). Run it with ``await worker.run()``;
-    :meth:`stop` ends it gracefully.
+    the alias (tests pass a layer with a manual clock). ``clock`` times the backoff pauses after
+    a layer failure (tests pass a :class:`~headrace.layers.ManualClock`). Run it with
+    ``await worker.run()``; :meth:`stop` ends it gracefully.
     """
 
     def __init__(
@@ -164,6 +200,7 @@ class Worker:
         concurrency: int = DEFAULT_CONCURRENCY,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         sync_limit: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.channels = list(dict.fromkeys(channels))
         if not self.channels:
@@ -217,7 +254,17 @@ class Worker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._running = self._running_sync = 0
         self._received = self._handled = self._failed = self._dropped = self._cancelled = 0
-        self._failing: set[str] = set()
+        self._in_transit = 0  # received, not yet started (between two loop callbacks)
+        self._receive_backoffs = {
+            channel: _SharedBackoff(
+                Backoff(f"receiving on {channel!r}", logger=logger, clock=clock)
+            )
+            for channel in self.channels
+        }
+        self._forward_backoff = _SharedBackoff(
+            Backoff("forwarding a delay request", logger=logger, clock=clock)
+        )
+        self._watchers: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._started = threading.Event()
         self._stop_requested = self._stop_now = False
 
@@ -265,7 +312,69 @@ class Worker:
             dropped=self._dropped,
             cancelled=self._cancelled,
             running=self._running,
+            outages=sum(b.backoff.outages for b in self._backoffs()),
         )
+
+    def _backoffs(self) -> list[_SharedBackoff]:
+        return [*self._receive_backoffs.values(), self._forward_backoff]
+
+    # -- waits (for tests and embedding code; call them on the worker's event loop) -----------
+
+    async def wait_running(self) -> None:
+        """Until :meth:`run` has started reading (returns at once if it already has, or ended)."""
+        await self._wait_until(lambda: self.state is not WorkerState.NEW)
+
+    async def wait_stopped(self) -> None:
+        """Until :meth:`run` has finished (stopped, or ended on an error)."""
+        await self._wait_until(lambda: self.state is WorkerState.STOPPED)
+
+    async def wait_settled(self, count: int) -> None:
+        """Until ``count`` messages in all have been settled since the worker started: handled,
+        failed, dropped or cancelled (see :meth:`statistics`)."""
+        await self._wait_until(lambda: self._settled() >= count)
+
+    async def wait_idle(self) -> None:
+        """Until nothing is in hand and nothing is queued that the worker could take.
+
+        "Queued" is asked of the layer when it can tell (the in-memory layer's
+        ``wait_delivered()``); on other layers only the first half is waited for. Delayed
+        messages not due yet are not waited for. A stopped worker takes nothing: it is idle
+        once its handlers are done.
+        """
+        while True:
+            await self._wait_until(self._nothing_in_hand)
+            delivered = getattr(self._layer, "wait_delivered", None)
+            if delivered is None or self.state is not WorkerState.RUNNING:
+                return
+            await delivered(*self.channels)
+            if self._nothing_in_hand():
+                return
+
+    def _nothing_in_hand(self) -> bool:
+        return self._running == 0 and self._in_transit == 0
+
+    def _settled(self) -> int:
+        return self._handled + self._failed + self._dropped + self._cancelled
+
+    async def _wait_until(self, condition: Callable[[], bool]) -> None:
+        if condition():
+            return
+        entry = (condition, asyncio.get_running_loop().create_future())
+        self._watchers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            if entry in self._watchers:
+                self._watchers.remove(entry)
+
+    def _notify(self) -> None:
+        """Wake the waits whose condition now holds (called where the counters change)."""
+        for entry in list(self._watchers):
+            condition, future = entry
+            if condition():
+                self._watchers.remove(entry)
+                if not future.done():
+                    future.set_result(None)
 
     # -- the main loop -------------------------------------------------------------------------
 
@@ -276,9 +385,16 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self.state = WorkerState.RUNNING
-        layer = self._layer if self._layer is not None else get_channel_layer(self.layer_alias)
+        self._notify()
+        try:
+            layer = self._layer if self._layer is not None else get_channel_layer(self.layer_alias)
+        except BaseException:
+            self.state = WorkerState.STOPPED
+            self._notify()
+            raise
         if layer is None:
             self.state = WorkerState.STOPPED
+            self._notify()
             raise ConfigurationError(
                 f"no channel layer {self.layer_alias!r} in CHANNEL_LAYERS for the worker"
             )
@@ -301,6 +417,7 @@ class Worker:
             await self._withdraw(self.channels)
             await self._drain()
             self.state = WorkerState.STOPPED
+            self._notify()
             logger.info("worker stopped (%s)", self.statistics())
 
     # Waits on the layer: every channel that could start a handler has one receive waiting;
@@ -360,6 +477,7 @@ class Worker:
             self._fill()  # a slot may have freed while this receive was being withdrawn
             return
         assert self._layer is not None
+        self._in_transit -= 1
         self._start(self._layer, channel, task.result())
         if self._running >= self.concurrency:
             self._cancel_receives(self.channels)
@@ -384,26 +502,16 @@ class Worker:
 
     async def _receive(self, layer: BaseChannelLayer, channel: str) -> Message:
         """The next message on ``channel``; layer failures are retried with backoff."""
-        backoff = _BACKOFF[0]
+        backoff = self._receive_backoffs[channel]
         while True:
             try:
                 message = await layer.receive(channel)
             except Exception as error:
-                if channel not in self._failing:
-                    self._failing.add(channel)
-                    logger.error(
-                        "receiving on %r failed (%s: %s); retrying with backoff until it works",
-                        channel,
-                        type(error).__name__,
-                        error,
-                    )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF[1])
+                await backoff.failed(error)
                 continue
-            if channel in self._failing:
-                self._failing.discard(channel)
-                logger.warning("receiving on %r works again", channel)
+            backoff.succeeded()
             self._received += 1
+            self._in_transit += 1
             return message
 
     def _start(self, layer: BaseChannelLayer, channel: str, message: Message) -> None:
@@ -423,6 +531,7 @@ class Worker:
         if task.cancelled():
             self._cancelled += 1
         self._fill()
+        self._notify()
 
     async def _drain(self) -> None:
         if not self._handlers:
@@ -502,22 +611,15 @@ class Worker:
                 self._handled += 1
 
     async def _forward_delay(self, layer: BaseChannelLayer, message: Message) -> None:
-        backoff = _BACKOFF[0]
+        backoff = self._forward_backoff
         while True:
             try:
                 forwarded = await forward_delay_request(layer, dict(message))
             except Exception as error:
                 # The layer failed us (not the request): keep the request and retry.
-                if DELAY_CHANNEL not in self._failing:
-                    self._failing.add(DELAY_CHANNEL)
-                    logger.error(
-                        "forwarding a delay request failed (%s: %s); retrying with backoff",
-                        type(error).__name__,
-                        error,
-                    )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF[1])
+                await backoff.failed(error)
                 continue
+            backoff.succeeded()
             if forwarded:
                 self._handled += 1
             else:
@@ -537,7 +639,8 @@ def embedded_workers_enabled(layer_alias: str = DEFAULT_CHANNEL_LAYER) -> bool:
     """
     if not getattr(settings, "HEADRACE_EMBEDDED_WORKERS", True):
         return False
-    return isinstance(get_channel_layer(layer_alias), InMemoryChannelLayer)
+    layer = get_channel_layer(layer_alias)
+    return layer is not None and capabilities_of(layer).in_process
 
 
 @contextlib.asynccontextmanager
@@ -584,7 +687,9 @@ async def run_embedded_workers(
 ) -> None:
     """Run the embedded workers until cancelled: a background coroutine for the server.
 
-    Does nothing (returns at once) when :func:`embedded_workers_enabled` says no.
+    Does nothing (returns at once) when :func:`embedded_workers_enabled` says no. If the worker
+    fails, the error is raised once it has stopped; the server's background supervisor
+    (:func:`headrace.backoff.supervise`) logs it and runs this again.
     """
     if not embedded_workers_enabled(layer_alias):
         return
@@ -595,5 +700,8 @@ async def run_embedded_workers(
         ", ".join([*channels, DELAY_CHANNEL]),
         layer_alias,
     )
-    async with embedded_workers(application, layer_alias, channels=channels):
-        await asyncio.Event().wait()
+    async with embedded_workers(application, layer_alias, channels=channels) as worker:
+        # Ends only if the worker does: on an error (raised here, once the block has waited
+        # for the worker, so that the server's supervisor logs it and starts a fresh worker
+        # after its backoff) or when someone stopped it on purpose (this returns).
+        await worker.wait_stopped()

@@ -2,8 +2,9 @@
 
 ``jobs`` records the id of every message it handles in ``$HEADRACE_JOBS_DIR/<pid>.ids`` (one
 line each, flushed at once), so a test can count which process handled what. A ``job.slow``
-message is noted in ``<pid>.started`` first and takes ``seconds`` to finish (for the graceful
-stop test). ``noop`` does nothing at all: the worker benchmark's consumer.
+message is noted in ``<pid>.started`` first (and reported to the channel ``report_to``, when
+given, so a test can wait for it) and takes ``seconds`` to finish (for the graceful stop
+test). ``noop`` does nothing at all: the worker benchmark's consumer.
 """
 
 import asyncio
@@ -24,6 +25,10 @@ class JobRecorder(AsyncConsumer):
     async def job_slow(self, message):
         with _open("started") as started:
             started.write(f"{message['id']}\n")
+        if message.get("report_to"):
+            await self.channel_layer.send(
+                message["report_to"], {"type": "job.started", "id": message["id"]}
+            )
         await asyncio.sleep(message["seconds"])
         await self.job_run(message)
 

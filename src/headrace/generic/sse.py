@@ -33,7 +33,7 @@ from typing import Any
 
 from ..consumer import AsyncConsumer
 from ..db import aclose_old_connections
-from ..exceptions import InvalidChannelLayerError, StopConsumer
+from ..exceptions import StopConsumer
 from ..settings import limits
 from ..types import Message, Send
 from .outbox import Outbox
@@ -154,15 +154,14 @@ class AsyncSseConsumer(AsyncConsumer):
 
     async def subscribe(self, group: str) -> None:
         """Join ``group`` for the rest of this stream."""
-        self._need_layer()
-        await self.channel_layer.group_add(group, self.channel_name)
+        await self._membership.join(group)
         if self.groups is not None and group not in self.groups:
             self.groups.append(group)
 
     async def unsubscribe(self, group: str) -> None:
         """Leave ``group``."""
-        self._need_layer()
-        await self.channel_layer.group_discard(group, self.channel_name)
+        self._membership.require((group,))
+        await self._membership.leave(group)
         if self.groups is not None and group in self.groups:
             self.groups.remove(group)
 
@@ -174,10 +173,7 @@ class AsyncSseConsumer(AsyncConsumer):
     async def http_request(self, message: Message) -> None:
         if message.get("more_body"):
             return  # an event stream request has no body worth reading
-        if self.groups:
-            self._need_layer()
-            for group in self.groups:
-                await self.channel_layer.group_add(group, self.channel_name)
+        await self._membership.join_all(self.groups or ())
         await self.connect()
         if not self._outbox.accepted:
             await self.deny(403, b"The event stream was refused.")
@@ -200,17 +196,16 @@ class AsyncSseConsumer(AsyncConsumer):
 
     def _wrap_send(self, send: Send) -> Send:
         lim = limits()
+        # No send timeout: HTTP servers offer no way to abort a stream, so a stalled one is
+        # bounded by the outbox size and left to the server's own timeouts.
         self._outbox = Outbox(
-            send, limit=lim.websocket_outbox_size, policy=lim.websocket_slow_client, overflow=_END
+            send,
+            limit=lim.websocket_outbox_size,
+            policy=lim.websocket_slow_client,
+            overflow=_END,
+            lifecycle=self._lifecycle,
         )
         return self._outbox.send
-
-    def _need_layer(self) -> None:
-        if self.channel_layer is None:
-            raise InvalidChannelLayerError(
-                f"{type(self).__name__} uses groups, but the CHANNEL_LAYERS alias "
-                f"{self.channel_layer_alias!r} is not configured"
-            )
 
     async def _send_chunk(self, chunk: bytes) -> None:
         self._sent_since_tick = True
@@ -227,9 +222,7 @@ class AsyncSseConsumer(AsyncConsumer):
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
-        if self.channel_layer is not None:
-            for group in self.groups or ():
-                await self.channel_layer.group_discard(group, self.channel_name)
+        await self._membership.leave_all(self.groups or ())
         if self._outbox.accepted and not self._outbox.closed:
             await self.base_send(_END)
         await self.disconnect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock, ManualClock, SystemClock
+from headrace.layers.config import Capabilities, LayerConfig, capabilities_of
 from headrace.layers.memory import InMemoryChannelLayer
 from headrace.layers.registry import (
     DEFAULT_CHANNEL_LAYER,
@@ -21,12 +22,15 @@ __all__ = [
     "DEFAULT_CHANNEL_LAYER",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BaseChannelLayer",
+    "Capabilities",
     "ChannelLayerManager",
     "Clock",
     "InMemoryChannelLayer",
+    "LayerConfig",
     "LayerStatistics",
     "ManualClock",
     "SystemClock",
+    "capabilities_of",
     "channel_layers",
     "get_channel_layer",
 ]

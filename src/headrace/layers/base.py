@@ -4,20 +4,21 @@ A backend subclasses :class:`BaseChannelLayer`, calls its ``__init__`` with the 
 arguments, and implements the async operations. The checks (names, messages, sizes, capacity,
 due times) come from :mod:`headrace.layers.rules`; a backend never re-implements them.
 
-Capability flags are class attributes read by the registry at start-up:
+A backend declares, as class attributes:
 
-- ``extensions``: what the backend supports beyond send/receive (``"groups"``, ``"flush"``,
-  ``"delay"``), as in the Channels layer specification.
+- ``config_class``: its :class:`~headrace.layers.config.LayerConfig` subclass, which the
+  registry and the system check build from ``CONFIG`` before any layer exists;
+- ``capabilities``: a :class:`~headrace.layers.config.Capabilities`, read by the callers that
+  depend on a capability (group consumers, embedded workers, ``rundelay``); ``extensions`` is
+  the same thing as the Channels layer specification's list, kept for code that reads it;
 - ``process_wide``: one instance may be shared by every event loop and thread of the process
   (the in-memory layer). Otherwise the registry makes one instance per event loop.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -26,11 +27,9 @@ from headrace import exceptions
 from headrace.layers import rules
 from headrace.layers.clock import Clock, SystemClock
 from headrace.layers.codec import encode
+from headrace.layers.config import DEFAULT_MAX_MESSAGE_SIZE, Capabilities, LayerConfig
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "BaseChannelLayer", "LayerStatistics"]
-
-#: Default limit of one encoded message: 1 MiB.
-DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +54,8 @@ class LayerStatistics:
 class BaseChannelLayer(ABC):
     """Common configuration, checks and compatibility helpers for every backend."""
 
+    config_class: ClassVar[type[LayerConfig]] = LayerConfig
+    capabilities: ClassVar[Capabilities] = Capabilities()
     extensions: ClassVar[list[str]] = []
     process_wide: ClassVar[bool] = False
 
@@ -65,24 +66,27 @@ class BaseChannelLayer(ABC):
     MAX_NAME_LENGTH = rules.MAX_NAME_LENGTH
 
     def __init__(
-        self,
-        *,
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
-        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        clock: Clock | None = None,
+        self, *, config: LayerConfig | None = None, clock: Clock | None = None, **settings: Any
     ) -> None:
-        self.expiry = rules.positive_seconds("expiry", expiry)
-        self.group_expiry = rules.positive_seconds("group_expiry", group_expiry)
-        self.capacity_of = rules.CapacityTable(capacity, channel_capacity)
-        self.capacity = self.capacity_of.default
-        if type(max_message_size) is not int or max_message_size < 1:
-            raise exceptions.ConfigurationError(
-                f"max_message_size must be a positive int (bytes), got {max_message_size!r}"
+        """Configure from ``config`` or from ``CONFIG`` keys (``capacity=200``), not both.
+
+        Raises ConfigurationError naming every bad or unknown key.
+        """
+        if config is None:
+            config = self.config_class.from_settings(settings)
+        elif settings:
+            raise TypeError(f"give config= or CONFIG keys, not both (got {', '.join(settings)})")
+        elif not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
             )
-        self.max_message_size = max_message_size
+        self.config = config
+        self.expiry = config.expiry
+        self.group_expiry = config.group_expiry
+        self.capacity_of = rules.CapacityTable(config.capacity, dict(config.channel_capacity))
+        self.capacity = self.capacity_of.default
+        self.max_message_size = config.max_message_size
         self.clock: Clock = clock if clock is not None else SystemClock()
         # Unique per layer instance: new_channel() names cannot collide between processes.
         self.client_prefix = secrets.token_hex(6)
@@ -142,6 +146,17 @@ class BaseChannelLayer(ABC):
     @abstractmethod
     def statistics(self) -> LayerStatistics:
         """This layer's counters: see :class:`LayerStatistics`."""
+
+    async def move_due(self) -> int:
+        """Deliver the delayed messages already due that no live process is timing; how many.
+
+        Only a backend whose ``capabilities.moves_due`` is True has this (Redis, where delayed
+        messages outlive the process that scheduled them); ``rundelay`` calls it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps delayed messages in the process that scheduled them "
+            "and has no move_due() (its capabilities.moves_due is False)"
+        )
 
     # -- shared helpers ---------------------------------------------------------------------------
 

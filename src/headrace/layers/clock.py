@@ -62,13 +62,15 @@ class ManualClock:
     """A clock that moves only when told to: ``advance(seconds)`` fires the timers now due.
 
     Timer callbacks run synchronously inside ``advance``, in due order, on the caller's
-    thread — call it from the event loop that armed them.
+    thread — call it from the event loop that armed them. :meth:`wait_armed` lets a test wait
+    until the code under test is sleeping on the clock before it moves time.
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._timers: list[tuple[float, int, _ManualTimer]] = []
         self._order = itertools.count()
+        self._armed_waits: list[tuple[int, asyncio.Future[None]]] = []
 
     def time(self) -> float:
         return self._now
@@ -79,7 +81,33 @@ class ManualClock:
             asyncio.get_running_loop().call_soon(self._fire, timer)
         else:
             heapq.heappush(self._timers, (when, next(self._order), timer))
+            if self._armed_waits:
+                self._wake_armed()
         return timer
+
+    async def wait_armed(self, count: int = 1) -> None:
+        """Until at least ``count`` timers wait for a later time (call on the timers' loop)."""
+        if self._armed() >= count:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (count, future)
+        self._armed_waits.append(entry)
+        try:
+            await future
+        finally:
+            if entry in self._armed_waits:
+                self._armed_waits.remove(entry)
+
+    def _armed(self) -> int:
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+
+    def _wake_armed(self) -> None:
+        armed = self._armed()
+        for entry in list(self._armed_waits):
+            if armed >= entry[0]:
+                self._armed_waits.remove(entry)
+                if not entry[1].done():
+                    entry[1].set_result(None)
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and fire every timer that became due."""

@@ -12,24 +12,26 @@ Why it is fast:
   and the members of a ``group_send`` get a shallow copy each of one decoded message (nested
   values are shared between the members reached in this process: treat them as read-only);
 - expiry, capacity and membership checks are O(1) per member.
+
+Tests wait on :meth:`InMemoryChannelLayer.wait_delivered` (nothing left queued or on its way to
+a receiver) instead of polling the statistics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from headrace.exceptions import ChannelFull, ConfigurationError
+from headrace.exceptions import ChannelFull
 from headrace.layers import rules
-from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
+from headrace.layers.base import BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock, SystemClock, TimerHandle
 from headrace.layers.codec import decode
+from headrace.layers.config import Capabilities, LayerConfig
 from headrace.layers.groups import Membership
 from headrace.layers.schedule import DelaySchedule
 
@@ -54,37 +56,21 @@ class _Channel:
 class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer held in this process's memory.
 
-    CONFIG keys: ``expiry`` (60 s), ``group_expiry`` (86400 s), ``capacity`` (100),
-    ``channel_capacity`` (glob or regex -> capacity), ``max_message_size`` (1 MiB).
+    CONFIG keys: those of :class:`~headrace.layers.config.LayerConfig` and no others —
+    ``expiry`` (60 s), ``group_expiry`` (86400 s), ``capacity`` (100), ``channel_capacity``
+    (glob or regex -> capacity), ``max_message_size`` (1 MiB).
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush", "delay"]
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        groups=True, flush=True, delay=True, in_process=True
+    )
+    extensions: ClassVar[list[str]] = capabilities.extensions
     process_wide: ClassVar[bool] = True
 
     def __init__(
-        self,
-        *,
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
-        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        clock: Clock | None = None,
-        **unknown: object,
+        self, *, config: LayerConfig | None = None, clock: Clock | None = None, **settings: Any
     ) -> None:
-        if unknown:
-            raise ConfigurationError(
-                f"InMemoryChannelLayer got unknown CONFIG keys: {', '.join(sorted(unknown))}; "
-                "it accepts expiry, group_expiry, capacity, channel_capacity, max_message_size"
-            )
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            max_message_size=max_message_size,
-            clock=clock,
-        )
+        super().__init__(config=config, clock=clock, **settings)
         self._lock = threading.Lock()
         self._channels: dict[str, _Channel] = {}
         self._membership = Membership()
@@ -97,6 +83,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._now = time.time if isinstance(self.clock, SystemClock) else self.clock.time
         self._sent = self._received = self._rejected_full = self._dropped_full = 0
         self._expired = self._group_sends = self._delayed = 0
+        # For wait_delivered(): the futures of receivers handed a message whose receive() has
+        # not returned yet (a set: the receiver discards its own without the lock), and the
+        # waits themselves (channels, future).
+        self._handing: set[asyncio.Future[Message]] = set()
+        self._delivery_waits: list[tuple[tuple[str, ...], asyncio.Future[None]]] = []
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -197,11 +188,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
             running = None
         if loop is running:
             waiter.set_result(message)
+            self._handing.add(waiter)
             return True
         try:
             loop.call_soon_threadsafe(self._late_hand_over, waiter, name, message)
         except RuntimeError:  # that receiver's loop is closed
             return False
+        self._handing.add(waiter)
         return True
 
     def _late_hand_over(self, waiter: asyncio.Future[Message], name: str, message: Message) -> None:
@@ -212,6 +205,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         with self._lock:
             self._sent -= 1  # _offer counts it again
             self._received -= 1
+            self._handing.discard(waiter)
             self._offer(name, message, self._now(), raise_full=False, front=True)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -235,6 +229,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                         message = queue.popleft()[1]
                         if not queue and not entry.waiters:
                             del self._channels[channel]
+                        if self._delivery_waits:
+                            self._wake_delivered()
                         return message
             waiter: asyncio.Future[Message] = loop.create_future()
             entry.waiters.append(waiter)
@@ -246,6 +242,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                     # Handed to us just as we were cancelled: put it back, first in line.
                     self._sent -= 1
                     self._received -= 1
+                    self._handing.discard(waiter)
                     self._offer(channel, waiter.result(), self._now(), raise_full=False, front=True)
                 else:
                     entry = self._channels.get(channel)
@@ -257,6 +254,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
                         if not entry.queue and not entry.waiters:
                             del self._channels[channel]
             raise
+        self._handing.discard(waiter)  # one atomic call: no lock on this hot path
+        if self._delivery_waits:
+            with self._lock:
+                self._wake_delivered()
         return message
 
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -271,6 +272,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             queue.popleft()
             self._expired += 1
         self._membership.drop_channel(name)
+        if self._delivery_waits:
+            self._wake_delivered()
 
     def _sweep(self, now: float) -> None:
         """Expire messages in channels nobody touches, and forget empty channels."""
@@ -354,6 +357,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if self._delivery_waits:
+                self._wake_delivered()
 
     async def close(self) -> None:
         with self._lock:
@@ -361,6 +366,49 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 self._timer.cancel()
                 self._timer = None
             self._timer_loop = None
+
+    # -- waiting for delivery ------------------------------------------------------------------
+
+    async def wait_delivered(self, *channels: str) -> None:
+        """Until no message for ``channels`` (every channel when none is named) is queued or on
+        its way to a receiver: each was received, expired, or flushed.
+
+        Delayed messages not due yet are not waited for (move the clock first). Waits from
+        any thread or event loop; bound it with ``asyncio.timeout`` when nobody may read.
+        """
+        for channel in channels:
+            rules.check_channel_name(channel)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (channels, future)
+        with self._lock:
+            if self._delivered(channels):
+                return
+            self._delivery_waits.append(entry)
+        try:
+            await future
+        finally:
+            with self._lock:
+                if entry in self._delivery_waits:
+                    self._delivery_waits.remove(entry)
+
+    def _delivered(self, channels: tuple[str, ...]) -> bool:
+        """Whether nothing for ``channels`` is queued or being handed over. Lock held."""
+        if self._handing:
+            return False
+        if not channels:
+            return not any(entry.queue for entry in self._channels.values())
+        return not any((entry := self._channels.get(c)) and entry.queue for c in channels)
+
+    def _wake_delivered(self) -> None:
+        """Resolve the delivery waits that now hold, each on its own loop. Lock held."""
+        for entry in list(self._delivery_waits):
+            if self._delivered(entry[0]):
+                self._delivery_waits.remove(entry)
+                future = entry[1]
+                try:
+                    future.get_loop().call_soon_threadsafe(_resolve, future)
+                except RuntimeError:  # that waiter's loop is closed
+                    pass
 
     def statistics(self) -> LayerStatistics:
         with self._lock:
@@ -376,3 +424,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 channels=sum(1 for c in self._channels.values() if c.queue or c.waiters),
                 groups=len(self._membership),
             )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -13,7 +13,8 @@ Same settings shape as Channels::
 A backend that declares ``process_wide = True`` gets one instance per alias for the whole
 process; any other gets one instance per alias per running event loop (plus one for code that
 runs outside any loop). A bad entry raises :class:`~headrace.exceptions.ConfigurationError`
-naming the alias and what is wrong, the first time the alias is used.
+naming the alias and the key that is wrong, the first time the alias is used — and at
+start-up, where the system check (:mod:`headrace.checks`) builds every alias's configuration.
 """
 
 from __future__ import annotations
@@ -21,18 +22,33 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from headrace import DEFAULT_CHANNEL_LAYER
 from headrace.exceptions import ConfigurationError
 from headrace.layers.base import BaseChannelLayer
+from headrace.layers.config import LayerConfig
 
-__all__ = ["DEFAULT_CHANNEL_LAYER", "ChannelLayerManager", "channel_layers", "get_channel_layer"]
+__all__ = [
+    "DEFAULT_CHANNEL_LAYER",
+    "ChannelLayerManager",
+    "channel_layers",
+    "get_channel_layer",
+    "missing_extra",
+]
 
-DEFAULT_CHANNEL_LAYER = "default"
+#: Modules that come with one of headrace's extras: a backend that fails to import for want of
+#: one of them is fixed by installing the extra.
+_EXTRA_OF_MODULE: Final = {"redis": "redis", "hiredis": "redis", "cryptography": "redis"}
+
+
+def missing_extra(error: ImportError) -> str | None:
+    """The headrace extra (``"redis"``) whose absence caused ``error``, if that is the cause."""
+    return _EXTRA_OF_MODULE.get((error.name or "").partition(".")[0])
 
 
 class ChannelLayerManager:
@@ -75,36 +91,80 @@ class ChannelLayerManager:
         """A new layer for ``alias`` from its BACKEND and TEST_CONFIG."""
         return self._make(alias, "TEST_CONFIG")
 
-    def _make(self, alias: str, config_key: str) -> BaseChannelLayer:
-        entry = self.configs.get(alias)
-        if entry is None:
-            raise KeyError(alias)
+    def backend_class(self, alias: str) -> type[Any]:
+        """The class named by ``alias``'s BACKEND, imported; KeyError for an unknown alias.
+
+        Raises ConfigurationError for an entry that is not a dict, a missing BACKEND, or one
+        that cannot be imported (naming the extra to install when that is why).
+        """
+        entry = self._entry(alias)
         where = f"CHANNEL_LAYERS[{alias!r}]"
-        if not isinstance(entry, dict):
-            raise ConfigurationError(f"{where} must be a dict, got {type(entry).__name__}")
         backend_path = entry.get("BACKEND")
         if not isinstance(backend_path, str) or not backend_path:
             raise ConfigurationError(f"{where} has no BACKEND (a dotted path to a layer class)")
         try:
             backend = import_string(backend_path)
         except ImportError as error:
+            extra = missing_extra(error)
+            if extra is None:
+                raise ConfigurationError(
+                    f"{where}['BACKEND'] = {backend_path!r} cannot be imported: {error}"
+                ) from error
             raise ConfigurationError(
-                f"{where}['BACKEND'] = {backend_path!r} cannot be imported: {error}"
+                f"{where}['BACKEND'] = {backend_path!r} needs the {extra!r} extra, which is not "
+                f"installed ({error}): pip install 'headrace[{extra}]'"
             ) from error
-        if not callable(backend):
+        if not isinstance(backend, type):
             raise ConfigurationError(f"{where}['BACKEND'] = {backend_path!r} is not a class")
-        config = entry.get(config_key, entry.get("CONFIG") if config_key == "TEST_CONFIG" else None)
-        config = config or {}
-        if not isinstance(config, dict):
+        return backend
+
+    def configuration(
+        self, alias: str, config_key: str = "CONFIG"
+    ) -> tuple[type[Any], LayerConfig | dict[str, Any]]:
+        """``alias``'s backend class and its checked configuration, without connecting.
+
+        The configuration is the backend's :class:`~headrace.layers.config.LayerConfig` built
+        from ``config_key`` (``"CONFIG"``, or ``"TEST_CONFIG"`` which falls back to CONFIG);
+        for a backend that is not a headrace layer, the plain dict. Raises
+        ConfigurationError naming the alias and key of every mistake.
+        """
+        backend = self.backend_class(alias)
+        entry = self._entry(alias)
+        where = f"CHANNEL_LAYERS[{alias!r}]"
+        if config_key == "TEST_CONFIG" and "TEST_CONFIG" not in entry:
+            config_key = "CONFIG"
+        settings = entry.get(config_key) or {}
+        if not isinstance(settings, dict):
             raise ConfigurationError(
-                f"{where}[{config_key!r}] must be a dict, got {type(config).__name__}"
+                f"{where}[{config_key!r}] must be a dict, got {type(settings).__name__}"
             )
+        if issubclass(backend, BaseChannelLayer):
+            return backend, backend.config_class.from_settings(
+                settings, source=f"{where}[{config_key!r}]"
+            )
+        return backend, settings
+
+    def _entry(self, alias: str) -> dict[str, Any]:
+        entry = self.configs.get(alias)
+        if entry is None:
+            raise KeyError(alias)
+        if not isinstance(entry, dict):
+            raise ConfigurationError(
+                f"CHANNEL_LAYERS[{alias!r}] must be a dict, got {type(entry).__name__}"
+            )
+        return entry
+
+    def _make(self, alias: str, config_key: str) -> BaseChannelLayer:
+        backend, config = self.configuration(alias, config_key)
+        if isinstance(config, LayerConfig):
+            layer: BaseChannelLayer = backend(config=config)
+            return layer
         try:
-            layer: BaseChannelLayer = backend(**config)
-        except ConfigurationError as error:
-            raise ConfigurationError(f"{where}: {error}") from error
+            layer = backend(**config)  # a layer written for Channels: plain keyword arguments
         except TypeError as error:
-            raise ConfigurationError(f"{where}[{config_key!r}] is not accepted: {error}") from error
+            raise ConfigurationError(
+                f"CHANNEL_LAYERS[{alias!r}][{config_key!r}] is not accepted: {error}"
+            ) from error
         return layer
 
     def __getitem__(self, alias: str) -> BaseChannelLayer:

@@ -32,6 +32,7 @@ __all__ = [
     "due_time",
     "is_process_channel",
     "non_local_name",
+    "positive_int",
     "positive_seconds",
 ]
 
@@ -214,7 +215,7 @@ class CapacityTable:
     regular expressions to capacities, tried in order; the first match wins, else
     ``capacity``. A process-specific name is looked up by its part up to and including ``!``
     (so ``"specific.*!*"`` and ``"specific.*"`` both match every such channel); the count
-    itself is kept per full channel name.
+    itself is kept per full channel name. ``what`` names the setting in error messages.
     """
 
     __slots__ = ("_cache", "_patterns", "default")
@@ -223,8 +224,10 @@ class CapacityTable:
         self,
         capacity: int = 100,
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
+        *,
+        what: str = "channel_capacity",
     ) -> None:
-        self.default = _positive_int("capacity", capacity)
+        self.default = positive_int("capacity", capacity)
         self._patterns: list[tuple[re.Pattern[str], int]] = []
         for pattern, value in (channel_capacity or {}).items():
             if isinstance(pattern, str):
@@ -233,12 +236,10 @@ class CapacityTable:
                 compiled = pattern
             else:
                 raise ConfigurationError(
-                    f"channel_capacity keys must be glob strings or compiled regular "
+                    f"{what} keys must be glob strings or compiled regular "
                     f"expressions, got {type(pattern).__name__} {pattern!r}"
                 )
-            self._patterns.append(
-                (compiled, _positive_int(f"channel_capacity[{pattern!r}]", value))
-            )
+            self._patterns.append((compiled, positive_int(f"{what}[{pattern!r}]", value)))
         self._cache: dict[str, int] = {}
 
     def __call__(self, channel: str) -> int:
@@ -261,14 +262,15 @@ class CapacityTable:
         return found
 
 
-def _positive_int(what: str, value: object) -> int:
+def positive_int(what: str, value: object) -> int:
+    """Validate a configured count (``what`` names the setting in the message)."""
     if type(value) is not int or value < 1:
         raise ConfigurationError(f"{what} must be a positive int, got {value!r}")
     return value
 
 
 def positive_seconds(what: str, value: object) -> float:
-    """Validate a configured duration in seconds."""
+    """Validate a configured duration in seconds (``what`` names the setting in the message)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(f"{what} must be a positive number of seconds, got {value!r}")
     if math.isinf(value) or math.isnan(value):

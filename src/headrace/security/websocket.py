@@ -115,7 +115,10 @@ def AllowedHostsOriginValidator(application: ASGIApp) -> OriginValidator:
 
 
 class WebsocketDenier:
-    """An application that refuses every WebSocket handshake with HTTP 403."""
+    """An application that refuses every WebSocket handshake with HTTP 403.
+
+    ``reason`` is kept for the caller's log line; it is not sent.
+    """
 
     def __init__(self, reason: str = "Forbidden") -> None:
         self.reason = reason
@@ -124,15 +127,8 @@ class WebsocketDenier:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        if "websocket.http.response" in scope.get("extensions", {}):
-            body = f"WebSocket refused: {self.reason}\n".encode()
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": 403,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close"})
+        # A close before accept: every server answers HTTP 403 and completes the handshake.
+        # (A denial response with a body would reach only non-browser clients, and uvicorn
+        # logs "ASGI callable returned without completing handshake" after one.) The reason
+        # goes to the log, where the operator reads it.
+        await send({"type": "websocket.close"})

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.tasks import TaskContext as DjangoTaskContext
 
-from headrace.tasks.base import _to_json
+from headrace.tasks.base import to_json
 from headrace.tasks.exceptions import Retry
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class JobControl:
         self.loop = loop
         self._record = record
         self._send = send
-        self._cancel = threading.Event()
+        self._cancel = False  # set from any thread; a bool store is atomic
         self._last_sent: float | None = None
         self._pending: dict[str, Any] | None = None
         self._timer: TimerHandle | None = None
@@ -85,17 +84,17 @@ class JobControl:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancel
 
     def request_cancel(self) -> None:
-        self._cancel.set()
+        self._cancel = True
 
     def report(self, done: float, total: float | None, info: Mapping[str, Any]) -> None:
         """Record and (throttled) send a progress value; callable from any thread."""
         value = {
-            "done": _to_json(done, "progress", "done"),
-            "total": _to_json(total, "progress", "total"),
-            "info": _to_json(dict(info), "progress", "info"),
+            "done": to_json(done, "progress", "done"),
+            "total": to_json(total, "progress", "total"),
+            "info": to_json(dict(info), "progress", "info"),
         }
         self._record(value)
         loop = self.loop

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,6 +26,7 @@ from typing import Any, Final
 from django.conf import settings
 from django.utils.crypto import get_random_string
 
+from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
 from headrace.settings import limits
 from headrace.tasks.backends.base import HeadraceTaskBackend
@@ -53,8 +54,6 @@ _COUNTER: Final[dict[JobState | None, str]] = {
     JobState.CANCELLED: "cancelled",
     None: "failed",  # its task could not be resolved
 }
-# Backoff between failed claims: doubles from the first value up to the second.
-_BACKOFF: Final = (0.05, 5.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +67,7 @@ class TaskWorkerStatistics:
     cancelled: int  #: jobs that ended CANCELLED
     returned: int  #: jobs handed back to the queue because the worker stopped
     running: int  #: attempts in hand right now
+    outages: int  #: times claiming from the store started failing (see headrace.backoff)
 
 
 def _backend(backend: str | HeadraceTaskBackend) -> HeadraceTaskBackend:
@@ -144,6 +144,11 @@ class TaskWorker:
         self._counts = dict.fromkeys(
             ("claimed", "succeeded", "failed", "retried", "cancelled", "returned"), 0
         )
+        self._backoff = Backoff(
+            f"claiming a job from TASKS[{self.backend.alias!r}]",
+            logger=logger,
+            clock=clock if clock is not None else self.backend.clock,
+        )
 
     @property
     def layer_alias(self) -> str:
@@ -192,8 +197,23 @@ class TaskWorker:
                 return
             await self._changed.wait()
 
+    async def wait_running(self, count: int = 1) -> None:
+        """Wait until at least ``count`` attempts are in hand."""
+        await self._wait(lambda: len(self._handlers) >= count)
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has finished stopping."""
+        await self._wait(lambda: self.state is WorkerState.STOPPED)
+
+    async def _wait(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
     def statistics(self) -> TaskWorkerStatistics:
-        return TaskWorkerStatistics(**self._counts, running=len(self._handlers))
+        return TaskWorkerStatistics(
+            **self._counts, running=len(self._handlers), outages=self._backoff.outages
+        )
 
     def _notify(self) -> None:
         self._changed.set()
@@ -254,32 +274,19 @@ class TaskWorker:
 
     async def _claim_loop(self, runner: Runner) -> None:
         slot_free = asyncio.Event()
-        self._slot_free = slot_free
-        backoff = _BACKOFF[0]
-        failing = False
+        backoff = self._backoff
         while True:
             while len(self._handlers) >= self.concurrency:
                 slot_free.clear()
                 await slot_free.wait()
             try:
                 job = await self.backend.claim(self.queues, self.worker_id, on_wait=self._on_wait)
-            except Exception as error:
-                if not failing:
-                    failing = True
-                    logger.error(
-                        "claiming a job failed (%s: %s); retrying with backoff until it works",
-                        type(error).__name__,
-                        error,
-                    )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF[1])
-                continue
-            finally:
+            except Exception as error:  # the store failed us: log once per outage, pause, retry
                 self._waiting = False
-            if failing:
-                failing = False
-                backoff = _BACKOFF[0]
-                logger.warning("claiming jobs works again")
+                await backoff.failed(error)
+                continue
+            self._waiting = False
+            backoff.succeeded()
             self._counts["claimed"] += 1
             handler = asyncio.ensure_future(self._handle(runner, job))
             self._handlers.add(handler)
@@ -291,6 +298,7 @@ class TaskWorker:
             outcome = await runner.run(job)
         except asyncio.CancelledError:
             self._counts["returned"] += 1
+            self._notify()
             raise
         except Exception:  # a bug in the runner or the store: log it, keep the worker
             logger.exception("running task %s failed inside the worker", job.id)
@@ -366,7 +374,11 @@ def embedded_task_backends() -> list[HeadraceTaskBackend]:
 
     found: list[HeadraceTaskBackend] = []
     for alias in getattr(settings, "TASKS", None) or {}:
-        backend = task_backends[alias]
+        try:
+            backend = task_backends[alias]
+        except Exception:  # the system checks report it; the server still starts
+            logger.exception("TASKS[%r] cannot be used; no task worker runs for it", alias)
+            continue
         if isinstance(backend, MemoryTaskBackend) and not backend.eager:
             found.append(backend)
     return found

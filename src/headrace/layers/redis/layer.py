@@ -31,10 +31,9 @@ import asyncio
 import base64
 import hashlib
 import heapq
-import re
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
@@ -46,11 +45,13 @@ from headrace.exceptions import (
     ConfigurationError,
 )
 from headrace.layers import rules
-from headrace.layers.base import DEFAULT_MAX_MESSAGE_SIZE, BaseChannelLayer, LayerStatistics
+from headrace.layers.base import BaseChannelLayer, LayerStatistics
 from headrace.layers.clock import Clock
 from headrace.layers.codec import decode
+from headrace.layers.config import Capabilities
 from headrace.layers.handoff import Handoff
 from headrace.layers.redis import scripts
+from headrace.layers.redis.config import RedisConfig
 from headrace.layers.redis.connection import (
     Batcher,
     LoopState,
@@ -73,7 +74,6 @@ from headrace.layers.redis.topology import Topology
 __all__ = ["RedisChannelLayer"]
 
 
-_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOVE_BATCH: Final = 500
 _SCAN_COUNT: Final = 1000
 _MAX_STORED_CAPACITY: Final = 2**32 - 1  # a delayed entry stores its target's capacity in 4 bytes
@@ -100,57 +100,37 @@ class RedisChannelLayer(Reading, BaseChannelLayer):
       long a command keeps trying to connect before raising ``LayerConnectionError``.
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush", "delay"]
+    config_class: ClassVar[type[RedisConfig]] = RedisConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        groups=True, flush=True, delay=True, moves_due=True
+    )
+    extensions: ClassVar[list[str]] = capabilities.extensions
     process_wide: ClassVar[bool] = False
+    config: RedisConfig
 
     def __init__(
         self,
         hosts: Sequence[object] | None = None,
         *,
-        prefix: str = "asgi",
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
-        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
-        cluster: bool = False,
-        cluster_buckets: int = 8,
-        heartbeat_interval: float = 10.0,
-        block_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
+        config: RedisConfig | None = None,
         clock: Clock | None = None,
-        **unknown: object,
+        **settings: Any,
     ) -> None:
-        if unknown:
-            raise ConfigurationError(
-                f"RedisChannelLayer got unknown CONFIG keys: {', '.join(sorted(unknown))}; it "
-                "accepts hosts, prefix, expiry, group_expiry, capacity, channel_capacity, "
-                "max_message_size, symmetric_encryption_keys, cluster, cluster_buckets, "
-                "heartbeat_interval, block_timeout, connect_timeout"
-            )
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            max_message_size=max_message_size,
-            clock=clock,
-        )
-        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-            raise ConfigurationError(
-                f"prefix must be 1-64 ASCII letters, digits, '.', '-' or '_', got {prefix!r}"
-            )
-        self.prefix = prefix
-        self.heartbeat_interval = rules.positive_seconds("heartbeat_interval", heartbeat_interval)
-        self.block_timeout = rules.positive_seconds("block_timeout", block_timeout)
-        self.connect_timeout = rules.positive_seconds("connect_timeout", connect_timeout)
-        self._crypter = _crypter(symmetric_encryption_keys)
+        """Configure from ``config`` (a :class:`RedisConfig`) or from CONFIG keys, not both."""
+        if hosts is not None:
+            settings["hosts"] = hosts
+        super().__init__(config=config, clock=clock, **settings)
+        config = self.config
+        self.prefix = config.prefix
+        self.heartbeat_interval = config.heartbeat_interval
+        self.block_timeout = config.block_timeout
+        self.connect_timeout = config.connect_timeout
+        self._crypter = _crypter(config.symmetric_encryption_keys)
         self._topology = Topology(
-            hosts,
-            prefix=prefix,
-            cluster=bool(cluster),
-            cluster_buckets=cluster_buckets,
+            config.hosts,
+            prefix=config.prefix,
+            cluster=config.cluster,
+            cluster_buckets=config.cluster_buckets,
             common={
                 "socket_connect_timeout": self.connect_timeout,
                 "socket_timeout": self.block_timeout + 10,

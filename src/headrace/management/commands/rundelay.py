@@ -16,20 +16,22 @@ deployments that want one dedicated process for it, as Channels 1 had. It does t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from headrace.backoff import Backoff, sleep, supervise
 from headrace.delay import DELAY_CHANNEL
 from headrace.exceptions import LayerConnectionError
-from headrace.layers import get_channel_layer
-from headrace.process import freeze_startup_objects
+from headrace.layers import Clock, SystemClock, capabilities_of, get_channel_layer
+from headrace.process import configure_logging, freeze_startup_objects, serve_until_signalled
 from headrace.worker import DEFAULT_CONCURRENCY, Worker
 
 from .runworker import Command as RunworkerCommand
-from .runworker import configure_logging, serve_until_signalled
 
 __all__ = ["DEFAULT_SWEEP_INTERVAL", "Command", "sweep_due_messages"]
 
@@ -38,39 +40,42 @@ DEFAULT_SWEEP_INTERVAL = 0.5  # seconds
 logger = logging.getLogger("headrace.delay")
 
 
-async def sweep_due_messages(alias: str, interval: float) -> None:
+async def sweep_due_messages(alias: str, interval: float, *, clock: Clock | None = None) -> None:
     """Deliver due delayed messages of layer ``alias`` every ``interval`` seconds, for ever.
 
-    Only for layers with ``move_due()`` (Redis); returns at once for the others, whose
-    delayed messages live and die with the process that scheduled them. A failing Redis is
-    logged once per outage (any other error too, with its traceback) and retried on the next
-    tick.
+    Only for layers whose capabilities say ``moves_due`` (Redis); returns at once for the
+    others, whose delayed messages live and die with the process that scheduled them. A lost
+    connection is logged once per outage and retried with the shared backoff
+    (:mod:`headrace.backoff`); any other error is logged with its traceback and the sweeper
+    runs again after the backoff. ``clock`` times the interval and the pauses (tests pass a
+    ``ManualClock``).
     """
     layer = get_channel_layer(alias)
-    move_due = getattr(layer, "move_due", None)
-    if move_due is None:
+    if layer is None or not capabilities_of(layer).moves_due:
         return
-    failing = False
+    clock = clock if clock is not None else SystemClock()
+    sweeping = Backoff("sweeping due delayed messages", logger=logger, clock=clock)
+    await supervise(
+        "the delayed-message sweeper",
+        functools.partial(_sweep, layer.move_due, interval, clock, sweeping),
+        logger=logger,
+        backoff=Backoff("the delayed-message sweeper", logger=logger, clock=clock),
+    )
+
+
+async def _sweep(
+    move_due: Callable[[], Awaitable[int]], interval: float, clock: Clock, backoff: Backoff
+) -> None:
     while True:
         try:
             moved = await move_due()
-        except Exception as error:
-            if not failing:
-                logger.warning(
-                    "sweeping due delayed messages failed (%s: %s); retrying every %gs",
-                    type(error).__name__,
-                    error,
-                    interval,
-                    exc_info=not isinstance(error, LayerConnectionError),
-                )
-            failing = True
-        else:
-            if failing:
-                logger.info("sweeping due delayed messages works again")
-            failing = False
-            if moved:
-                logger.debug("moved %d due delayed messages", moved)
-        await asyncio.sleep(interval)
+        except LayerConnectionError as error:
+            await backoff.failed(error)
+            continue
+        backoff.succeeded()
+        if moved:
+            logger.debug("moved %d due delayed messages", moved)
+        await sleep(clock, interval)
 
 
 async def serve(worker: Worker, interval: float) -> None:

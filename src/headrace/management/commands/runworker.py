@@ -13,10 +13,7 @@ cancels the handlers still running.
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -27,70 +24,18 @@ from headrace.layers import get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
 from headrace.process import (
     EVENT_LOOPS,
-    cancel_and_wait,
+    configure_logging,
     event_loop_factory,
     freeze_startup_objects,
+    serve_until_signalled,
 )
 from headrace.tasks.worker import TaskWorker, WorkerSet, task_worker_for_command
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
+# configure_logging and serve_until_signalled live in headrace.process; importing them from here
+# keeps working.
 __all__ = ["Command", "configure_logging", "serve_until_signalled"]
-
-logger = logging.getLogger("headrace.worker")
-
-
-def configure_logging(verbosity: int) -> None:
-    """Send headrace's log lines to stderr when the project has not configured logging."""
-    headrace_logger = logging.getLogger("headrace")
-    if headrace_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    headrace_logger.addHandler(handler)
-    headrace_logger.setLevel(
-        logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    )
-
-
-async def serve_until_signalled(
-    worker: Worker | TaskWorker | WorkerSet, companions: Sequence[asyncio.Task[Any]] = ()
-) -> None:
-    """Run ``worker`` until SIGTERM/SIGINT (a second signal cancels what is left).
-
-    ``companions`` are tasks that live as long as the worker: they are cancelled when it has
-    stopped, before the layer is closed.
-    """
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        name = signal.Signals(signum).name
-        if signals == 1:
-            logger.info("%s: stopping (finishing the handlers in hand)", name)
-            worker.stop()
-        else:
-            logger.warning("%s again: cancelling the handlers still running", name)
-            worker.stop(now=True)
-
-    installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, on_signal, signum)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no support
-            pass
-    try:
-        await worker.run()
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-        await cancel_and_wait(companions, logger)
-        layer = get_channel_layer(worker.layer_alias)
-        if layer is not None:
-            await layer.close()
 
 
 class Command(BaseCommand):
