@@ -52,3 +52,6 @@ TASKS = {
         "QUEUES": ["default", "emails"],
     }
 }
+
+# -- the dashboard and /metrics (issue 17) ---------------------------------------------------
+INSTALLED_APPS += ["headrace.dashboard"]
