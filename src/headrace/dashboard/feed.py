@@ -50,7 +50,7 @@ logger = logging.getLogger("headrace.dashboard")
 
 DEFAULT_INTERVAL: Final = 0.5
 #: The throughput chart: one point per HISTORY_STEP seconds over the last HISTORY_SECONDS.
-HISTORY_STEP: Final = 2.0
+HISTORY_STEP: Final = 1.0
 HISTORY_SECONDS: Final = 300.0
 
 
@@ -227,7 +227,7 @@ class Feed:
         points = [*self._history]
         if points and points[-1][0] < now:
             points.append((now, totals["succeeded"], totals["failed"]))
-        rates = []
+        rates: list[list[float]] = []
         for (t0, s0, f0), (t1, s1, f1) in itertools.pairwise(points):
             span = t1 - t0
             if span > 0:

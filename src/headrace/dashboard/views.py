@@ -12,6 +12,7 @@ at once without JavaScript.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +58,12 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "headrace/dashboard/index.html",
-        {"states": [s.name for s in JobState], "ws_path": _ws_path(request)},
+        {
+            "states": [s.name for s in JobState],
+            "ws_path": _ws_path(request),
+            "purged": request.GET.get("purged", "")[:80],
+            "who": request.user.get_username(),
+        },
     )
 
 
@@ -69,10 +75,19 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     if found is None:
         raise Http404(f"no job {job_id} (unknown, or its result expired)")
     alias, _, job = found
+    shown = job_json(job)
     return render(
         request,
         "headrace/dashboard/job.html",
-        {"job": job_json(job), "backend": alias, "ws_path": _ws_path(request)},
+        {
+            "job": shown,
+            "arguments": json.dumps(shown["args"]),
+            "keywords": json.dumps(shown["kwargs"]),
+            "result": "—" if not job.is_finished else json.dumps(shown["return_value"]),
+            "backend": alias,
+            "ws_path": _ws_path(request),
+            "who": request.user.get_username(),
+        },
     )
 
 

@@ -73,12 +73,16 @@
     if (!ok) return;
     var ko = document.getElementById("chart-ko");
     var end = points.length ? points[points.length - 1][0] : 0;
-    var start = end - 300;
+    // The x axis spans the history there is (10 s at least, 5 minutes at most).
+    var span = points.length ? Math.max(10, Math.min(300, end - points[0][0])) : 300;
+    var start = end - span;
     var top = 1;
     points.forEach(function (p) { top = Math.max(top, p[1], p[2]); });
+    document.getElementById("chart-span").textContent = span >= 120 ? Math.round(span / 60) + " minutes" : Math.round(span) + " s";
+    document.getElementById("chart-peak").textContent = top.toFixed(top < 10 ? 1 : 0);
     function line(index) {
       return points.map(function (p) {
-        var x = Math.max(0, (p[0] - start) / 300 * 600);
+        var x = Math.max(0, (p[0] - start) / span * 600);
         var y = 116 - p[index] / top * 110;
         return x.toFixed(1) + "," + y.toFixed(1);
       }).join(" ");
@@ -93,10 +97,14 @@
     if (!table) return;
     fillRows(table, data.workers.map(function (w) {
       return el("tr", { "data-worker": w.id, "class": w.up ? "up" : "down" }, [
-        el("td", {}, [el("span", { "class": "dot", title: w.up ? "up" : "down" }), document.createTextNode(" " + w.id.slice(0, 10) + " (" + w.queues.join(", ") + ")")]),
+        el("td", { title: w.id }, [
+          el("span", { "class": "dot", title: w.up ? "up" : "down" }),
+          document.createTextNode(" " + w.id.slice(0, 8) + (w.up ? "" : " (down)")),
+          el("small", { text: w.queues.join(", ") })
+        ]),
         cell(w.host + " / " + w.pid),
         cell(w.in_hand + " / " + w.concurrency, "num"),
-        cell(ago(Math.max(0, now - w.last_heartbeat)) + " ago", "num")
+        cell(now - w.last_heartbeat < 1 ? "now" : ago(now - w.last_heartbeat) + " ago", "num")
       ]);
     }), "no workers", 4);
   }
@@ -107,7 +115,8 @@
     var items = [["WebSockets open (this process)", rt.websockets], ["SSE streams open", rt.sse]];
     Object.keys(rt.layers).forEach(function (alias) {
       var s = rt.layers[alias];
-      items.push(["Layer " + alias, "sent " + s.sent + " · received " + s.received + " · dropped (full) " + s.dropped_full + " · expired " + s.expired]);
+      items.push(["Layer " + alias + ": sent / received", s.sent + " / " + s.received]);
+      items.push(["Dropped (full) / expired", s.dropped_full + " / " + s.expired]);
       items.push(["Delayed messages pending", s.delayed_pending]);
       items.push(["Channels / groups", s.channels + " / " + s.groups]);
     });
@@ -158,7 +167,7 @@
     state.textContent = job.state.toLowerCase();
     document.getElementById("job-attempts").textContent = String(job.attempts);
     document.getElementById("job-progress").textContent = job.progress ? (job.progress.done + " / " + job.progress.total) : "—";
-    document.getElementById("job-result").textContent = job.return_value === null ? "—" : JSON.stringify(job.return_value);
+    document.getElementById("job-result").textContent = job.finished ? JSON.stringify(job.return_value) : "—";
     [["job-started", job.started_at], ["job-finished", job.finished_at], ["job-due", job.due_at], ["job-enqueued", job.enqueued_at]].forEach(function (pair) {
       var node = document.getElementById(pair[0]);
       node.setAttribute("data-time", pair[1] || "");
