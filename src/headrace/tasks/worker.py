@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -209,6 +209,19 @@ class TaskWorker:
                 return
             await self._changed.wait()
 
+    async def wait_running(self, count: int = 1) -> None:
+        """Wait until at least ``count`` attempts are in hand."""
+        await self._wait(lambda: len(self._handlers) >= count)
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has finished stopping."""
+        await self._wait(lambda: self.state is WorkerState.STOPPED)
+
+    async def _wait(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
     def statistics(self) -> TaskWorkerStatistics:
         return TaskWorkerStatistics(
             **self._counts, running=len(self._handlers), outages=self._backoff.outages
@@ -298,6 +311,7 @@ class TaskWorker:
             outcome = await runner.run(job)
         except asyncio.CancelledError:
             self._counts["returned"] += 1
+            self._notify()
             raise
         except Exception:  # a bug in the runner or the store: log it, keep the worker
             logger.exception("running task %s failed inside the worker", job.id)
