@@ -31,7 +31,7 @@ from headrace.db import database_sync_to_async
 from headrace.generic.websocket import AsyncJsonWebsocketConsumer
 from headrace.tasks.states import JobState
 
-__all__ = ["CLOSE_FORBIDDEN", "JOB_LIMIT", "DashboardConsumer"]
+__all__ = ["CLOSE_FORBIDDEN", "JOB_LIMIT", "DashboardConsumer", "query_from"]
 
 logger = logging.getLogger("headrace.dashboard")
 
