@@ -384,3 +384,33 @@ async def test_open_websockets_and_sse_streams_are_counted() -> None:
         release.set()
         await asyncio.wait_for(run, WAIT)
     assert connection_counts() == before
+
+
+# -- the feed ---------------------------------------------------------------------------------
+
+
+def test_the_feed_waits_longer_when_watching_costs_more_than_its_share() -> None:
+    from headrace.dashboard.feed import DUTY, Feed
+
+    feed = Feed(interval=0.5)
+    assert feed.pause() == 0.5
+    feed.charge(0.001)  # cheap: the interval holds
+    assert feed.pause() == 0.5
+    feed.charge(0.06)
+    feed.charge(0.06)  # a sample and an update of 60 ms each
+    assert feed.pause() == pytest.approx(0.12 / DUTY - 0.12)
+    assert feed.pause() == 0.5  # the charge is spent once
+    assert feed.cpu == pytest.approx(0.121)
+    with pytest.raises(ValueError, match="HEADRACE_DASHBOARD_INTERVAL must be positive"):
+        Feed(interval=0)
+
+
+def test_the_throughput_history_gives_rates_between_points() -> None:
+    from headrace.dashboard.feed import Feed
+
+    feed = Feed(interval=0.5)
+    feed._record(100.0, {"succeeded": 0, "failed": 0})
+    feed._record(100.5, {"succeeded": 5, "failed": 0})  # within a step: not a point
+    feed._record(101.0, {"succeeded": 10, "failed": 2})
+    rates = feed.throughput(103.0, {"succeeded": 30, "failed": 2})
+    assert rates == [[101.0, 10.0, 2.0], [103.0, 10.0, 0.0]]

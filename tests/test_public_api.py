@@ -322,6 +322,7 @@ PUBLIC_API: dict[str, set[str]] = {
     },
     "headrace.dashboard.feed": {
         "DEFAULT_INTERVAL",
+        "DUTY",
         "Feed",
         "HISTORY_SECONDS",
         "HISTORY_STEP",

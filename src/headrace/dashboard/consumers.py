@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Final
 
 from headrace.dashboard.feed import Feed, feed, find_job, job_json, job_row, list_jobs
@@ -121,7 +122,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 continue
             version = feed.version
             try:
-                update = await asyncio.to_thread(self._update, feed.latest)
+                update = await asyncio.to_thread(self._update, feed)
                 await self.send_json(update)
             except asyncio.CancelledError:
                 raise
@@ -129,15 +130,19 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 logger.exception("a dashboard update could not be sent")
                 await asyncio.sleep(feed.interval)
 
-    def _update(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def _update(self, feed: Feed) -> dict[str, Any]:
+        cpu = time.thread_time()
+        sample = feed.latest or {}
         page = list_jobs(self.query)
         watched = None
         if self.watched is not None:
             found = find_job(self.watched)
             watched = job_json(found[2]) if found is not None else {"id": self.watched}
-        return {
+        update = {
             "type": "update",
             **sample,
             "jobs": {"total": page.total, "rows": [job_row(job) for job in page.jobs]},
             "job": watched,
         }
+        feed.charge(time.thread_time() - cpu)
+        return update

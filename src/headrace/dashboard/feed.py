@@ -7,6 +7,11 @@ serving meanwhile), keeps the throughput history, and wakes its subscribers, who
 at most one update per sample — the latest, never a backlog. With nobody watching it stops
 sampling, so a dashboard nobody has open costs nothing.
 
+The samples and updates are timed (CPU time of the thread doing them): when they cost more
+than :data:`DUTY` of one core — a store with a great many jobs, many people watching — the
+feed waits longer between samples, so watching never takes more than that share from the
+workers in the same process.
+
 The JSON shapes sent to the browser are made here (:func:`job_json`, :func:`job_row`).
 """
 
@@ -35,6 +40,7 @@ from headrace.tasks.jobs import Job
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "DUTY",
     "HISTORY_SECONDS",
     "HISTORY_STEP",
     "Feed",
@@ -49,6 +55,8 @@ __all__ = [
 logger = logging.getLogger("headrace.dashboard")
 
 DEFAULT_INTERVAL: Final = 0.5
+#: The share of one core the dashboard may take in a process (samples and updates together).
+DUTY: Final = 0.03
 #: The throughput chart: one point per HISTORY_STEP seconds over the last HISTORY_SECONDS.
 HISTORY_STEP: Final = 1.0
 HISTORY_SECONDS: Final = 300.0
@@ -158,6 +166,8 @@ class Feed:
             maxlen=int(HISTORY_SECONDS / HISTORY_STEP) + 1
         )
         self.samples = 0  #: samples taken (tests and the benchmark read it)
+        self.cpu = 0.0  #: CPU seconds spent on samples and updates (see charge())
+        self._cpu_since = 0.0
 
     def subscribe(self) -> None:
         self.subscribers += 1
@@ -191,12 +201,24 @@ class Feed:
                 self.latest = sample
                 self.version += 1
                 self._changed.notify_all()
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.pause())
+
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` of CPU spent for the dashboard (a sample, or an update)."""
+        self.cpu += seconds
+        self._cpu_since += seconds
+
+    def pause(self) -> float:
+        """Seconds until the next sample: the interval, or longer if the last one's samples
+        and updates cost more than :data:`DUTY` of it."""
+        spent, self._cpu_since = self._cpu_since, 0.0
+        return max(self.interval, spent / DUTY - spent)
 
     def sample(self) -> dict[str, Any]:
         """One sample of every backend and of this process's real-time side (any thread)."""
         import time
 
+        cpu = time.thread_time()
         now = time.time()
         queues: list[dict[str, Any]] = []
         workers: list[dict[str, Any]] = []
@@ -208,7 +230,7 @@ class Feed:
                 totals[name] += value
         self._record(now, totals)
         self.samples += 1
-        return {
+        sample = {
             "at": now,
             "queues": queues,
             "workers": workers,
@@ -216,6 +238,8 @@ class Feed:
             "throughput": self.throughput(now, totals),
             "realtime": realtime().as_json(),
         }
+        self.charge(time.thread_time() - cpu)
+        return sample
 
     def _record(self, now: float, totals: dict[str, int]) -> None:
         history = self._history

@@ -18,10 +18,10 @@ mid-job); the in-memory store never dead-letters, so ``dead`` stays 0.
 from __future__ import annotations
 
 import bisect
+import heapq
 import os
 import socket
 import threading
-from datetime import datetime
 from typing import Any, Final
 
 from django.core.signals import setting_changed
@@ -95,95 +95,114 @@ _tallies_lock = threading.Lock()
 
 def tally_for(alias: str) -> Tally:
     """The tally of the in-memory backend ``TASKS[alias]`` in this process."""
-    with _tallies_lock:
-        found = _tallies.get(alias)
-        if found is None:
-            found = _tallies[alias] = Tally()
-        return found
+    found = _tallies.get(alias)
+    if found is None:
+        with _tallies_lock:
+            found = _tallies.setdefault(alias, Tally())
+    return found
 
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     if setting == "TASKS":  # the in-memory stores are made anew: so are their counters
         with _tallies_lock:
             _tallies.clear()
+            _jobs_of.clear()
 
 
-def _seconds(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
+# The receivers run for every job (three signals per attempt): they stay cheap by reading the
+# job's floats from its store (one dict lookup) rather than the TaskResult's datetimes.
+
+_ours: dict[Any, bool] = {}
+_jobs_of: dict[str, dict[str, Job]] = {}
 
 
-def _ours(sender: Any) -> bool:
-    return isinstance(sender, type) and issubclass(sender, MemoryTaskBackend)
+def _is_ours(sender: Any) -> bool:
+    found = _ours.get(sender)
+    if found is None:
+        found = _ours[sender] = isinstance(sender, type) and issubclass(sender, MemoryTaskBackend)
+    return found
+
+
+def _stored_job(alias: str, job_id: str) -> Job | None:
+    jobs = _jobs_of.get(alias)
+    if jobs is None:
+        from django.tasks import task_backends
+
+        backend = task_backends[alias]
+        if not isinstance(backend, MemoryTaskBackend):
+            return None
+        jobs = _jobs_of[alias] = backend._store.jobs
+    return jobs.get(job_id)  # one dict read: atomic, no lock needed
 
 
 def _on_enqueued(sender: Any, task_result: Any, **kwargs: Any) -> None:
-    if _ours(sender):
-        tally_for(task_result.backend).count(
-            "enqueued", task_result.task.module_path, task_result.task.queue_name
-        )
+    if _is_ours(sender):
+        task = task_result.task
+        tally_for(task_result.backend).count("enqueued", task.module_path, task.queue_name)
 
 
 def _on_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
-    if not _ours(sender):
+    if not _is_ours(sender):
         return
-    result = task_result
-    tally = tally_for(result.backend)
-    path, queue = result.task.module_path, result.task.queue_name
+    alias, task = task_result.backend, task_result.task
+    path, queue = task.module_path, task.queue_name
+    tally = tally_for(alias)
     tally.count("started", path, queue)
+    job = _stored_job(alias, task_result.id)
+    if job is None or job.started_at is None:
+        return
     # Each claim adds a worker id; each retry adds an error while the job is live. An attempt
     # with more earlier claims than retries follows a worker that gave the job back.
-    if len(result.worker_ids) - 1 > len(result.errors):
+    if len(job.worker_ids) - 1 > len(job.errors):
         tally.count("redelivered", path, queue)
-    started = _seconds(result.started_at)
-    if started is None:
-        return
-    from django.tasks import task_backends
-
-    backend: Any = task_backends[result.backend]
-    job = backend.get_job(result.id)
-    due = job.due_at if job is not None else _seconds(result.enqueued_at)
-    if due is not None:
-        tally.observe("queue_wait", path, queue, max(0.0, started - due))
+    tally.observe("queue_wait", path, queue, max(0.0, job.started_at - job.due_at))
 
 
 def _on_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
-    if not _ours(sender):
+    if not _is_ours(sender):
         return
-    result = task_result
-    tally = tally_for(result.backend)
-    path, queue = result.task.module_path, result.task.queue_name
-    tally.count(_FINISHED.get(getattr(result, "state", None), "failed"), path, queue)  # type: ignore[arg-type]
-    started, finished = _seconds(result.started_at), _seconds(result.finished_at)
-    if started is not None and finished is not None and result.worker_ids:
-        tally.observe("runtime", path, queue, max(0.0, finished - started))
+    alias, task = task_result.backend, task_result.task
+    path, queue = task.module_path, task.queue_name
+    tally = tally_for(alias)
+    tally.count(_FINISHED.get(getattr(task_result, "state", None), "failed"), path, queue)  # type: ignore[arg-type]
+    job = _stored_job(alias, task_result.id)
+    if job is not None and job.worker_ids and job.started_at is not None:
+        finished = job.finished_at if job.finished_at is not None else job.started_at
+        tally.observe("runtime", path, queue, max(0.0, finished - job.started_at))
 
 
 def _on_retried(sender: Any, task_result: Any, **kwargs: Any) -> None:
-    if not _ours(sender):
+    if not _is_ours(sender):
         return
-    result = task_result
-    tally = tally_for(result.backend)
-    path, queue = result.task.module_path, result.task.queue_name
+    alias, task = task_result.backend, task_result.task
+    path, queue = task.module_path, task.queue_name
+    tally = tally_for(alias)
     tally.count("retried", path, queue)
-    started = _seconds(result.started_at)
-    if started is not None:
+    job = _stored_job(alias, task_result.id)
+    if job is not None and job.last_attempted_at is not None:
         from django.tasks import task_backends
 
-        backend: Any = task_backends[result.backend]
-        now = backend.clock.time()
-        tally.observe("runtime", path, queue, max(0.0, now - started))
+        now = task_backends[alias].clock.time()  # type: ignore[attr-defined]
+        tally.observe("runtime", path, queue, max(0.0, now - job.last_attempted_at))
 
 
 def connect_signals() -> None:
     """Start counting (the dashboard app's ``ready()`` calls it; calling again is harmless)."""
-    task_enqueued.connect(_on_enqueued, dispatch_uid="headrace.dashboard.enqueued")
-    task_started.connect(_on_started, dispatch_uid="headrace.dashboard.started")
-    task_finished.connect(_on_finished, dispatch_uid="headrace.dashboard.finished")
-    task_retried.connect(_on_retried, dispatch_uid="headrace.dashboard.retried")
+    for signal, receiver, name in (
+        (task_enqueued, _on_enqueued, "enqueued"),
+        (task_started, _on_started, "started"),
+        (task_finished, _on_finished, "finished"),
+        (task_retried, _on_retried, "retried"),
+    ):
+        signal.connect(receiver, weak=False, dispatch_uid=f"headrace.dashboard.{name}")
     setting_changed.connect(_forget, dispatch_uid="headrace.dashboard.forget")
 
 
 _HOST: Final = socket.gethostname()
+
+
+def _enqueued_at(job: Job) -> float:
+    return job.enqueued_at
 
 
 class MemoryInspector:
@@ -268,8 +287,8 @@ class MemoryInspector:
             and (not query.queue or job.queue == query.queue)
             and (not query.search or query.search in job.id)
         ]
-        matched.sort(key=lambda job: job.enqueued_at, reverse=True)
-        return JobPage(jobs=matched[: max(0, query.limit)], total=len(matched))
+        newest = heapq.nlargest(max(0, query.limit), matched, key=_enqueued_at)
+        return JobPage(jobs=newest, total=len(matched))
 
     def job(self, job_id: str) -> Job | None:
         return self.backend.get_job(job_id) if isinstance(job_id, str) else None
