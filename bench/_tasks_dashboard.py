@@ -23,13 +23,14 @@ Two figures per set-up:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from typing import Any
 
+from bench import _tasks_app as app
 from django.tasks.signals import task_enqueued, task_finished, task_started
 
-from bench import _tasks_app as app
 from headrace.dashboard.consumers import DashboardConsumer
 from headrace.dashboard.feed import feed
 from headrace.dashboard.memory import connect_signals
@@ -158,7 +159,7 @@ async def run(jobs: int, rounds: int, seconds: float) -> dict[str, Any]:
             results[setup]["paced_ms"].append(paced)
             if dashboard is not None:
                 arrivals = dashboard.arrivals[before:]
-                gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+                gaps = [b - a for a, b in itertools.pairwise(arrivals)]
                 updates = {
                     "received": len(arrivals),
                     "per_s": round(len(arrivals) / paced_time, 2),
