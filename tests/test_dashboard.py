@@ -414,3 +414,32 @@ def test_the_throughput_history_gives_rates_between_points() -> None:
     feed._record(101.0, {"succeeded": 10, "failed": 2})
     rates = feed.throughput(103.0, {"succeeded": 30, "failed": 2})
     assert rates == [[101.0, 10.0, 2.0], [103.0, 10.0, 0.0]]
+
+
+# -- the real-time side -----------------------------------------------------------------------
+
+
+async def test_realtime_sums_layer_statistics_and_samples_group_sizes() -> None:
+    from headrace.dashboard.realtime import realtime
+    from headrace.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.flush()
+    before = realtime().layers["default"].sent
+    for n in range(3):
+        await layer.group_add("dashboard-room", f"reader-{n}")
+    await layer.group_add("dashboard-pair", "reader-0")
+    await layer.group_send("dashboard-room", {"type": "hello"})
+    sample = realtime(groups=2)
+    assert sample.layers["default"].sent == before + 3
+    assert [(g.group, g.members) for g in sample.groups] == [
+        ("dashboard-room", 3),
+        ("dashboard-pair", 1),
+    ]
+    assert sample.as_json()["groups"][0] == {
+        "layer": "default",
+        "group": "dashboard-room",
+        "members": 3,
+    }
+    await layer.flush()

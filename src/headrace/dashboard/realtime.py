@@ -10,6 +10,7 @@ of at most :data:`GROUP_SAMPLE` groups is taken, the largest shown first.
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
@@ -52,10 +53,10 @@ def _layers() -> list[tuple[str, Any]]:
 
     manager: Any = channel_layers
     found: list[tuple[str, Any]] = []
-    with manager._lock:
-        found.extend(manager._shared.items())
-        found.extend(manager._outside_loop.items())
-        for per_loop in list(manager._per_loop.values()):
+    with getattr(manager, "_lock", threading.RLock()):
+        found.extend(getattr(manager, "_shared", {}).items())
+        found.extend(getattr(manager, "_outside_loop", {}).items())
+        for per_loop in list(getattr(manager, "_per_loop", {}).values()):
             found.extend(per_loop.items())
     seen: set[int] = set()
     unique = []
