@@ -65,9 +65,19 @@ class Tally:
             self._counts[key] = self._counts.get(key, 0) + 1
 
     def observe(self, name: str, task: str, queue: str, seconds: float) -> None:
-        key = (name, task, queue)
+        self.count_and_observe(None, name, task, queue, seconds)
+
+    def count_and_observe(
+        self, counter: str | None, histogram: str, task: str, queue: str, seconds: float
+    ) -> None:
+        """Add one to ``counter`` (unless None) and ``seconds`` to ``histogram``, under one
+        lock (the receivers run for every job)."""
         index = bisect.bisect_left(HISTOGRAM_BUCKETS, seconds)
+        key = (histogram, task, queue)
         with self._lock:
+            if counter is not None:
+                counted = (counter, task, queue)
+                self._counts[counted] = self._counts.get(counted, 0) + 1
             found = self._histograms.get(key)
             if found is None:
                 found = self._histograms[key] = ([0] * (len(HISTOGRAM_BUCKETS) + 1), [0.0])
@@ -147,15 +157,16 @@ def _on_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
     alias, task = task_result.backend, task_result.task
     path, queue = task.module_path, task.queue_name
     tally = tally_for(alias)
-    tally.count("started", path, queue)
     job = _stored_job(alias, task_result.id)
     if job is None or job.started_at is None:
+        tally.count("started", path, queue)
         return
     # Each claim adds a worker id; each retry adds an error while the job is live. An attempt
     # with more earlier claims than retries follows a worker that gave the job back.
     if len(job.worker_ids) - 1 > len(job.errors):
         tally.count("redelivered", path, queue)
-    tally.observe("queue_wait", path, queue, max(0.0, job.started_at - job.due_at))
+    wait = job.started_at - job.due_at
+    tally.count_and_observe("started", "queue_wait", path, queue, wait if wait > 0 else 0.0)
 
 
 def _on_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
@@ -164,11 +175,14 @@ def _on_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
     alias, task = task_result.backend, task_result.task
     path, queue = task.module_path, task.queue_name
     tally = tally_for(alias)
-    tally.count(_FINISHED.get(getattr(task_result, "state", None), "failed"), path, queue)  # type: ignore[arg-type]
+    outcome = _FINISHED.get(getattr(task_result, "state", None), "failed")  # type: ignore[arg-type]
     job = _stored_job(alias, task_result.id)
     if job is not None and job.worker_ids and job.started_at is not None:
         finished = job.finished_at if job.finished_at is not None else job.started_at
-        tally.observe("runtime", path, queue, max(0.0, finished - job.started_at))
+        runtime = finished - job.started_at
+        tally.count_and_observe(outcome, "runtime", path, queue, runtime if runtime > 0 else 0.0)
+    else:
+        tally.count(outcome, path, queue)
 
 
 def _on_retried(sender: Any, task_result: Any, **kwargs: Any) -> None:
