@@ -421,9 +421,10 @@ def test_run_as_a_task_fills_a_bar_through_the_task_consumer(
     assert task_id
     # Beside a ProgRock job, for the screenshot: the two kinds of bar on one page.
     page.click("#go-button")
+    # The job's element appears when the server answers the click: until then, no bar.
     page.wait_for_function(
-        "Number(document.querySelector('.job:not(.task) [role=progressbar]')"
-        ".getAttribute('aria-valuenow')) >= 40"
+        "(bar => bar !== null && Number(bar.getAttribute('aria-valuenow')) >= 40)"
+        "(document.querySelector('.job:not(.task) [role=progressbar]'))"
     )
     screenshot(page, "progress-task.png")
 
