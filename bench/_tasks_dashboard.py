@@ -11,6 +11,9 @@ set-ups, each measured in alternating rounds in one process:
   :class:`~headrace.dashboard.consumers.DashboardConsumer`, driven in-process, sampling every
   ``HEADRACE_DASHBOARD_INTERVAL``, 0.5 s).
 
+The goal (issue 17) compares ``open`` with ``counting``: what opening the dashboard costs.
+``plain`` shows what the counting itself costs.
+
 Two figures per set-up:
 
 - ``max_per_s`` / ``max_per_cpu_s``: jobs enqueued as fast as possible while the worker runs
@@ -108,8 +111,8 @@ async def _max_throughput(jobs: int) -> tuple[float, float]:
     return jobs / elapsed, jobs / used
 
 
-async def _paced(seconds: float) -> float:
-    """CPU milliseconds per job at RATE jobs a second."""
+async def _paced(seconds: float) -> tuple[float, float]:
+    """CPU milliseconds per job at RATE jobs a second, and jobs done per second."""
     worker = TaskWorker("default")
     run = asyncio.ensure_future(worker.run())
     await asyncio.to_thread(worker.wait_started, 10)
@@ -124,10 +127,10 @@ async def _paced(seconds: float) -> float:
         due = start + sent / RATE
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
     await worker.wait_idle()
-    used = time.process_time() - cpu
+    used, elapsed = time.process_time() - cpu, time.perf_counter() - start
     worker.stop()
     await run
-    return used / sent * 1000
+    return used / sent * 1000, sent / elapsed
 
 
 async def run(jobs: int, rounds: int, seconds: float) -> dict[str, Any]:
@@ -139,7 +142,7 @@ async def run(jobs: int, rounds: int, seconds: float) -> dict[str, Any]:
     await _max_throughput(min(2_000, jobs))  # warm up
     setups = ("plain", "counting", "open")
     results: dict[str, dict[str, list[float]]] = {
-        s: {"max": [], "cpu": [], "paced_ms": []} for s in setups
+        s: {"max": [], "cpu": [], "paced_ms": [], "paced_rate": []} for s in setups
     }
     updates: dict[str, Any] = {}
     for _ in range(rounds):
@@ -152,11 +155,12 @@ async def run(jobs: int, rounds: int, seconds: float) -> dict[str, Any]:
             before = len(dashboard.arrivals) if dashboard else 0
             cpu_before = feed().cpu
             paced_start = time.perf_counter()
-            paced = await _paced(seconds)
+            paced, paced_rate = await _paced(seconds)
             paced_time = time.perf_counter() - paced_start
             results[setup]["max"].append(per_s)
             results[setup]["cpu"].append(per_cpu)
             results[setup]["paced_ms"].append(paced)
+            results[setup]["paced_rate"].append(paced_rate)
             if dashboard is not None:
                 arrivals = dashboard.arrivals[before:]
                 gaps = [b - a for a, b in itertools.pairwise(arrivals)]
@@ -176,6 +180,7 @@ async def run(jobs: int, rounds: int, seconds: float) -> dict[str, Any]:
             "max_per_s": round(statistics.median(results[setup]["max"])),
             "max_per_cpu_s": round(statistics.median(results[setup]["cpu"])),
             "paced_cpu_ms_per_job": round(statistics.median(results[setup]["paced_ms"]), 4),
+            "paced_done_per_s": round(statistics.median(results[setup]["paced_rate"])),
         }
     out["open"]["dashboard_updates_while_paced"] = updates
     plain, opened = out["plain"], out["open"]
@@ -185,5 +190,7 @@ async def run(jobs: int, rounds: int, seconds: float) -> dict[str, Any]:
     out["drop_open_vs_plain_pct"] = round(
         100 * (1 - opened["max_per_cpu_s"] / plain["max_per_cpu_s"]), 1
     )
-    out["goal"] = {"drop_below_pct": 5, "met": out["drop_open_vs_plain_pct"] < 5}
+    # The issue's goal: opening the dashboard costs the worker less than 5 % of its throughput
+    # (against the same process with the dashboard closed; the counting is reported apart).
+    out["goal"] = {"drop_below_pct": 5, "met": out["drop_open_vs_counting_pct"] < 5}
     return out
