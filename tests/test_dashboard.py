@@ -443,3 +443,30 @@ async def test_realtime_sums_layer_statistics_and_samples_group_sizes() -> None:
         "members": 3,
     }
     await layer.flush()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_metrics_merge_what_other_processes_recorded_in_the_multiprocess_dir(
+    fresh_tasks: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    # Another process of the application counts with prometheus_client's own objects.
+    script = "from prometheus_client import Counter; Counter('myapp_hits', 'Hits').inc(3)"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    tasks.add.enqueue(1, 1)
+    found = samples(Client().get("/metrics").content.decode())
+    assert value(found, "myapp_hits_total") == 3
+    assert (
+        value(
+            found,
+            "headrace_task_enqueued_total",
+            task="tests.dashboardapp.tasks.add",
+            queue="default",
+        )
+        == 1
+    )
