@@ -26,7 +26,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([*chat_urls, *progress_urls, *blog_urls, *dashboard_urls]))
+            AuthMiddlewareStack(
+                URLRouter([*chat_urls, *progress_urls, *blog_urls, *dashboard_urls])
+            )
         ),
         # Background work: runworker (or runserver's embedded workers) reads these channels.
         "channel": ChannelNameRouter({"prog-rocker": ProgRocker.as_asgi()}),
