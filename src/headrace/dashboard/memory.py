@@ -22,6 +22,7 @@ import heapq
 import os
 import socket
 import threading
+import weakref
 from typing import Any, Final
 
 from django.core.signals import setting_changed
@@ -213,6 +214,8 @@ def connect_signals() -> None:
 
 
 _HOST: Final = socket.gethostname()
+#: When each worker of this process was last seen running (its "heartbeat" once stopped).
+_last_seen: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 def _enqueued_at(job: Job) -> float:
@@ -272,10 +275,9 @@ class MemoryInspector:
             if getattr(worker.backend, "_store", None) is not self.backend._store:
                 continue
             up = worker.state is WorkerState.RUNNING
-            seen = getattr(worker, "_dashboard_seen", now)
             if up:
-                seen = now
-                worker._dashboard_seen = seen  # type: ignore[attr-defined]
+                _last_seen[worker] = now  # in this process, a running worker is alive now
+            seen = _last_seen.get(worker, now)
             found.append(
                 WorkerInfo(
                     id=worker.worker_id,
