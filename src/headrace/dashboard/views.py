@@ -83,7 +83,9 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
             "job": shown,
             "arguments": json.dumps(shown["args"]),
             "keywords": json.dumps(shown["kwargs"]),
-            "result": "—" if not job.is_finished else json.dumps(shown["return_value"]),
+            "result": json.dumps(shown["return_value"])
+            if job.state is JobState.SUCCESSFUL
+            else "—",
             "backend": alias,
             "ws_path": _ws_path(request),
             "who": request.user.get_username(),

@@ -167,7 +167,7 @@
     state.textContent = job.state.toLowerCase();
     document.getElementById("job-attempts").textContent = String(job.attempts);
     document.getElementById("job-progress").textContent = job.progress ? (job.progress.done + " / " + job.progress.total) : "—";
-    document.getElementById("job-result").textContent = job.finished ? JSON.stringify(job.return_value) : "—";
+    document.getElementById("job-result").textContent = job.state === "SUCCESSFUL" ? JSON.stringify(job.return_value) : "—";
     [["job-started", job.started_at], ["job-finished", job.finished_at], ["job-due", job.due_at], ["job-enqueued", job.enqueued_at]].forEach(function (pair) {
       var node = document.getElementById(pair[0]);
       node.setAttribute("data-time", pair[1] || "");
