@@ -81,7 +81,7 @@ $(STAMP): pyproject.toml
 
 # Refresh docs/img/*.png (the README's screenshots) from the browser tests.
 screenshots: install system-deps
-	HEADRACE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q tests/test_demo.py
+	HEADRACE_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q tests/test_demo.py tests/test_dashboard_browser.py
 
 # System programs the tests start themselves (never a shared, already-running server).
 system-deps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 SECRET_KEY = "bench-not-secret"
@@ -10,3 +11,7 @@ DATABASES: dict[str, Any] = {}
 INSTALLED_APPS = ["headrace"]
 CHANNEL_LAYERS = {"default": {"BACKEND": "headrace.layers.InMemoryChannelLayer"}}
 TASKS = {"default": {"BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend"}}
+
+if os.environ.get("HEADRACE_BENCH_DASHBOARD"):  # bench/tasks.py --with-dashboard
+    INSTALLED_APPS += ["headrace.dashboard"]
+    ALLOWED_HOSTS = ["testserver"]  # the in-process dashboard client's Host

@@ -19,6 +19,8 @@ layer with no listener, as for a job nobody watches.
     python bench/tasks.py                    # 20,000 jobs per throughput run, 2,000 samples
     python bench/tasks.py --quick            # a smoke test
     python bench/tasks.py --profile          # also cProfile the async throughput run (stderr)
+    python bench/tasks.py --with-dashboard   # what an open dashboard costs the worker
+                                             # (see bench/_tasks_dashboard.py)
 
 Prints JSON.
 """
@@ -44,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench._tasks_settings"
+if "--with-dashboard" in sys.argv:
+    os.environ["HEADRACE_BENCH_DASHBOARD"] = "1"  # the settings add headrace.dashboard
 
 import django  # noqa: E402
 
@@ -152,7 +156,24 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1,000 jobs, 200 samples, 1 round")
     parser.add_argument("--profile", action="store_true", help="cProfile one run (to stderr)")
+    parser.add_argument(
+        "--with-dashboard",
+        action="store_true",
+        help="instead: worker throughput with 10,000 resident jobs, a dashboard open or not",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="--with-dashboard: paced run length"
+    )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.jobs, arguments.samples, arguments.rounds = 1_000, 200, 1
-    print(json.dumps(asyncio.run(main(arguments)), indent=2))
+        arguments.seconds = 1.0
+    if arguments.with_dashboard:
+        from bench import _tasks_dashboard
+
+        result = asyncio.run(
+            _tasks_dashboard.run(arguments.jobs, arguments.rounds, arguments.seconds)
+        )
+    else:
+        result = asyncio.run(main(arguments))
+    print(json.dumps(result, indent=2))

@@ -69,3 +69,6 @@ TEMPLATES = [
         },
     }
 ]
+
+# -- the dashboard and /metrics (issue 17) ---------------------------------------------------
+INSTALLED_APPS += ["headrace.dashboard"]

@@ -423,8 +423,8 @@ def test_run_as_a_task_fills_a_bar_through_the_task_consumer(
     page.click("#go-button")
     expect(page.locator(".job:not(.task)")).to_have_count(1)
     page.wait_for_function(
-        "Number(document.querySelector('.job:not(.task) [role=progressbar]')"
-        ".getAttribute('aria-valuenow')) >= 40"
+        "(bar => bar !== null && Number(bar.getAttribute('aria-valuenow')) >= 40)"
+        "(document.querySelector('.job:not(.task) [role=progressbar]'))"
     )
     screenshot(page, "progress-task.png")
 
@@ -436,6 +436,26 @@ def test_run_as_a_task_fills_a_bar_through_the_task_consumer(
         ws.recv(timeout=5)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
+
+
+@pytest.mark.slow
+def test_the_demo_user_opens_the_dashboard_and_sees_a_task_run(new_context: NewContext) -> None:
+    page = new_context().new_page()
+    page.goto("/")
+    expect(page.locator("#dashboard-link")).to_have_count(0)  # guests: no link
+    sign_in(page, "/progress/")
+    expect_live(page)
+    page.click("#task-button")
+    task = page.locator(".job.task")
+    expect(task).to_have_count(1)
+    task_id = task.get_attribute("data-job")
+    page.click("#dashboard-link")
+    page.wait_for_url(re.compile(r"/headrace/$"))
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    row = page.locator(f"#jobs tr[data-job='{task_id}']")
+    expect(row.locator("td").nth(1)).to_have_text("progress.tasks.rock")
+    expect(row).to_have_attribute("data-state", "SUCCESSFUL")
+    expect(page.locator("#workers tr.up")).to_have_count(1)
 
 
 # -- live blog -----------------------------------------------------------------------------------

@@ -107,8 +107,8 @@ async def step(result: TaskResult, n: int = 1) -> None:
         STEPS.put_nowait(None)
 
 
-def ws(task_id: str, user: Any) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(application, f"/ws/tasks/{task_id}/")
+def ws(task_id: str, user: Any, *, raise_errors: bool = True) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(application, f"/ws/tasks/{task_id}/", raise_errors=raise_errors)
     comm.scope["user"] = user
     return comm
 
@@ -424,11 +424,17 @@ async def test_a_route_without_the_id_keyword_is_a_clear_error(
     worker: TaskWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = URLRouter([path("ws/tasks/<str:job>/", TaskProgressConsumer.as_asgi())])
-    comm = WebsocketCommunicator(app, "/ws/tasks/abc/")
+    # What a server's client sees: refused, and the reason in the log.
+    comm = WebsocketCommunicator(app, "/ws/tasks/abc/", raise_errors=False)
     comm.scope["user"] = STAFF
     connected, _ = await comm.connect()
     assert not connected
     assert "URL route keyword 'task_id'" in caplog.text
+    # What a test driving it sees: the error itself.
+    comm = WebsocketCommunicator(app, "/ws/tasks/abc/")
+    comm.scope["user"] = STAFF
+    with pytest.raises(ValueError, match="URL route keyword 'task_id'"):
+        await comm.connect()
 
 
 # -- over a real server: uvicorn, AuthMiddlewareStack, a real websockets client --------------------
@@ -496,7 +502,7 @@ async def test_without_a_channel_layer_the_socket_is_refused_with_the_reason(
 ) -> None:
     result = await enqueue_as(ANN, stepped, 1)
     with override_settings(CHANNEL_LAYERS={}):
-        comm = ws(result.id, ANN)
+        comm = ws(result.id, ANN, raise_errors=False)
         connected, _ = await comm.connect()
     assert not connected
     assert "needs a channel layer" in caplog.text

@@ -18,6 +18,7 @@ from progress.consumers import ProgRocker  # noqa: E402
 from progress.routing import websocket_urlpatterns as progress_urls  # noqa: E402
 
 from headrace.auth import AuthMiddlewareStack  # noqa: E402
+from headrace.dashboard.routing import websocket_urlpatterns as dashboard_urls  # noqa: E402
 from headrace.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from headrace.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
@@ -25,7 +26,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([*chat_urls, *progress_urls, *blog_urls]))
+            AuthMiddlewareStack(
+                URLRouter([*chat_urls, *progress_urls, *blog_urls, *dashboard_urls])
+            )
         ),
         # Background work: runworker (or runserver's embedded workers) reads these channels.
         "channel": ChannelNameRouter({"prog-rocker": ProgRocker.as_asgi()}),

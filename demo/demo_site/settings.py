@@ -29,6 +29,7 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = [
     "demo_site",
     "headrace",  # before staticfiles: its runserver serves HTTP and WebSocket through uvicorn
+    "headrace.dashboard",  # /headrace/: queues, workers, jobs, the real-time side (staff only)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

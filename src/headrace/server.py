@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 
 from .backoff import Backoff, supervise
+from .connections import track_connections
 from .layers.clock import Clock
 from .process import cancel_and_wait
 from .settings import Limits, limits
@@ -138,7 +139,7 @@ def log_websocket_connections(app: ASGIApp) -> ASGIApp:
 
         await app(scope, logging_receive, logging_send)
 
-    return logged
+    return track_connections(logged)  # open WebSockets and SSE streams, for /metrics
 
 
 class Server:

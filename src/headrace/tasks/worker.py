@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = [
     "embedded_task_backends",
     "run_embedded_task_workers",
     "task_worker_for_command",
+    "task_workers",
 ]
 
 logger = logging.getLogger("headrace.tasks")
@@ -86,6 +88,16 @@ def _backend(backend: str | HeadraceTaskBackend) -> HeadraceTaskBackend:
             "headrace worker runs headrace backends (headrace.tasks.backends.*)"
         )
     return found
+
+
+#: The task workers of this process that have started (held weakly); see task_workers().
+_started_workers: weakref.WeakSet[TaskWorker] = weakref.WeakSet()
+
+
+def task_workers() -> list[TaskWorker]:
+    """The :class:`TaskWorker` objects of this process that have started and are still
+    referenced, running or stopped (what an in-process backend's dashboard lists)."""
+    return list(_started_workers)
 
 
 class TaskWorker:
@@ -227,6 +239,7 @@ class TaskWorker:
         loop = self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self.state = WorkerState.RUNNING
+        _started_workers.add(self)
         layer = self._layer
         if layer is None:
             from headrace.layers import get_channel_layer
