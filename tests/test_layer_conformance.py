@@ -164,6 +164,7 @@ async def test_new_channel_rejects_a_bad_prefix(layer: BaseChannelLayer) -> None
         (123, "must be a str, got int"),
         (None, "must be a str, got NoneType"),
         (b"bytes", "must be a str, got bytes"),
+        (["a", "list"], "must be a str, got list"),
     ],
 )
 async def test_bad_channel_names_are_refused_with_the_reason(
@@ -189,6 +190,7 @@ async def test_bad_channel_names_are_refused_with_the_reason(
         ("sp ace", "character ' '"),
         ("g" * 150, "150 characters long"),
         (7, "must be a str, got int"),
+        (["a", "list"], "must be a str, got list"),
     ],
 )
 async def test_bad_group_names_are_refused_with_the_reason(
@@ -244,6 +246,37 @@ async def test_bad_messages_are_refused_with_the_reason(
             await call()
         assert isinstance(raised.value, TypeError)
     assert await nothing_arrives(layer, "c")
+
+
+def _self_referencing() -> dict[str, object]:
+    message: dict[str, object] = {"type": "loop"}
+    message["self"] = message
+    return message
+
+
+def _deep(levels: int) -> dict[str, object]:
+    inner: object = "leaf"
+    for _ in range(levels):
+        inner = {"x": inner}
+    return {"type": "deep", "x": inner}
+
+
+@pytest.mark.parametrize(
+    "message", [_self_referencing(), _deep(5000)], ids=["self-referencing", "5000-deep"]
+)
+async def test_hostile_messages_are_invalid_not_recursion_errors(
+    layer: BaseChannelLayer, message: dict[str, object]
+) -> None:
+    await layer.group_add("g", "c")
+    for call in (
+        lambda: layer.send("c", message),
+        lambda: layer.group_send("g", message),
+        lambda: layer.send("c", message, delay=1),
+    ):
+        with pytest.raises(exceptions.InvalidMessage, match="levels deep"):
+            await call()
+    await layer.send("c", {"type": "still.works"})
+    assert await receive(layer, "c") == {"type": "still.works"}
 
 
 async def test_oversized_message_is_refused_and_names_the_limit(make_layer: MakeLayer) -> None:

@@ -171,3 +171,56 @@ async def test_manual_clock_fires_timers_in_order() -> None:
     assert clock.time() == 114
     with pytest.raises(ValueError, match="cannot go backwards"):
         clock.advance(-1)
+
+
+# -- hostile input: unhashable names, self-reference, deep nesting (issue 18, item 7) ---------
+
+
+@pytest.mark.parametrize("name", [["a", "b"], {"a": 1}, {"a"}], ids=["list", "dict", "set"])
+def test_unhashable_names_are_invalid_names_not_type_errors(name: object) -> None:
+    with pytest.raises(exceptions.InvalidChannelName, match="must be a str, got"):
+        rules.check_channel_name(name)
+    with pytest.raises(exceptions.InvalidGroupName, match="must be a str, got"):
+        rules.check_group_name(name)
+
+
+def _nested(depth: int, container: str) -> dict[str, object]:
+    """A message whose innermost value sits ``depth`` levels deep (the message is level 1)."""
+    inner: object = "leaf"
+    for _ in range(depth - 1):
+        inner = {"x": inner} if container == "dict" else [inner]
+    return {"type": "deep", "x": inner} if depth > 1 else {"type": "deep"}
+
+
+@pytest.mark.parametrize("container", ["dict", "list"])
+def test_messages_nest_up_to_the_documented_depth(container: str) -> None:
+    deepest = _nested(rules.MAX_MESSAGE_DEPTH, container)
+    assert rules.check_message(deepest) is deepest
+    assert decode(encode(deepest)) == deepest
+    with pytest.raises(exceptions.InvalidMessage, match="more than 100 levels deep"):
+        rules.check_message(_nested(rules.MAX_MESSAGE_DEPTH + 1, container))
+
+
+@pytest.mark.parametrize("container", ["dict", "list"])
+def test_a_5000_deep_message_is_invalid_not_a_recursion_error(container: str) -> None:
+    with pytest.raises(exceptions.InvalidMessage, match="levels deep"):
+        rules.check_message(_nested(5000, container))
+
+
+def test_self_referencing_messages_are_invalid() -> None:
+    loop: dict[str, object] = {"type": "loop"}
+    loop["self"] = loop
+    with pytest.raises(exceptions.InvalidMessage, match="contains itself"):
+        rules.check_message(loop)
+    items: list[object] = []
+    items.append(items)
+    with pytest.raises(exceptions.InvalidMessage, match="contains itself"):
+        rules.check_message({"type": "loop", "items": items})
+
+
+def test_encode_refuses_what_msgpack_cannot_pack_with_invalid_message() -> None:
+    items: list[object] = []
+    items.append(items)
+    with pytest.raises(exceptions.InvalidMessage, match="cannot be encoded"):
+        encode({"type": "unchecked", "items": items})
+    assert decode(encode({"type": "after"})) == {"type": "after"}

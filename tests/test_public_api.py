@@ -68,6 +68,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "missing_extra",
     },
     "headrace.layers.rules": {
+        "MAX_MESSAGE_DEPTH",
         "MAX_NAME_LENGTH",
         "CapacityTable",
         "check_channel_name",
@@ -120,6 +121,12 @@ PUBLIC_API: dict[str, set[str]] = {
         "logout",
     },
     "headrace.security": set(),
+    "headrace.security.hosts": {
+        "allowed_hosts",
+        "check_host",
+        "host_of",
+        "refuse_disallowed_hosts",
+    },
     "headrace.security.websocket": {
         "AllowedHostsOriginValidator",
         "OriginValidator",
@@ -135,7 +142,12 @@ PUBLIC_API: dict[str, set[str]] = {
         "suspend_connection_cleanup",
     },
     "headrace.settings": {"Limits", "SlowClientPolicy", "limits"},
-    "headrace.checks": {"check_channel_layers", "check_runserver_order"},
+    "headrace.checks": {
+        "check_channel_layers",
+        "check_runserver_order",
+        "check_websocket_origins",
+        "websocket_routes",
+    },
     "headrace.types": {
         "ASGIApp",
         "HTTPRequestEvent",
@@ -153,7 +165,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "WebSocketReceiveEvent",
         "WebSocketSendEvent",
     },
-    "headrace.utils": {"get_handler_name", "name_that_thing", "sync_handler_pool"},
+    "headrace.utils": {"get_handler_name", "name_that_thing", "quoted", "sync_handler_pool"},
     "headrace.uvicorn_protocol": {"websocket_protocol"},
     "headrace.server": {
         "BackgroundFactory",

@@ -234,7 +234,7 @@ async def test_runserver_serves_http_websocket_and_static(reload: bool) -> None:
     finally:
         output = _stop(process)
     # One INFO line per connection (uvicorn's and the websockets library's are filtered out).
-    assert output.count("WebSocket CONNECT /ws/chat/room1/") == 1
+    assert output.count('WebSocket CONNECT "/ws/chat/room1/"') == 1
     assert "DISCONNECT" not in output
     assert '"WebSocket /ws/chat/room1/"' not in output
     assert "connection open" not in output

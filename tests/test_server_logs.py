@@ -118,7 +118,7 @@ async def test_one_info_line_per_websocket_connection(
     await APP.wait_finished("/echo/")
     lines = _info_lines(logs)
     assert len(lines) == 1, lines
-    assert lines[0].startswith("WebSocket CONNECT /echo/ from 127.0.0.1:")
+    assert lines[0].startswith('WebSocket CONNECT "/echo/" from "127.0.0.1:')
 
 
 @pytest.mark.slow
@@ -135,10 +135,10 @@ async def test_a_connect_that_raises_is_logged_once_as_refused_with_403(
     tracebacks = [r for r in logs.records if r.exc_info]
     assert len(tracebacks) == 1, messages  # disconnect() is not run after a failed connect
     assert tracebacks[0].getMessage() == (
-        "BrokenConnect failed in connect() on WebSocket /broken/; refused it (HTTP 403)"
+        'BrokenConnect failed in connect() on WebSocket "/broken/"; refused it (HTTP 403)'
     )
     assert not [m for m in messages if "1011" in m]
-    assert [m for m in messages if m.startswith("WebSocket REFUSED /broken/")] != []
+    assert [m for m in messages if m.startswith('WebSocket REFUSED "/broken/"')] != []
 
 
 @pytest.mark.slow
@@ -154,8 +154,8 @@ async def test_an_origin_refusal_completes_the_handshake_with_403(
     messages = [r.getMessage() for r in logs.records]
     assert not [r for r in logs.records if r.name.startswith("uvicorn")], messages
     assert not [r for r in logs.records if r.levelno >= logging.ERROR], messages
-    assert [m for m in messages if m.startswith("WebSocket REFUSED /guarded/")] != []
-    assert [m for m in messages if "Origin 'http://evil.example' not allowed" in m] != []
+    assert [m for m in messages if m.startswith('WebSocket REFUSED "/guarded/"')] != []
+    assert [m for m in messages if 'Origin "http://evil.example" not allowed' in m] != []
 
 
 # -- a client that never reads ------------------------------------------------------------------

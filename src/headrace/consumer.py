@@ -34,6 +34,7 @@ from .db import DatabaseSyncToAsync, aclose_old_connections
 from .exceptions import StopConsumer
 from .generic.membership import GroupMembership
 from .lifecycle import ConnectionState, Event, Lifecycle
+from .security.hosts import refuse_disallowed_hosts
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .utils import get_handler_name, name_that_thing, sync_handler_pool
 
@@ -235,7 +236,7 @@ class AsyncConsumer:
         functools.update_wrapper(app, cls, updated=())
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
-        return app
+        return refuse_disallowed_hosts(app)  # ALLOWED_HOSTS, as Django checks it for HTTP
 
 
 class SyncConsumer(AsyncConsumer):

@@ -30,6 +30,7 @@ from .layers.clock import Clock
 from .process import cancel_and_wait
 from .settings import Limits, limits
 from .types import ASGIApp, Message, Receive, Scope, Send
+from .utils import quoted
 from .uvicorn_protocol import websocket_protocol
 
 __all__ = [
@@ -101,7 +102,10 @@ class _NoHandshakeLines(logging.Filter):
 def log_websocket_connections(app: ASGIApp) -> ASGIApp:
     """Wrap ``app`` to log one INFO line per WebSocket connection: its accept or refusal.
 
-    The disconnect is logged at DEBUG; uvicorn's own handshake line is filtered out.
+    The disconnect is logged at DEBUG; uvicorn's own handshake line is filtered out. The path
+    and client address are quoted (:func:`headrace.utils.quoted`): a client chooses them (a
+    ``%0A`` in the path, ``X-Forwarded-For`` behind a proxy) and must not be able to write
+    lines of its own into the log.
     """
     uvicorn_logger = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _NoHandshakeLines) for f in uvicorn_logger.filters):
@@ -112,7 +116,7 @@ def log_websocket_connections(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         client = scope.get("client") or ("?", 0)
-        where = f"{scope.get('path', '?')} from {client[0]}:{client[1]}"
+        where = f"{quoted(scope.get('path', '?'))} from {quoted(f'{client[0]}:{client[1]}')}"
         answered = False
 
         async def logging_send(message: Message) -> None:

@@ -35,6 +35,7 @@ from ..exceptions import AcceptConnection, DenyConnection, StopConsumer
 from ..lifecycle import ConnectionState
 from ..settings import limits
 from ..types import Message, Send
+from ..utils import quoted
 from .broadcast import encode_shared
 from .outbox import ABORT_EXTENSION, Outbox
 
@@ -258,7 +259,7 @@ class WebsocketProtocol(AsyncConsumer):
 
 def _path(consumer: Any) -> str:
     scope = getattr(consumer, "scope", None) or {}
-    return str(scope.get("path", "?"))
+    return quoted(scope.get("path", "?"))
 
 
 async def _resolved(value: Any) -> Any:

@@ -10,6 +10,8 @@ from typing import Any
 
 import msgpack
 
+from headrace.exceptions import InvalidMessage
+
 __all__ = ["decode", "encode"]
 
 # One packer for the process: reusing it is three times cheaper than msgpack.packb(). It is
@@ -20,8 +22,15 @@ _unpackb = msgpack.unpackb  # raw=False and strict_map_key=True are msgpack's de
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """Encode a checked message (see :func:`headrace.layers.rules.check_message`)."""
-    return _packer.pack(message)  # type: ignore[no-any-return]
+    """Encode a checked message (see :func:`headrace.layers.rules.check_message`).
+
+    An unchecked value msgpack refuses (too deep, an unknown type) is an
+    :class:`~headrace.exceptions.InvalidMessage`, never msgpack's own error.
+    """
+    try:
+        return _packer.pack(message)  # type: ignore[no-any-return]
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidMessage(f"message cannot be encoded: {exc}") from exc
 
 
 def decode(data: bytes) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from headrace.exceptions import (
 )
 
 __all__ = [
+    "MAX_MESSAGE_DEPTH",
     "MAX_NAME_LENGTH",
     "CapacityTable",
     "check_channel_name",
@@ -38,6 +39,12 @@ __all__ = [
 
 #: Names must be shorter than this many characters.
 MAX_NAME_LENGTH: Final = 100
+
+#: Messages may nest lists and dicts at most this deep (the message itself is level 1). Real
+#: messages nest a few levels; the bound turns a self-referencing or hostile value into
+#: :class:`InvalidMessage` instead of a ``RecursionError``, and stays well under msgpack's
+#: own nesting limit (511) so every checked message can be encoded.
+MAX_MESSAGE_DEPTH: Final = 100
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -90,8 +97,11 @@ def check_channel_name(name: object) -> str:
     A channel name is shorter than 100 characters of ASCII letters, digits, ``.``, ``-`` and
     ``_``, with at most one ``!`` (which marks a process-specific channel).
     """
-    if name in _valid_channels:
-        return name
+    try:
+        if name in _valid_channels:
+            return name
+    except TypeError:  # unhashable (a list, a dict): never a name; explained below
+        pass
     if type(name) is str and len(name) < MAX_NAME_LENGTH and _CHANNEL_RE.fullmatch(name):
         if len(_valid_channels) >= _CACHE_LIMIT:
             _valid_channels.clear()
@@ -106,8 +116,11 @@ def check_group_name(name: object) -> str:
     Group names follow the channel rules but may not contain ``!`` (as in Channels): a group is
     not a process-specific channel.
     """
-    if name in _valid_groups:
-        return name
+    try:
+        if name in _valid_groups:
+            return name
+    except TypeError:  # unhashable (a list, a dict): never a name; explained below
+        pass
     if type(name) is str and len(name) < MAX_NAME_LENGTH and _GROUP_RE.fullmatch(name):
         if len(_valid_groups) >= _CACHE_LIMIT:
             _valid_groups.clear()
@@ -154,11 +167,11 @@ def check_message(message: object) -> dict[str, Any]:
             )
         kind = type(item)
         if kind not in _SCALARS and (kind is not int or not _INT64_MIN <= item <= _INT64_MAX):
-            _check_value(item, kind, "message", key)
+            _check_value(item, kind, "message", key, 2)
     return message
 
 
-def _check_dict(value: dict[Any, Any], path: str) -> None:
+def _check_dict(value: dict[Any, Any], path: str, depth: int) -> None:
     for key, item in value.items():
         if type(key) is not str:
             raise InvalidMessage(
@@ -167,29 +180,41 @@ def _check_dict(value: dict[Any, Any], path: str) -> None:
         kind = type(item)
         if kind in _SCALARS:
             continue
-        _check_value(item, kind, path, key)
+        _check_value(item, kind, path, key, depth + 1)
 
 
-def _check_value(item: Any, kind: type, path: str, key: object) -> None:
+def _too_deep(where: str) -> InvalidMessage:
+    return InvalidMessage(
+        f"{where[:200]}... nests lists and dicts more than {MAX_MESSAGE_DEPTH} levels deep "
+        "(a value that contains itself?)"
+    )
+
+
+def _check_value(item: Any, kind: type, path: str, key: object, depth: int) -> None:
+    """Check ``item`` found at ``path[key]``; ``depth`` is its nesting level if a container."""
     where = f"{path}[{key!r}]"
     if kind is int:
         if not _INT64_MIN <= item <= _INT64_MAX:
             raise InvalidMessage(f"{where} = {item} does not fit in a signed 64-bit integer")
     elif kind is dict:
-        _check_dict(item, where)
+        if depth > MAX_MESSAGE_DEPTH:
+            raise _too_deep(where)
+        _check_dict(item, where, depth)
     elif kind is list or kind is tuple:
+        if depth > MAX_MESSAGE_DEPTH:
+            raise _too_deep(where)
         for index, element in enumerate(item):
             element_kind = type(element)
             if element_kind not in _SCALARS:
-                _check_value(element, element_kind, where, index)
+                _check_value(element, element_kind, where, index, depth + 1)
     elif isinstance(item, bool | str | bytes | float):
         return  # subclasses such as a str-based enum carry as their base type
     elif isinstance(item, int):
-        _check_value(int(item), int, path, key)
+        _check_value(int(item), int, path, key, depth)
     elif isinstance(item, dict):
-        _check_dict(item, where)
+        _check_value(item, dict, path, key, depth)
     elif isinstance(item, list):
-        _check_value(item, list, path, key)
+        _check_value(item, list, path, key, depth)
     else:
         raise InvalidMessage(
             f"{where} is of type {kind.__name__}, which a channel layer cannot carry; "

@@ -3,8 +3,8 @@
 Browsers send cookies with a WebSocket handshake whatever page opened it, so a consumer that
 trusts the session must also check where the page came from. :class:`OriginValidator` admits a
 handshake only when its single ``Origin`` header matches the allowlist; everything else —
-a missing origin, several ``Origin`` headers, an origin that does not parse — is refused with
-HTTP 403 before the consumer runs.
+a missing origin, several ``Origin`` headers, an origin that does not parse — is closed before
+accept (the server answers HTTP 403) before the consumer runs, and logged once.
 
 Allowlist entries:
 
@@ -24,6 +24,7 @@ from django.conf import settings
 from django.utils.http import is_same_domain
 
 from ..types import ASGIApp, Receive, Scope, Send
+from ..utils import quoted
 
 __all__ = ["AllowedHostsOriginValidator", "OriginValidator", "WebsocketDenier"]
 
@@ -64,11 +65,11 @@ class OriginValidator:
             verdict, why = "*" in self.allowed_origins, "no Origin header"
         else:
             origin = origins[0].decode("latin1")
-            verdict, why = self.valid_origin(_parse(origin)), f"Origin {origin!r} not allowed"
+            verdict, why = self.valid_origin(_parse(origin)), f"Origin {quoted(origin)} not allowed"
         if verdict:
             await self.application(scope, receive, send)
             return
-        logger.warning("refused WebSocket %s: %s", scope.get("path", "?"), why)
+        logger.warning("refused WebSocket %s: %s", quoted(scope.get("path", "?")), why)
         await WebsocketDenier(reason=why)(scope, receive, send)
 
     def valid_origin(self, parsed_origin: SplitResult | None) -> bool:
@@ -115,9 +116,12 @@ def AllowedHostsOriginValidator(application: ASGIApp) -> OriginValidator:
 
 
 class WebsocketDenier:
-    """An application that refuses every WebSocket handshake with HTTP 403.
+    """An application that refuses every WebSocket handshake: a close before accept (HTTP 403).
 
-    ``reason`` is kept for the caller's log line; it is not sent.
+    It does not use the ``websocket.http.response`` extension to send a body: uvicorn's default
+    WebSocket implementation logs "ASGI callable returned without completing handshake" at
+    ERROR for every such response, which would turn each refused attacker into an error line.
+    The reason is for the log line of whoever refuses (``OriginValidator`` logs it).
     """
 
     def __init__(self, reason: str = "Forbidden") -> None:
@@ -127,8 +131,4 @@ class WebsocketDenier:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        # A close before accept: every server answers HTTP 403 and completes the handshake.
-        # (A denial response with a body would reach only non-browser clients, and uvicorn
-        # logs "ASGI callable returned without completing handshake" after one.) The reason
-        # goes to the log, where the operator reads it.
         await send({"type": "websocket.close"})
