@@ -50,7 +50,7 @@ MakeWorker = Callable[..., Awaitable[TaskWorker]]
 def backend(
     request: pytest.FixtureRequest, settings: Any, clock: ManualClock
 ) -> Iterator[HeadraceTaskBackend]:
-    settings.TASKS = TASK_BACKENDS[request.param](clock)
+    settings.TASKS = TASK_BACKENDS[request.param](clock, request=request)
     tasks.CALLS.clear()
     tasks.GATES.clear()
     tasks.ASYNC_GATES.clear()

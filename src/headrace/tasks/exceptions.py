@@ -9,6 +9,8 @@
         ├── TaskExpired             the job's ``expires`` time passed before it started
         ├── TaskTimeout             an async job ran past its ``timeout`` and was cancelled
         ├── UnknownTask             a stored job names a task that cannot be imported
+        ├── WorkerLost              the worker running the job stopped renewing its lease
+        ├── LeaseLost               a worker's late acknowledgement, ignored (lease handed on)
         └── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
     ConfigurationError              bad option names or values (also ``ImproperlyConfigured``)
 
@@ -28,12 +30,14 @@ from headrace.exceptions import HeadraceError
 __all__ = [
     "HeadraceTaskError",
     "InvalidTransition",
+    "LeaseLost",
     "MaxRetriesExceeded",
     "Retry",
     "TaskCancelled",
     "TaskExpired",
     "TaskTimeout",
     "UnknownTask",
+    "WorkerLost",
 ]
 
 
@@ -60,6 +64,16 @@ class TaskTimeout(HeadraceTaskError):
 
 class UnknownTask(HeadraceTaskError):
     """A stored job names a task path that cannot be imported as a task."""
+
+
+class WorkerLost(HeadraceTaskError):
+    """Recorded in a job's errors when its worker died (its lease lapsed): the job went back
+    to its queue, or to the dead letters after ``max_deliveries`` such deaths."""
+
+
+class LeaseLost(HeadraceTaskError):
+    """A store ignored an acknowledgement: the worker's lease on the job had lapsed and the
+    job was handed to another worker (a paused worker waking up late)."""
 
 
 class MaxRetriesExceeded(HeadraceTaskError):

@@ -30,6 +30,7 @@ from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
 from headrace.settings import limits
 from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.exceptions import LeaseLost
 from headrace.tasks.jobs import Job
 from headrace.tasks.policy import DEFAULT_JITTER
 from headrace.tasks.runner import Runner
@@ -286,6 +287,9 @@ class TaskWorker:
         except asyncio.CancelledError:
             self._counts["returned"] += 1
             raise
+        except LeaseLost as error:  # a late acknowledgement the store ignored
+            logger.warning("%s", error)
+            return
         except Exception:  # a bug in the runner or the store: log it, keep the worker
             logger.exception("running task %s failed inside the worker", job.id)
             return
