@@ -279,6 +279,8 @@ class _Store:
         self._clients: list[Any] | None = None
         self.keys: dict[str, QueueKeys] = {}
         self.leases: dict[str, tuple[str, str]] = {}  # job id -> (queue, lease token)
+        #: Leases a heartbeat found gone: kept so the late ack carries its (stale) token.
+        self.gone: set[str] = set()
         self.queue_of: dict[str, str] = {}  # job id -> queue, for jobs seen here (bounded)
         self.watchers: dict[str, Callable[[], None]] = {}
         self.finish_waiters: dict[str, list[Callable[[], None]]] = {}
@@ -326,6 +328,8 @@ def _sync_clients(topology: Topology, settings: RedisTaskSettings) -> list[Any]:
         "socket_connect_timeout": settings.connect_timeout,
         "socket_timeout": settings.connect_timeout + 5,
         "socket_keepalive": True,
+        # Django's backends are per thread; each thread that enqueues may hold a connection.
+        "max_connections": 1000,
     }
     if topology.cluster:
         first = topology.hosts[0]
@@ -803,12 +807,14 @@ class RedisTaskBackend(HeadraceTaskBackend):
             raise AssertionError("unreachable")
         if code == -3:
             store.leases.pop(job_id, None)
+            store.gone.discard(job_id)
             store.stale_acks += 1
             raise LeaseLost(
                 f"task {job_id}: '{move.value}' ignored: this worker's lease lapsed and the job "
                 f"was handed on (it is {_text(reply[1])} now)"
             )
         job = _job_from(job_id, _fields(reply[1]))
+        store.gone.discard(job_id)
         if job.state is JobState.RUNNING:
             store.leases[job_id] = (queue, _text(reply[2]))
         else:
@@ -937,7 +943,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         """Renew this process's leases until it holds none; learn of cancellations."""
         store = self._store
         backoff = store.heartbeat_backoff
-        while store.leases:
+        while len(store.leases) > len(store.gone):
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 await self.renew_leases(part)
@@ -953,7 +959,8 @@ class RedisTaskBackend(HeadraceTaskBackend):
             part = self._loop_part()
         by_queue: dict[str, list[str]] = {}
         for job_id, (queue, token) in list(store.leases.items()):
-            by_queue.setdefault(queue, []).extend((job_id, token))
+            if job_id not in store.gone:
+                by_queue.setdefault(queue, []).extend((job_id, token))
         for queue, pairs in by_queue.items():
             keys = store.queue_keys(queue)
             reply = await self._async(
@@ -969,7 +976,8 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 if watcher is not None:
                     watcher()
             for job_id in map(_text, reply[1]):
-                if store.leases.pop(job_id, None) is not None:
+                if job_id in store.leases and job_id not in store.gone:
+                    store.gone.add(job_id)
                     store.leases_lost += 1
                     logger.warning(
                         "the lease of task %s lapsed while this worker ran it (paused or cut "
@@ -1010,7 +1018,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
     def statistics(self) -> RedisTaskStatistics:
         store = self._store
         return RedisTaskStatistics(
-            leases_held=len(store.leases),
+            leases_held=len(store.leases) - len(store.gone),
             renewals=store.renewals,
             leases_lost=store.leases_lost,
             stale_acks=store.stale_acks,
