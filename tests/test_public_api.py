@@ -237,7 +237,9 @@ PUBLIC_API: dict[str, set[str]] = {
         "Task",
         "check_arguments",
         "check_key",
+        "check_option_names",
         "check_options",
+        "to_json",
     },
     "headrace.tasks.states": {"FINISHED", "MOVES", "JobState", "Move", "advance"},
     "headrace.tasks.policy": {"DEFAULT_JITTER", "RetryDecision", "RetryPolicy", "backoff_delay"},
@@ -256,6 +258,7 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.jobs": {"Job", "JobError", "job_options"},
     "headrace.tasks.results": {
         "TaskResult",
+        "build_result",
         "current_owner",
         "enqueued_by",
         "finished_message",

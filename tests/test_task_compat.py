@@ -68,6 +68,7 @@ def advance(worker: TaskWorker, clock: ManualClock, seconds: float) -> None:
 # -- the seed ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_seed_publish_view_and_notify_author_task_run_unchanged(
     clock: ManualClock, settings: Any
@@ -88,6 +89,7 @@ def test_the_seed_publish_view_and_notify_author_task_run_unchanged(
     assert message.to == ["ada@example.com"]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_notify_author_retries_with_backoff_until_the_post_exists(clock: ManualClock) -> None:
     author = User.objects.create(username="bob", email="bob@example.com")
@@ -216,3 +218,21 @@ def test_a_stored_celery_style_job_resolves_to_its_task_by_path(clock: ManualClo
 def test_a_bad_task_id_is_refused(clock: ManualClock) -> None:
     with pytest.raises(ValueError, match="a task id must be 1 to 80"):
         celery_tasks.plain_add.apply_async((1, 2), task_id="no spaces/or slashes")
+
+
+def test_bad_per_call_times_are_refused(clock: ManualClock) -> None:
+    from datetime import datetime
+
+    with pytest.raises(ValueError, match="countdown must be a non-negative number"):
+        celery_tasks.plain_add.apply_async((1, 2), countdown=-1)
+    with pytest.raises(ValueError, match="expires must be a non-negative number"):
+        celery_tasks.plain_add.apply_async((1, 2), expires="soon")
+    with pytest.raises(ValueError, match="eta must be an aware datetime"):
+        celery_tasks.plain_add.apply_async((1, 2), eta=datetime(2030, 1, 1))
+
+
+def test_a_task_id_in_use_returns_that_job(clock: ManualClock) -> None:
+    first = celery_tasks.plain_add.apply_async((1, 2), task_id="only-once")
+    second = celery_tasks.plain_add.apply_async((3, 4), task_id="only-once")
+    assert second.id == first.id
+    assert task_backends["default"].get_result("only-once").args == [1, 2]

@@ -290,6 +290,8 @@ async def test_context_retry_uses_its_countdown_or_the_default_delay(
     clock.advance(5)
     await asyncio.wait_for(result.wait(), WAIT)
     assert result.return_value == 3
+    assert [e.exception_class for e in result.errors] == [RuntimeError, RuntimeError]
+    assert "attempt 1" in result.errors[0].traceback
     other = tasks.asks_to_retry.enqueue(None)
     await idle(worker)
     clock.advance(29)
@@ -396,9 +398,7 @@ async def test_a_sync_job_past_its_timeout_only_sees_cancel_requested(
 
 async def idle_running(worker: TaskWorker) -> None:
     """Until the worker has a job in hand."""
-    async with asyncio.timeout(WAIT):
-        while not worker.statistics().running:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(worker.wait_running(), WAIT)
 
 
 async def test_a_job_not_started_before_it_expires_fails_unrun(
@@ -645,9 +645,8 @@ async def test_a_job_cancelled_by_a_stop_goes_back_to_its_queue(
     result = tasks.held_async.enqueue("back")
     await idle_running(worker)
     worker.stop()
-    async with asyncio.timeout(WAIT):
-        while worker.statistics().returned == 0:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(worker.wait_stopped(), WAIT)
+    assert worker.statistics().returned == 1
     result.refresh()
     assert result.status == TaskResultStatus.READY
     assert result.errors == []
@@ -666,9 +665,9 @@ async def test_concurrency_bounds_the_jobs_in_hand(
     results = [tasks.held_async.enqueue("c") for _ in range(5)]
     worker = await make_worker(concurrency=2)
     await started(2)
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert len(tasks.CALLS) == 2
+    # Both slots are taken and the jobs never end until the gate opens, so the third job
+    # cannot have been claimed: it waits in the store, not in the worker.
+    assert worker.statistics().running == 2
     assert backend.ready_count(["default"]) == 3
     tasks.ASYNC_GATES["c"].set()
     for result in results:
@@ -683,9 +682,8 @@ async def test_sync_jobs_run_on_a_bounded_thread_pool(
     results = [tasks.held_plain_sync.enqueue("pool") for _ in range(4)]
     worker = await make_worker(sync_threads=2)
     await started(2)
-    async with asyncio.timeout(WAIT):  # all four in hand while two threads are blocked
-        while worker.statistics().running < 4:
-            await asyncio.sleep(0)
+    # All four in hand while two threads are blocked.
+    await asyncio.wait_for(worker.wait_running(4), WAIT)
     tasks.GATES["pool"].set()
     for result in results:
         await asyncio.wait_for(result.wait(), WAIT)
@@ -800,6 +798,7 @@ async def test_a_task_that_calls_sys_exit_fails_and_the_worker_goes_on(
     assert after.return_value == 2
 
 
+@pytest.mark.slow
 async def test_a_failing_store_is_retried_on_the_clock_and_logged_once(
     backend: HeadraceTaskBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:

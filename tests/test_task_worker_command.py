@@ -77,9 +77,8 @@ async def test_a_worker_set_stops_every_worker(settings: Any) -> None:
 
     both = WorkerSet([Worker(application, ["noop"]), TaskWorker("default")])
     run = asyncio.ensure_future(both.run())
-    async with asyncio.timeout(WAIT):
-        while not all(w.wait_started(0) for w in both.workers):
-            await asyncio.sleep(0)
+    for worker in both.workers:
+        assert await asyncio.to_thread(worker.wait_started, WAIT)
     both.stop()
     await asyncio.wait_for(run, WAIT)
     assert all(w.state.name == "STOPPED" for w in both.workers)

@@ -23,7 +23,7 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django.tasks import task as django_task
 from django.tasks.base import DEFAULT_TASK_PRIORITY
 
-from headrace.tasks.base import OPTION_NAMES, Task, _unknown_options_message
+from headrace.tasks.base import Task, check_option_names
 from headrace.tasks.context import TaskContext, progress_group
 from headrace.tasks.exceptions import (
     HeadraceTaskError,
@@ -80,9 +80,7 @@ def task(
 ) -> Any:
     """Django's ``@task`` with Celery's options (see :class:`Task`); an unknown option name
     raises :class:`TypeError` with the closest known name."""
-    unknown = [name for name in options if name not in OPTION_NAMES]
-    if unknown:
-        raise TypeError(_unknown_options_message(unknown))
+    check_option_names(options)
     decorate: Any = django_task
     return decorate(
         function,

@@ -21,7 +21,7 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +37,9 @@ __all__ = [
     "Task",
     "check_arguments",
     "check_key",
+    "check_option_names",
     "check_options",
+    "to_json",
 ]
 
 if TYPE_CHECKING:
@@ -133,9 +135,7 @@ class Task(_TaskBase):
     ) -> Task:
         """A copy with other defaults: Django's four, plus any Celery option (checked) but
         ``autoretry_for`` and ``dont_autoretry_for``, which only decoration sets."""
-        unknown = [name for name in options if name not in OPTION_NAMES]
-        if unknown:
-            raise TypeError(_unknown_options_message(unknown))
+        check_option_names(options)
         fixed = [name for name in options if name in _DECORATION_ONLY]
         if fixed:
             # Exception classes cannot travel with a stored job: they come from the task.
@@ -165,13 +165,17 @@ class Task(_TaskBase):
         return job_id
 
 
-def _unknown_options_message(unknown: Sequence[str]) -> str:
+def check_option_names(names: Iterable[str]) -> None:
+    """Raise :class:`TypeError` naming each unknown option and the closest known name."""
+    unknown = [name for name in names if name not in OPTION_NAMES]
+    if not unknown:
+        return
     parts = []
     known = [*OPTION_NAMES, *_DJANGO_USING, "takes_context"]
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=1)
         parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return (
+    raise TypeError(
         f"unknown task option {', '.join(parts)}; headrace tasks accept {', '.join(OPTION_NAMES)}"
     )
 
@@ -267,12 +271,14 @@ def _hint(value: object) -> str:
     return "pass plain JSON values (str, int, float, bool, None, lists, dicts with str keys)"
 
 
-def _to_json(value: Any, where: str, path: str) -> Any:
+def to_json(value: Any, where: str, path: str) -> Any:
+    """``value`` as plain JSON values (tuples become lists, str/int enums their value), or
+    :class:`TypeError` that starts with ``where``, names ``path`` and says what to pass."""
     kind = type(value)
     if kind in _SCALARS:
         return value
     if kind is list or kind is tuple:
-        return [_to_json(item, where, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [to_json(item, where, f"{path}[{i}]") for i, item in enumerate(value)]
     if kind is dict:
         out = {}
         for k, v in value.items():
@@ -281,7 +287,7 @@ def _to_json(value: Any, where: str, path: str) -> Any:
                     f"{where}: {path} has the key {k!r} ({type(k).__name__}); JSON object keys "
                     "are strings, so pass str keys"
                 )
-            out[k] = _to_json(v, where, f"{path}[{k!r}]")
+            out[k] = to_json(v, where, f"{path}[{k!r}]")
         return out
     for base in (str, int, float):  # subclasses (str and int enums) travel as their value
         if isinstance(value, base):
@@ -304,10 +310,10 @@ def check_arguments(
             out_args.append(value)
             continue
         label = f"argument {names[i]!r}" if i < len(names) else f"positional argument {i}"
-        out_args.append(_to_json(value, where, label))
+        out_args.append(to_json(value, where, label))
     out_kwargs = {}
     for name, value in kwargs.items():
         out_kwargs[name] = (
-            value if type(value) in _SCALARS else _to_json(value, where, f"argument {name!r}")
+            value if type(value) in _SCALARS else to_json(value, where, f"argument {name!r}")
         )
     return out_args, out_kwargs

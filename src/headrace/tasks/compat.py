@@ -33,7 +33,7 @@ from typing import Any, Final
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 from django.utils.module_loading import import_string
 
-from headrace.tasks.base import OPTION_NAMES, Task, _unknown_options_message
+from headrace.tasks.base import Task, check_option_names
 from headrace.tasks.context import TaskContext
 from headrace.tasks.exceptions import HeadraceTaskError, Retry
 from headrace.tasks.states import JobState
@@ -240,9 +240,7 @@ def _make(func: Callable[..., Any], options: dict[str, Any]) -> CeleryTask:
     backend = options.pop("backend", DEFAULT_TASK_BACKEND_ALIAS)
     if "autoretry_for" in options and isinstance(options["autoretry_for"], list):
         options["autoretry_for"] = tuple(options["autoretry_for"])
-    unknown = [name for name in options if name not in OPTION_NAMES]
-    if unknown:
-        raise TypeError(_unknown_options_message(unknown))
+    check_option_names(options)
     if bind:
         target = _bound_entry(func)
         holder: dict[str, CeleryTask] = {}

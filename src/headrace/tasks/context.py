@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.tasks import TaskContext as DjangoTaskContext
 
-from headrace.tasks.base import _to_json
+from headrace.tasks.base import to_json
 from headrace.tasks.exceptions import Retry
 
 if TYPE_CHECKING:
@@ -92,9 +92,9 @@ class JobControl:
     def report(self, done: float, total: float | None, info: Mapping[str, Any]) -> None:
         """Record and (throttled) send a progress value; callable from any thread."""
         value = {
-            "done": _to_json(done, "progress", "done"),
-            "total": _to_json(total, "progress", "total"),
-            "info": _to_json(dict(info), "progress", "info"),
+            "done": to_json(done, "progress", "done"),
+            "total": to_json(total, "progress", "total"),
+            "info": to_json(dict(info), "progress", "info"),
         }
         self._record(value)
         loop = self.loop

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from django.tasks import TaskResult as DjangoTaskResult
@@ -31,6 +31,7 @@ from headrace.tasks.states import JobState
 
 __all__ = [
     "TaskResult",
+    "build_result",
     "current_owner",
     "enqueued_by",
     "finished_message",
@@ -98,6 +99,28 @@ class TaskResult(_ResultBase):  # type: ignore[misc]  # frozen at run time
         await self.arefresh()
         return self
 
+
+def _make_builder() -> Callable[[dict[str, Any]], TaskResult]:
+    # Stores hold only JSON, so a result built from a stored job skips Django's
+    # ``__post_init__`` (which normalizes the arguments): one generated function sets the
+    # fields, taking a field's default when ``values`` leaves it out.
+    lines = ["def build(v):", "    r = new(TaskResult)"]
+    namespace: dict[str, Any] = {"TaskResult": TaskResult, "new": object.__new__}
+    for f in fields(TaskResult):
+        if f.default is not MISSING:
+            namespace[f"d_{f.name}"] = f.default
+            value = f"v[{f.name!r}] if {f.name!r} in v else d_{f.name}"
+        else:
+            value = f"v[{f.name!r}]"
+        lines.append(f"    set(r, {f.name!r}, {value})")
+    namespace["set"] = object.__setattr__
+    exec("\n".join([*lines, "    return r"]), namespace)
+    builder: Callable[[dict[str, Any]], TaskResult] = namespace["build"]
+    return builder
+
+
+#: Build a :class:`TaskResult` from values that are already JSON (a store's job).
+build_result = _make_builder()
 
 _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "headrace_task_owner", default=None

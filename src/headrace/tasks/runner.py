@@ -32,7 +32,7 @@ from django.tasks.base import TaskError
 from django.tasks.signals import task_started
 
 from headrace.db import close_old_connections_unless_suspended
-from headrace.tasks.base import _to_json
+from headrace.tasks.base import to_json
 from headrace.tasks.context import JobControl, TaskContext
 from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
 from headrace.tasks.jobs import Job, JobError
@@ -137,7 +137,7 @@ class Runner:
 
     def _succeeded(self, attempt: _Attempt, value: Any) -> None:
         try:
-            value = _to_json(value, f"{attempt.task.module_path} returned", "its return value")
+            value = to_json(value, f"{attempt.task.module_path} returned", "its return value")
         except TypeError as error:
             self._failed(attempt, error, retry=False)
             return
@@ -170,7 +170,9 @@ class Runner:
             decision = self._policy(attempt).decide(error, retries=job.retries, jitter=self.jitter)
         else:
             decision = None
-        recorded = _record(error)
+        # What the attempt ends with: the error, or the ``exc`` given to ``retry()``.
+        final = decision.error if decision is not None and decision.error is not None else error
+        recorded = _record(final)
         if decision is not None and decision.retry:
             delay = 0.0 if self.eager else decision.delay
             job = self.backend.move_job(
@@ -184,13 +186,10 @@ class Runner:
             task_retried.send(
                 type(self.backend),
                 task_result=self.backend.to_result(job, attempt.task),
-                exception=error,
+                exception=final,
                 delay=delay,
             )
             return
-        final = decision.error if decision is not None and decision.error is not None else error
-        if final is not error:
-            recorded = _record(final)
         job = self.backend.move_job(job.id, Move.FAIL, errors=(*job.errors, recorded))
         self._finished(attempt, job)
 
@@ -201,7 +200,13 @@ class Runner:
             ("status", job.state.status),
             ("state", job.state),
             ("finished_at", _when(job.finished_at)),
-            ("errors", [TaskError(**vars_of(e)) for e in job.errors]),
+            (
+                "errors",
+                [
+                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
+                    for e in job.errors
+                ],
+            ),
             ("progress", job.progress),
             ("cancel_requested", job.cancel_requested),
         ):
@@ -340,7 +345,3 @@ def _call_sync(func: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
 
 def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def vars_of(error: JobError) -> dict[str, str]:
-    return {"exception_class_path": error.exception_class_path, "traceback": error.traceback}

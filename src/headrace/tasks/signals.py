@@ -2,8 +2,9 @@
 ``task_finished`` (which headrace backends send as Django documents).
 
 ``task_retried`` is sent when a failed attempt will run again, with ``sender`` (the backend
-class), ``task_result`` (the job, READY again), ``exception`` (what the attempt raised; the
-:class:`~headrace.tasks.exceptions.Retry` itself for a bare ``retry()``) and ``delay`` (seconds
+class), ``task_result`` (the job, READY again), ``exception`` (what the attempt raised, or the
+``exc`` given to ``retry()``; the :class:`~headrace.tasks.exceptions.Retry` itself for a bare
+``retry()``) and ``delay`` (seconds
 until the next attempt may start). ``task_finished`` is sent only when the job has finished
 for good.
 """

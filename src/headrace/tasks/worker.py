@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -198,6 +198,19 @@ class TaskWorker:
                 return
             await self._changed.wait()
 
+    async def wait_running(self, count: int = 1) -> None:
+        """Wait until at least ``count`` attempts are in hand."""
+        await self._wait(lambda: len(self._handlers) >= count)
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has finished stopping."""
+        await self._wait(lambda: self.state is WorkerState.STOPPED)
+
+    async def _wait(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
     def statistics(self) -> TaskWorkerStatistics:
         return TaskWorkerStatistics(
             **self._counts, running=len(self._handlers), outages=self._backoff.outages
@@ -286,6 +299,7 @@ class TaskWorker:
             outcome = await runner.run(job)
         except asyncio.CancelledError:
             self._counts["returned"] += 1
+            self._notify()
             raise
         except LeaseLost as error:  # a late acknowledgement the store ignored
             logger.warning("%s", error)

@@ -45,7 +45,7 @@ from headrace.tasks.base import DEFAULT_RESULT_TTL, Task, check_arguments, check
 from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
 from headrace.tasks.jobs import Job, job_options
-from headrace.tasks.results import TaskResult, current_owner, finished_message
+from headrace.tasks.results import TaskResult, build_result, current_owner, finished_message
 from headrace.tasks.states import JobState
 
 __all__ = ["DEFAULT_PROGRESS_RATE", "HeadraceTaskBackend", "check_job_id", "new_job_id"]
@@ -74,6 +74,18 @@ def check_job_id(job_id: object) -> str:
 
 def _when(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _timestamp(name: str, value: datetime) -> float:
+    if settings.USE_TZ and value.tzinfo is None:
+        raise ValueError(f"{name} must be an aware datetime, got the naive {value!r}")
+    return value.timestamp()
 
 
 def _unknown_task(*args: Any, **kwargs: Any) -> None:
@@ -289,8 +301,10 @@ class HeadraceTaskBackend(BaseTaskBackend):
         due = now
         if countdown is None:
             countdown = getattr(task, "countdown", None)
+        else:
+            countdown = _seconds("countdown", countdown)
         if eta is not None:
-            due = eta.timestamp()
+            due = _timestamp("eta", eta)
         elif task.run_after is not None:
             due = task.run_after.timestamp()
         elif countdown is not None:
@@ -300,9 +314,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
         expires_at = (
             None
             if expires is None
-            else expires.timestamp()
+            else _timestamp("expires", expires)
             if isinstance(expires, datetime)
-            else now + float(expires)
+            else now + _seconds("expires", expires)
         )
         key = getattr(task, "key", None)
         job = Job(
@@ -391,30 +405,30 @@ class HeadraceTaskBackend(BaseTaskBackend):
                 task = self.resolve_task(job.task_path)
             except UnknownTask:
                 task = self._placeholder(job)
-        result = TaskResult(
-            task=task,
-            id=job.id,
-            status=job.state.status,
-            enqueued_at=_when(job.enqueued_at),
-            started_at=_when(job.started_at),
-            finished_at=_when(job.finished_at),
-            last_attempted_at=_when(job.last_attempted_at),
-            args=job.args,
-            kwargs=job.kwargs,
-            backend=self.alias,
-            errors=[
-                TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
-                for e in job.errors
-            ],
-            worker_ids=list(job.worker_ids),
-            state=job.state,
-            owner=job.owner,
-            progress=job.progress,
-            cancel_requested=job.cancel_requested,
+        return build_result(
+            {
+                "task": task,
+                "id": job.id,
+                "status": job.state.status,
+                "enqueued_at": _when(job.enqueued_at),
+                "started_at": _when(job.started_at),
+                "finished_at": _when(job.finished_at),
+                "last_attempted_at": _when(job.last_attempted_at),
+                "args": list(job.args),
+                "kwargs": dict(job.kwargs),
+                "backend": self.alias,
+                "errors": [
+                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
+                    for e in job.errors
+                ],
+                "worker_ids": list(job.worker_ids),
+                "_return_value": job.return_value if job.state is JobState.SUCCESSFUL else None,
+                "state": job.state,
+                "owner": job.owner,
+                "progress": job.progress,
+                "cancel_requested": job.cancel_requested,
+            }
         )
-        if job.state is JobState.SUCCESSFUL:
-            object.__setattr__(result, "_return_value", job.return_value)
-        return result
 
     def _placeholder(self, job: Job) -> Any:
         return Task(

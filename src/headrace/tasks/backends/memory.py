@@ -150,14 +150,15 @@ class _Store:
                 del self.jobs[job_id]
                 self.tasks.pop(job_id, None)
 
-    def finish(self, job: Job, now: float, ttl: float) -> tuple[Job, list[_Effect]]:
-        job = job.evolve(finished_at=now, result_expires_at=now + ttl)
+    def finish(self, job: Job) -> list[_Effect]:
+        """Bookkeeping for a job that has just finished (with its ``result_expires_at``)."""
+        assert job.result_expires_at is not None
         self.entry.pop(job.id, None)
         if job.key is not None and self.keys.get(job.key) == job.id:
             del self.keys[job.key]
         self.watchers.pop(job.id, None)
-        heapq.heappush(self.expiring, (now + ttl, job.id))
-        return job, self.finish_waiters.pop(job.id, [])
+        heapq.heappush(self.expiring, (job.result_expires_at, job.id))
+        return self.finish_waiters.pop(job.id, [])
 
 
 _stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
@@ -246,8 +247,10 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 job = job.evolve(
                     state=advance(job.state, Move.EXPIRE),
                     errors=(*job.errors, _error(TaskExpired, "expired before a worker took it")),
+                    finished_at=now,
+                    result_expires_at=now + self.result_ttl(job),
                 )
-                job, waiters = store.finish(job, now, self.result_ttl(job))
+                waiters = store.finish(job)
                 store.jobs[job.id] = job
                 expired.append(job)
                 for effect in waiters:
@@ -330,11 +333,15 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             if job is None:
                 raise TaskResultDoesNotExist(job_id)
             now = store.clock.time()
-            job = job.evolve(state=advance(job.state, move), **changes)
-            if job.state is JobState.READY:
+            state = advance(job.state, move)
+            if state.is_finished:
+                changes["finished_at"] = now
+                changes["result_expires_at"] = now + self.result_ttl(job)
+            job = job.evolve(state=state, **changes)
+            if state is JobState.READY:
                 effects = store.schedule(job, now)
-            elif job.is_finished:
-                job, effects = store.finish(job, now, self.result_ttl(job))
+            elif state.is_finished:
+                effects = store.finish(job)
             else:
                 store.entry.pop(job_id, None)  # claimed: off the ready and delayed heaps
             store.jobs[job_id] = job
@@ -355,8 +362,10 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                     state=advance(job.state, Move.CANCEL),
                     cancel_requested=True,
                     errors=(*job.errors, _error(TaskCancelled, "cancelled before it started")),
+                    finished_at=now,
+                    result_expires_at=now + self.result_ttl(job),
                 )
-                job, effects = store.finish(job, now, self.result_ttl(job))
+                effects = store.finish(job)
             else:
                 job = job.evolve(cancel_requested=True)
                 watcher = store.watchers.get(job_id)
