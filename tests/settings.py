@@ -52,3 +52,12 @@ TASKS = {
         "QUEUES": ["default", "emails"],
     }
 }
+
+# -- the database task backend's admin (issue 15) ---------------------------------------------
+INSTALLED_APPS += ["django.contrib.admin", "django.contrib.messages"]
+MIDDLEWARE += ["django.contrib.messages.middleware.MessageMiddleware"]
+TEMPLATES[0]["OPTIONS"]["context_processors"] += [
+    "django.template.context_processors.request",
+    "django.contrib.auth.context_processors.auth",
+    "django.contrib.messages.context_processors.messages",
+]

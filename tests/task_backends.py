@@ -14,7 +14,7 @@ from headrace.layers import ManualClock
 QUEUES = ["default", "emails"]
 
 
-def memory(clock: ManualClock, *, request: Any = None, **options: Any) -> dict[str, Any]:
+def memory(clock: ManualClock, **options: Any) -> dict[str, Any]:
     return {
         "default": {
             "BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend",
@@ -24,18 +24,51 @@ def memory(clock: ManualClock, *, request: Any = None, **options: Any) -> dict[s
     }
 
 
-def redis(clock: ManualClock, *, request: Any, **options: Any) -> dict[str, Any]:
-    """On the session's standalone redis-server; a fresh key prefix per test."""
-    from tests.redis_servers import servers
+TASK_BACKENDS: dict[str, Callable[..., dict[str, Any]]] = {"memory": memory}
 
-    server = servers(request.config).standalone()
+
+# -- the database backend (issue 15): the fixtures named in ``fixtures`` give it empty tables --
+
+POSTGRES_ALIAS = "headrace_pg"
+SQLITE_ALIAS = "headrace_sqlite"
+
+
+def _database(database: str) -> Callable[..., dict[str, Any]]:
+    def make(clock: ManualClock, **options: Any) -> dict[str, Any]:
+        return {
+            "default": {
+                "BACKEND": "headrace.tasks.backends.database.DatabaseTaskBackend",
+                "QUEUES": QUEUES,
+                "OPTIONS": {"clock": clock, "database": database, **options},
+            }
+        }
+
+    return make
+
+
+sqlite = _database(SQLITE_ALIAS)
+sqlite.fixtures = ("task_sqlite",)  # type: ignore[attr-defined]
+postgres = _database(POSTGRES_ALIAS)
+postgres.fixtures = ("task_postgres",)  # type: ignore[attr-defined]
+
+TASK_BACKENDS.update(sqlite=sqlite, postgres=postgres)
+
+
+# -- the Redis backend (issue 14): the ``task_redis`` fixture names the server -----------------
+
+#: The standalone redis-server of the session (set by the ``task_redis`` fixture).
+REDIS_SERVER: dict[str, str] = {}
+
+
+def redis(clock: ManualClock, **options: Any) -> dict[str, Any]:
+    """On the session's standalone redis-server, with a fresh key prefix for each test."""
     return {
         "default": {
             "BACKEND": "headrace.tasks.backends.redis.RedisTaskBackend",
             "QUEUES": QUEUES,
             "OPTIONS": {
                 "clock": clock,
-                "hosts": [server.url],
+                "hosts": [REDIS_SERVER["url"]],
                 "prefix": f"t-{uuid.uuid4().hex[:12]}",
                 **options,
             },
@@ -43,4 +76,5 @@ def redis(clock: ManualClock, *, request: Any, **options: Any) -> dict[str, Any]
     }
 
 
-TASK_BACKENDS: dict[str, Callable[..., dict[str, Any]]] = {"memory": memory, "redis": redis}
+redis.fixtures = ("task_redis",)  # type: ignore[attr-defined]
+TASK_BACKENDS["redis"] = redis

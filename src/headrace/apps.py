@@ -13,4 +13,5 @@ class HeadraceConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks
+        from .tasks import beat  # noqa: F401 - registers the schedule check
         from .tasks import checks as task_checks  # noqa: F401 - registers the task checks

@@ -15,6 +15,10 @@
     result = notify_author.apply_async(args=[post.id], countdown=10)
     result.id, result.status, result.get(timeout=5)
 
+Periodic tasks: ``CELERY_BEAT_SCHEDULE`` is read as it is (beside
+``HEADRACE_TASKS_SCHEDULE``, see :mod:`headrace.tasks.beat`); import ``crontab`` from here
+instead of ``celery.schedules``.
+
 What differs: the task runs on a headrace backend from ``TASKS`` (Django's framework, so
 ``notify_author.task.enqueue(...)`` works too); the task's name is its import path
 (``name=`` is accepted and ignored); only JSON arguments are accepted; ``get()`` raises the
@@ -36,9 +40,10 @@ from django.utils.module_loading import import_string
 from headrace.tasks.base import Task, check_option_names
 from headrace.tasks.context import TaskContext
 from headrace.tasks.exceptions import HeadraceTaskError, Retry
+from headrace.tasks.schedules import crontab
 from headrace.tasks.states import JobState
 
-__all__ = ["AsyncResult", "CeleryTask", "Request", "shared_task"]
+__all__ = ["AsyncResult", "CeleryTask", "Request", "crontab", "shared_task"]
 
 # Celery options that change nothing here: accepted so that decorators port unchanged.
 _IGNORED: Final = ("name", "ignore_result", "acks_late", "track_started", "typing", "serializer")

@@ -9,9 +9,9 @@
         ├── TaskExpired             the job's ``expires`` time passed before it started
         ├── TaskTimeout             an async job ran past its ``timeout`` and was cancelled
         ├── UnknownTask             a stored job names a task that cannot be imported
+        ├── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
         ├── WorkerLost              the worker running the job stopped renewing its lease
-        ├── LeaseLost               a worker's late acknowledgement, ignored (lease handed on)
-        └── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
+        └── LeaseLost               a worker settled a job whose lease had passed to another
     ConfigurationError              bad option names or values (also ``ImproperlyConfigured``)
 
     Control flow (not an error): Retry, raised by ``context.retry()`` / ``self.retry()``.
@@ -66,18 +66,19 @@ class UnknownTask(HeadraceTaskError):
     """A stored job names a task path that cannot be imported as a task."""
 
 
+class MaxRetriesExceeded(HeadraceTaskError):
+    """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
+
+
 class WorkerLost(HeadraceTaskError):
-    """Recorded in a job's errors when its worker died (its lease lapsed): the job went back
-    to its queue, or to the dead letters after ``max_deliveries`` such deaths."""
+    """The worker running the job stopped renewing its lease (it died, or hung longer than
+    the lease): the job was put back in its queue, or dead-lettered after ``max_deliveries``
+    such losses. Recorded in the job's errors; never raised in a task."""
 
 
 class LeaseLost(HeadraceTaskError):
-    """A store ignored an acknowledgement: the worker's lease on the job had lapsed and the
-    job was handed to another worker (a paused worker waking up late)."""
-
-
-class MaxRetriesExceeded(HeadraceTaskError):
-    """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
+    """A worker tried to settle a job whose lease had lapsed and passed to another worker
+    (it was paused past its lease): its outcome is ignored, the other attempt counts."""
 
 
 class Retry(Exception):

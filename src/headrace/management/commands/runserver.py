@@ -10,7 +10,8 @@ Background coroutines that live as long as the server are collected by
 :meth:`Command.get_background_tasks`. With the in-memory layer that is the embedded workers:
 every channel the project's ``ChannelNameRouter`` routes, plus ``asgi.delay``, is served inside
 this process, so one command runs the whole system in development; so are the queues of every
-in-memory task backend in ``TASKS`` (:func:`headrace.tasks.worker.run_embedded_task_workers`). Set
+in-memory task backend in ``TASKS`` (:func:`headrace.tasks.worker.run_embedded_task_workers`)
+and their schedule (:func:`headrace.tasks.beat.run_embedded_beats`). Set
 ``HEADRACE_EMBEDDED_WORKERS = False`` to run them with ``manage.py runworker`` instead; with any
 other layer they never run here.
 """
@@ -74,16 +75,21 @@ class Command(BaseCommand):
 
     def get_background_tasks(self, **options: Any) -> list[BackgroundFactory]:
         """Coroutine factories to run beside the server for its lifetime."""
+        from ...tasks.beat import run_embedded_beats
         from ...tasks.worker import run_embedded_task_workers
 
         if not getattr(settings, "ASGI_APPLICATION", None):
             # Django's plain ASGI handler routes no background channels; tasks may still run.
-            return [run_embedded_task_workers]
+            return [run_embedded_task_workers, run_embedded_beats]
         from ...routing import get_default_application
         from ...worker import run_embedded_workers
 
         application = get_default_application()
-        return [lambda: run_embedded_workers(application), run_embedded_task_workers]
+        return [
+            lambda: run_embedded_workers(application),
+            run_embedded_task_workers,
+            run_embedded_beats,
+        ]
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         autoreload.raise_last_exception()

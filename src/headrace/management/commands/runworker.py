@@ -1,13 +1,14 @@
-"""``manage.py runworker [CHANNEL ...] [--tasks [QUEUE ...]]``: serve background channels and
-task queues until signalled.
+"""``manage.py runworker [CHANNEL ...] [--tasks [QUEUE ...]] [--beat]``: serve background
+channels and task queues until signalled.
 
 Same command line as Channels' (``--layer``), plus ``--concurrency``, ``--shutdown-timeout``
 and ``--no-delay``. The consumers come from the ``ChannelNameRouter`` under ``ASGI_APPLICATION``.
 The worker also forwards old-format delay requests from ``asgi.delay`` unless ``--no-delay``
 is given. ``--tasks`` also runs the jobs of those queues (all of the backend's when none are
 named) from ``TASKS[--task-backend]`` (see :mod:`headrace.tasks.worker`); it may be given
-without channels. ``SIGTERM`` or ``SIGINT`` stops it gracefully (exit status 0); a second one
-cancels the handlers still running.
+without channels. ``--beat`` also fires the schedule of that backend (as ``runbeat`` does,
+see :mod:`headrace.tasks.beat`). ``SIGTERM`` or ``SIGINT`` stops it gracefully (exit status
+0); a second one cancels the handlers still running.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from headrace.process import (
     freeze_startup_objects,
     serve_until_signalled,
 )
+from headrace.tasks.beat import Beat, beat_for_command
 from headrace.tasks.worker import TaskWorker, WorkerSet, task_worker_for_command
 from headrace.types import ASGIApp
 from headrace.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_TIMEOUT, Worker
@@ -48,6 +50,11 @@ class Command(BaseCommand):
             nargs="*",
             metavar="QUEUE",
             help="Also run task jobs of these queues (none named: all of the backend's)",
+        )
+        parser.add_argument(
+            "--beat",
+            action="store_true",
+            help="Also fire the schedule (HEADRACE_TASKS_SCHEDULE) of --task-backend",
         )
         parser.add_argument(
             "--task-backend",
@@ -113,11 +120,12 @@ class Command(BaseCommand):
         configure_logging(int(options.get("verbosity", 1)))
         channels: list[str] = list(options.get("channels") or [])
         queues: list[str] | None = options.get("tasks")
-        if not channels and queues is None:
-            raise CommandError("name the channels to serve, or give --tasks, or both")
+        beat = bool(options.get("beat"))
+        if not channels and queues is None and not beat:
+            raise CommandError("name the channels to serve, or give --tasks or --beat")
         if channels and options.get("serve_delay", False) and DELAY_CHANNEL not in channels:
             channels.append(DELAY_CHANNEL)
-        workers: list[Worker | TaskWorker] = []
+        workers: list[Worker | TaskWorker | Beat] = []
         try:
             if channels:
                 alias = options["layer"]
@@ -133,9 +141,12 @@ class Command(BaseCommand):
                 )
             if queues is not None:
                 workers.append(task_worker_for_command(queues, **options))
+            if beat:
+                workers.append(beat_for_command(**options))
         except ConfigurationError as error:
             raise CommandError(str(error)) from error
-        worker = workers[0] if len(workers) == 1 else WorkerSet(workers)
+        only = workers[0]
+        worker = only if len(workers) == 1 and not isinstance(only, Beat) else WorkerSet(workers)
         loop_factory = self.loop_factory(options.get("loop", "auto"))
         freeze_startup_objects()
         asyncio.run(serve_until_signalled(worker), loop_factory=loop_factory)

@@ -98,6 +98,7 @@ class _Store:
         self.watchers: dict[str, _Effect] = {}
         self.seq = itertools.count()
         self.enqueued = 0
+        self.fired: dict[str, float] = {}  # schedule entry -> last slot fired (beat)
 
     # All methods below run with the lock held; the ones returning effects leave them to be
     # called after it is released.
@@ -425,6 +426,24 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 return False
             store.finish_waiters.setdefault(job_id, []).append(callback)
             return True
+
+    def fire_slot(self, job: Job, *, entry: str, slot: float, task: Any = None) -> tuple[Job, bool]:
+        """*schedule store* Fire ``slot`` of schedule ``entry`` as ``job`` if no later or
+        equal slot of it was fired; the check and the record are one step under the lock,
+        so of several schedulers exactly one fires each slot (see headrace.tasks.beat)."""
+        store = self._store
+        with store.lock:
+            last = store.fired.get(entry)
+            if last is not None and slot <= last:
+                return store.jobs.get(job.id, job), False
+            store.fired[entry] = slot
+        # Only the caller that recorded the slot gets here, so the job cannot be added twice.
+        return self.put_job(job, task)
+
+    def last_fired_slot(self, entry: str) -> float | None:
+        """*schedule store* The last slot fired for schedule ``entry``, or None."""
+        with self._store.lock:
+            return self._store.fired.get(entry)
 
     def ready_count(self, queues: Iterable[str]) -> int:
         store = self._store
