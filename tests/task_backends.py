@@ -60,15 +60,14 @@ TASK_BACKENDS.update(sqlite=sqlite, postgres=postgres)
 REDIS_SERVER: dict[str, str] = {}
 
 
-def redis(clock: ManualClock, **options: Any) -> dict[str, Any]:
-    """On the session's standalone redis-server, with a fresh key prefix for each test."""
+def _on_redis(clock: ManualClock, hosts: list[Any], **options: Any) -> dict[str, Any]:
     return {
         "default": {
             "BACKEND": "headrace.tasks.backends.redis.RedisTaskBackend",
             "QUEUES": QUEUES,
             "OPTIONS": {
                 "clock": clock,
-                "hosts": [REDIS_SERVER["url"]],
+                "hosts": hosts,
                 "prefix": f"t-{uuid.uuid4().hex[:12]}",
                 **options,
             },
@@ -76,5 +75,50 @@ def redis(clock: ManualClock, **options: Any) -> dict[str, Any]:
     }
 
 
+def redis(clock: ManualClock, **options: Any) -> dict[str, Any]:
+    """On the session's standalone redis-server, with a fresh key prefix for each test."""
+    return _on_redis(clock, [REDIS_SERVER["url"]], **options)
+
+
+def redis_cluster(clock: ManualClock, **options: Any) -> dict[str, Any]:
+    """On the session's 3-master Redis Cluster."""
+    return _on_redis(clock, [REDIS_SERVER["cluster"]], cluster=True, **options)
+
+
+def redis_sentinel(clock: ManualClock, **options: Any) -> dict[str, Any]:
+    """Through the session's Sentinel, after a fail-over (see the ``task_redis_sentinel``
+    fixture): the master it names is no longer the one it started with."""
+    host = {"sentinels": [("127.0.0.1", int(REDIS_SERVER["sentinel"]))], "master_name": "mymaster"}
+    return _on_redis(clock, [host], **options)
+
+
+def fail_over(sentinel: Any) -> None:
+    """Have ``sentinel`` promote the replica of ``mymaster``; return once it names the new
+    master (whichever server was master before: other tests fail it over too)."""
+    from tests.redis_servers import wait_until
+
+    with sentinel.client() as client:
+
+        def master() -> Any:
+            return client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+
+        wait_until(
+            lambda: client.execute_command("SENTINEL", "REPLICAS", "mymaster"),
+            "the sentinel to know the replica",
+            timeout=30,
+        )
+        before = master()
+        wait_until(
+            lambda: client.execute_command("SENTINEL", "FAILOVER", "mymaster"),
+            "the sentinel to accept a fail-over",
+            timeout=30,
+        )
+        wait_until(lambda: master() != before, "the fail-over", timeout=30)
+
+
 redis.fixtures = ("task_redis",)  # type: ignore[attr-defined]
-TASK_BACKENDS["redis"] = redis
+redis_cluster.fixtures = ("task_redis_cluster",)  # type: ignore[attr-defined]
+redis_sentinel.fixtures = ("task_redis_sentinel",)  # type: ignore[attr-defined]
+TASK_BACKENDS.update(
+    {"redis": redis, "redis-cluster": redis_cluster, "redis-sentinel": redis_sentinel}
+)

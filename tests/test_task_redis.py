@@ -29,6 +29,7 @@ from headrace.tasks import JobState
 from headrace.tasks.backends.redis import RedisTaskBackend, TaskStoreUnavailable
 from headrace.tasks.worker import TaskWorker
 from tests.redis_servers import RedisServer, servers, wait_until
+from tests.task_backends import fail_over
 from tests.taskapp import redis_jobs, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,6 +309,36 @@ async def test_an_enqueue_that_cannot_reach_redis_raises_and_workers_come_back(
     finally:
         worker.stop()
         await asyncio.wait_for(run, 5)
+
+
+@pytest.mark.slow
+async def test_jobs_keep_running_through_a_sentinel_fail_over(
+    settings: Any, request: pytest.FixtureRequest, mark: str
+) -> None:
+    _, _, sentinel = servers(request.config).sentinel()
+    host = {"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "mymaster"}
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "headrace.tasks.backends.redis.RedisTaskBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"hosts": [host], "prefix": mark, "connect_timeout": 15},
+        }
+    }
+    backend = task_backends["default"]
+    worker = TaskWorker(backend, jitter=lambda cap: cap)
+    run = asyncio.ensure_future(worker.run())
+    try:
+        before = [tasks.add.enqueue(n, n) for n in range(20)]
+        for result in before:
+            await asyncio.wait_for(result.wait(), 10)
+        await asyncio.to_thread(fail_over, sentinel)
+        after = [await asyncio.to_thread(tasks.add.enqueue, n, 1) for n in range(20)]
+        for n, result in enumerate(after):
+            await asyncio.wait_for(result.wait(), 30)
+            assert result.return_value == n + 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 10)
 
 
 def test_check_warns_when_redis_keeps_nothing_on_disk(

@@ -59,7 +59,7 @@ from django.core import checks
 from django.core.signals import setting_changed
 from django.tasks.exceptions import TaskResultDoesNotExist
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from headrace.backoff import Backoff, pause_for
@@ -372,6 +372,8 @@ setting_changed.connect(_forget_stores)
 
 def _never_sent(error: BaseException) -> bool:
     """True when a command failed before reaching Redis (so sending it again cannot double it)."""
+    if isinstance(error, ReadOnlyError):
+        return True
     text = str(error).lower()
     return isinstance(error, RedisConnectionError | OSError) and any(
         sign in text for sign in ("connecting to", "connection refused", "loading", "reset")
@@ -503,7 +505,8 @@ class RedisTaskBackend(HeadraceTaskBackend):
                     return client.evalsha(script.sha, len(keys), *keys, *args)
                 except NoScriptError:
                     return client.eval(script.source, len(keys), *keys, *args)
-            except _CONNECTION_ERRORS as error:
+            except (*_CONNECTION_ERRORS, ReadOnlyError) as error:
+                # A replica's refusal (a Sentinel fail-over under way) wrote nothing either.
                 if not _never_sent(error) or time.monotonic() >= deadline:
                     raise TaskStoreUnavailable(
                         f"Redis for task queue {queue!r} cannot be reached ({error}); "
