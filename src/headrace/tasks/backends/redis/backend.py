@@ -69,7 +69,7 @@ from headrace.layers.redis.topology import Topology
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.exceptions import LeaseLost, UnknownTask
 from headrace.tasks.jobs import Job, JobError
-from headrace.tasks.states import JobState, advance
+from headrace.tasks.states import JobState, Move, advance
 
 from .layout import QueueKeys, check_queue_name
 from .scripts import CANCEL, CLAIM, CLAIM_ONE, ENQUEUE, MOVE, PROGRESS, RENEW, Script
@@ -236,18 +236,27 @@ class RedisTaskStatistics:
 # -- the shared state of one TASKS entry ---------------------------------------------------------
 
 
+#: A queued acknowledgement: (queue, job id, KEYS and ARGV of the MOVE script).
+_Ack = tuple[str, str, tuple[Any, ...]]
+
+
 class _LoopPart:
-    """The asyncio clients of one event loop, and its heartbeat task."""
+    """The asyncio clients of one event loop, its heartbeat task, and the acknowledgements
+    its jobs made in this turn of the loop (sent together: see ``RedisTaskBackend._ack``)."""
 
     def __init__(self, topology: Topology) -> None:
         self.connections = topology.connect()
         self.heartbeat: asyncio.Task[None] | None = None
         self.closer: AsyncGenerator[None, None] | None = None
         self.starter: asyncio.Task[None] | None = None
+        self.acks: list[_Ack] = []
+        self.send_acks: Callable[[_LoopPart], None] | None = None
 
     async def aclose(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.cancel()
+        if self.acks and self.send_acks is not None:
+            self.send_acks(self)  # the loop is closing: now or never
         await self.connections.aclose()
 
 
@@ -282,6 +291,10 @@ class _Store:
         #: Leases a heartbeat found gone: kept so the late ack carries its (stale) token.
         self.gone: set[str] = set()
         self.queue_of: dict[str, str] = {}  # job id -> queue, for jobs seen here (bounded)
+        self.claimed: dict[str, Job] = {}  # the jobs this process holds leases on, as claimed
+        self.ack_backoff = Backoff(
+            f"acknowledging tasks on Redis ({settings.prefix})", logger=logger
+        )
         self.watchers: dict[str, Callable[[], None]] = {}
         self.finish_waiters: dict[str, list[Callable[[], None]]] = {}
         self.loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPart] = (
@@ -496,6 +509,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
     def _sync(self, queue: str, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run ``script`` for ``queue``; retried while Redis cannot be reached (the command
         never left), up to ``connect_timeout``; then :class:`TaskStoreUnavailable`."""
+        self._send_acks_first()
         client = self._store.clients()[self._store.client_index(queue)]
         deadline = time.monotonic() + self.settings.connect_timeout
         attempt = 0
@@ -629,6 +643,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         if not _ID_CHARS.issuperset(job_id):
             return None
         store = self._store
+        self._send_acks_first()
         known = store.queue_of.get(job_id)
         queues = [known] if known is not None else []
         queues += [q for q in self.queues if q != known]
@@ -650,24 +665,29 @@ class RedisTaskBackend(HeadraceTaskBackend):
         return None
 
     def get_job(self, job_id: str) -> Job | None:
-        found = self._find(job_id)
+        found = self._find(job_id)  # sends this loop turn's acknowledgements first
         return None if found is None else _job_from(job_id, found[1])
 
-    def _claim_reply(self, queue: str, reply: Any) -> tuple[Job | None, float | None, list[str]]:
+    def _claim_reply(self, queue: str, reply: Any) -> tuple[list[Job], float | None, list[str]]:
+        expired = [_text(i) for i in reply[2]]
         if int(reply[0]) == 1:
-            token = _text(reply[1])
-            fields = _fields(reply[2])
-            job_id = _job_id_of(fields, reply)
-            job = _job_from(job_id, fields)
-            self._store.leases[job.id] = (queue, token)
-            self._store.remember(job.id, queue)
-            return job, None, [_text(i) for i in reply[3]]
+            store = self._store
+            taken = reply[1]
+            jobs: list[Job] = []
+            for index in range(0, len(taken), 2):
+                fields = _fields(taken[index + 1])
+                job = _job_from(fields["id"], fields)
+                store.leases[job.id] = (queue, _text(taken[index]))
+                store.claimed[job.id] = job
+                store.remember(job.id, queue)
+                jobs.append(job)
+            return jobs, None, expired
         wait = _text(reply[1])
-        return None, (float(wait) if wait else None), [_text(i) for i in reply[2]]
+        return [], (float(wait) if wait else None), expired
 
-    def _claim_args(self, keys: QueueKeys, worker_id: str) -> tuple[Any, ...]:
+    def _claim_args(self, keys: QueueKeys, worker_id: str, count: int = 1) -> tuple[Any, ...]:
         s = self.settings
-        return (self._now(), keys.base, worker_id, repr(s.lease), s.max_deliveries)
+        return (self._now(), keys.base, worker_id, repr(s.lease), s.max_deliveries, count)
 
     def _announce_expired(self, queue: str, ids: list[str]) -> None:
         for job_id in ids:
@@ -687,11 +707,11 @@ class RedisTaskBackend(HeadraceTaskBackend):
         for queue in self._ordered(queues):
             keys = self._store.queue_keys(queue)
             reply = self._sync(queue, CLAIM, keys.common, self._claim_args(keys, worker_id))
-            job, _, expired = self._claim_reply(queue, reply)
+            jobs, _, expired = self._claim_reply(queue, reply)
             self._announce_expired(queue, expired)
-            if job is not None:
+            if jobs:
                 self._ensure_heartbeat()
-                return job
+                return jobs[0]
         return None
 
     async def claim(
@@ -710,16 +730,33 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 reply = await self._async(
                     part, queue, CLAIM, keys.common, self._claim_args(keys, worker_id)
                 )
-                job, wait, expired = self._claim_reply(queue, reply)
+                jobs, wait, expired = self._claim_reply(queue, reply)
                 self._announce_expired(queue, expired)
-                if job is not None:
+                if jobs:
                     self._ensure_heartbeat()
-                    return job
+                    return jobs[0]
                 if wait is not None:
                     waits.append(wait)
             if on_wait is not None:
                 on_wait()
             await self._wait_for_work(part, names, min(waits) if waits else None)
+
+    async def claim_more(self, queues: Iterable[str], worker_id: str, limit: int) -> list[Job]:
+        """Up to ``limit`` more jobs due now, in one script call per queue, without waiting:
+        a worker that just claimed a job asks for as many as it has free slots left (never
+        more, so nothing is hoarded)."""
+        part = self._loop_part()
+        found: list[Job] = []
+        for queue in self._ordered(queues):
+            if len(found) >= limit:
+                break
+            keys = self._store.queue_keys(queue)
+            args = self._claim_args(keys, worker_id, limit - len(found))
+            reply = await self._async(part, queue, CLAIM, keys.common, args)
+            jobs, _, expired = self._claim_reply(queue, reply)
+            self._announce_expired(queue, expired)
+            found += jobs
+        return found
 
     async def _wait_for_work(self, part: _LoopPart, queues: list[str], due: float | None) -> None:
         """Block until an enqueue pushes a wake token, ``due`` seconds pass (a delayed job or
@@ -779,6 +816,10 @@ class RedisTaskBackend(HeadraceTaskBackend):
         found_lease = store.leases.get(job_id)
         if found_lease is not None:
             queue, token = found_lease
+            if move in (Move.SUCCEED, Move.FAIL) and job_id in store.claimed:
+                part = self._running_part()
+                if part is not None:
+                    return self._ack(part, job_id, queue, token, move, changes)
         else:
             found = self._find(job_id)
             if found is None:
@@ -810,6 +851,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
             raise AssertionError("unreachable")
         if code == -3:
             store.leases.pop(job_id, None)
+            store.claimed.pop(job_id, None)
             store.gone.discard(job_id)
             store.stale_acks += 1
             raise LeaseLost(
@@ -820,11 +862,142 @@ class RedisTaskBackend(HeadraceTaskBackend):
         store.gone.discard(job_id)
         if job.state is JobState.RUNNING:
             store.leases[job_id] = (queue, _text(reply[2]))
+            store.claimed[job_id] = job
         else:
             store.leases.pop(job_id, None)
+            store.claimed.pop(job_id, None)
         if job.is_finished:
             self._finished_here(job)
         return job
+
+    def _running_part(self) -> _LoopPart | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self._store.loops.get(loop)
+
+    def _ack(
+        self,
+        part: _LoopPart,
+        job_id: str,
+        queue: str,
+        token: str,
+        move: Move,
+        changes: Mapping[str, Any],
+    ) -> Job:
+        """Settle a job this worker holds, its acknowledgement sent with the others of this
+        loop turn at the end of the turn (one round trip for many jobs; any store call made
+        before then sends them first). The job as it now is comes back at once; a stale
+        token is logged and counted when the reply comes (``stale_acks``), not raised."""
+        store = self._store
+        claimed = store.claimed.pop(job_id)
+        store.leases.pop(job_id, None)
+        store.gone.discard(job_id)
+        keys = store.queue_keys(queue)
+        pairs, _ = _encode_changes(changes, self._local_now())
+        now = self._local_now()
+        local = claimed.evolve(
+            state=advance(claimed.state, move),
+            finished_at=now,
+            result_expires_at=now + self.result_ttl(claimed),
+            **changes,
+        )
+        command = (
+            *keys.common,
+            keys.job(job_id),
+            self._now(),
+            keys.base,
+            job_id,
+            move.value,
+            token,
+            "0",
+            repr(self.settings.lease),
+            self.worker_id,
+            *pairs,
+        )
+        part.acks.append((queue, job_id, command))
+        if len(part.acks) == 1:
+            part.send_acks = self._send_acks
+            asyncio.get_running_loop().call_soon(self._send_acks, part)
+        self._finished_here(local)
+        return local
+
+    def _send_acks(self, part: _LoopPart) -> None:
+        """Send the acknowledgements queued in this loop turn, one pipeline per server (a
+        callback at the end of the turn; any store call before it sends them first, so
+        everything this process does reaches Redis in order). A connection failure is logged
+        once per outage and retried after a pause; the jobs' leases keep them safe meanwhile
+        (were this process to die first, they would run again elsewhere)."""
+        store = self._store
+        batch, part.acks = part.acks, []
+        if not batch:
+            return
+        try:
+            replies = self._pipeline(batch)
+        except (RedisError, OSError) as error:
+            part.acks[:0] = batch
+            backoff = store.ack_backoff
+            if not backoff.failing:
+                logger.warning("%s failed (%s); retrying", backoff.what, error)
+                backoff.outages += 1
+            backoff.failing = True
+            backoff.failures += 1
+            pause = backoff.next_pause()
+            asyncio.get_running_loop().call_later(pause, self._send_acks, part)
+            return
+        store.ack_backoff.succeeded()
+        for (_queue, job_id, _), reply in zip(batch, replies, strict=True):
+            code = int(reply[0]) if not isinstance(reply, Exception) else None
+            if code == -3:
+                store.stale_acks += 1
+                logger.warning(
+                    "task %s: this worker's result was ignored: its lease lapsed and the job "
+                    "was handed on (it is %s now)",
+                    job_id,
+                    _text(reply[1]),
+                )
+            elif code != 1:
+                logger.error("acknowledging task %s failed: %r", job_id, reply)
+
+    def _pipeline(self, batch: list[_Ack]) -> list[Any]:
+        by_client: dict[int, list[int]] = {}
+        for index, (queue, _, _) in enumerate(batch):
+            by_client.setdefault(self._store.client_index(queue), []).append(index)
+        replies: list[Any] = [None] * len(batch)
+        nkeys = 8  # the seven keys every moving script takes, and the job's
+        clients = self._store.clients()
+        for client_index, indexes in by_client.items():
+            client = clients[client_index]
+            results: list[Any] = []
+            for attempt in range(2):
+                if self.settings.cluster:  # a cluster client pipelines no scripts
+                    results = []
+                    for index in indexes:
+                        try:
+                            results.append(client.evalsha(MOVE.sha, nkeys, *batch[index][2]))
+                        except NoScriptError as error:
+                            results.append(error)
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for index in indexes:
+                        pipe.evalsha(MOVE.sha, nkeys, *batch[index][2])
+                    results = pipe.execute(raise_on_error=False)
+                if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                    client.script_load(MOVE.source)
+                    continue
+                break
+            for index, result in zip(indexes, results, strict=True):
+                if isinstance(result, _CONNECTION_ERRORS):
+                    raise result
+                replies[index] = result
+        return replies
+
+    def _send_acks_first(self) -> None:
+        """Before another store call from the worker's loop: send this turn's acks."""
+        part = self._running_part()
+        if part is not None and part.acks:
+            self._send_acks(part)
 
     def _finished_here(self, job: Job) -> None:
         for callback in self._store.finish_waiters.pop(job.id, []):
@@ -1139,11 +1312,3 @@ async def _start(generator: AsyncGenerator[None, None]) -> None:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _job_id_of(fields: Mapping[str, str], reply: Any) -> str:
-    """The claimed job's id (a claim reply carries the hash; the id is in its spec-less key)."""
-    job_id = fields.get("id")
-    if job_id is None:
-        raise ValueError(f"a claim reply without the job id: {reply!r}")
-    return job_id

@@ -16,11 +16,11 @@ ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none).
          ARGV[3] id, [4] spec JSON, [5] priority, [6] delay (s), [7] expires in (s or ""),
          [8] "1" if it has a key, [9] result ttl (s).
          -> {1, id, now} stored; {0, id} the id, or the live job holding the key, exists.
-CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries.
-         Returns lapsed leases (WorkerLost; dead-lettered after max_deliveries), moves due
-         delayed jobs to ready, then pops the best ready job (expired ones fail unrun).
-         -> {1, token, job fields, expired ids} or {0, seconds until the next due job or
-         lapse ("" if none), expired ids}.
+CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries, [6] how many (the worker's
+         free slots). Returns lapsed leases (WorkerLost; dead-lettered after
+         max_deliveries), moves due delayed jobs to ready, then pops the best ready jobs
+         (expired ones fail unrun). -> {1, {token, job fields, ...}, expired ids} or {0,
+         seconds until the next due job or lapse ("" if none), expired ids}.
 CLAIM_ONE  KEYS[8] job. ARGV[3] id, [4] worker id, [5] lease: claim this READY job now
          (eager mode). -> {1, token, fields} or {0}.
 MOVE     KEYS[8] job. ARGV[3] id, [4] move, [5] lease token ("" = none held), [6] delay (s)
@@ -95,7 +95,11 @@ local function add_error(job, path, text)
 end
 local function schedule(job, id, now, due)
   redis.call('ZREM', K_LEASES, id)
+  local wake = true
   if due > now then
+    -- Idle workers already wait for an earlier due job: no need to wake them for this one.
+    local first = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+    if #first > 0 and tonumber(first[2]) <= due then wake = false end
     redis.call('ZADD', K_DELAYED, due, id)
   else
     local seq = redis.call('HINCRBY', K_STATS, 'seq', 1)
@@ -103,8 +107,10 @@ local function schedule(job, id, now, due)
     redis.call('ZADD', K_READY, (100 - prio) * 17592186044416 + seq, id)
   end
   redis.call('HSET', job, 'state', 'READY', 'due', fmt(due), 'token', '')
-  redis.call('LPUSH', K_WAKE, '1')
-  redis.call('LTRIM', K_WAKE, 0, 99)
+  if wake then
+    redis.call('LPUSH', K_WAKE, '1')
+    redis.call('LTRIM', K_WAKE, 0, 99)
+  end
 end
 local function finish(job, id, state, now, dead)
   redis.call('ZREM', K_READY, id)
@@ -200,8 +206,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT',
   local prio = tonumber(redis.call('HGET', job, 'prio') or '0')
   redis.call('ZADD', K_READY, (100 - prio) * 17592186044416 + seq, id)
 end
-local expired = {}
-while true do
+local expired, taken = {}, {}
+local count = tonumber(ARGV[6] or '1') or 1
+while #taken < 2 * count do
   local top = redis.call('ZPOPMIN', K_READY)
   if #top == 0 then break end
   local id = top[1]
@@ -216,12 +223,13 @@ while true do
       expired[#expired + 1] = id
     else
       local token = claimed(job, id, now, worker, lease)
-      if redis.call('ZCARD', K_READY) == 0 then redis.call('DEL', K_WAKE) end
-      return {1, tostring(token), redis.call('HGETALL', job), expired}
+      taken[#taken + 1] = tostring(token)
+      taken[#taken + 1] = redis.call('HGETALL', job)
     end
   end
 end
-redis.call('DEL', K_WAKE)
+if redis.call('ZCARD', K_READY) == 0 then redis.call('DEL', K_WAKE) end
+if #taken > 0 then return {1, taken, expired} end
 local wait = ''
 local first = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
 if #first > 0 then wait = tonumber(first[2]) - now end
