@@ -251,10 +251,17 @@ class _LoopPart:
         self.starter: asyncio.Task[None] | None = None
         self.acks: list[_Ack] = []
         self.send_acks: Callable[[_LoopPart], None] | None = None
+        #: One task per queue popping wake tokens while ``waiting`` (some claim waits).
+        self.listeners: dict[str, asyncio.Future[None]] = {}
+        self.waiting = asyncio.Event()
+        self.woken = asyncio.Event()
+        self.waiters = 0
 
     async def aclose(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.cancel()
+        for listener in self.listeners.values():
+            listener.cancel()
         if self.acks and self.send_acks is not None:
             self.send_acks(self)  # the loop is closing: now or never
         await self.connections.aclose()
@@ -724,6 +731,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         part = self._loop_part()
         names = list(dict.fromkeys(queues))
         while True:
+            part.woken.clear()  # a token from here on wakes the wait below
             waits: list[float] = []
             for queue in self._ordered(names):
                 keys = self._store.queue_keys(queue)
@@ -761,38 +769,57 @@ class RedisTaskBackend(HeadraceTaskBackend):
     async def _wait_for_work(self, part: _LoopPart, queues: list[str], due: float | None) -> None:
         """Block until an enqueue pushes a wake token, ``due`` seconds pass (a delayed job or
         a lease falls due) or ``block_timeout`` passes."""
+        for queue in queues:
+            listener = part.listeners.get(queue)
+            if listener is None or listener.done():
+                part.listeners[queue] = asyncio.ensure_future(self._listen(part, queue))
         loop = asyncio.get_running_loop()
-        woken: asyncio.Future[None] = loop.create_future()
+        timed_out: asyncio.Future[None] = loop.create_future()
 
         def wake() -> None:
-            if not woken.done():
-                woken.set_result(None)
+            if not timed_out.done():
+                timed_out.set_result(None)
 
-        timer = None
-        if due is not None:
-            timer = self.clock.call_at(self.clock.time() + due, wake)
-        pops = [asyncio.ensure_future(self._pop_wake(part, queue, wake)) for queue in queues]
+        # A due time is on the backend's clock (a test's manual one); the periodic re-check
+        # after block_timeout is real time.
+        timer = None if due is None else self.clock.call_at(self.clock.time() + due, wake)
+        woken: asyncio.Future[Any] = asyncio.ensure_future(part.woken.wait())
+        part.waiters += 1
+        part.waiting.set()
         try:
-            await woken
+            await asyncio.wait(
+                [woken, timed_out],
+                timeout=self.settings.block_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
+            part.waiters -= 1
+            if not part.waiters:
+                part.waiting.clear()
             if timer is not None:
                 timer.cancel()
-            for pop in pops:
-                pop.cancel()
-            await asyncio.gather(*pops, return_exceptions=True)
-        for pop in pops:
-            if pop.done() and not pop.cancelled() and pop.exception() is not None:
-                raise pop.exception()  # type: ignore[misc]
+            woken.cancel()
 
-    async def _pop_wake(self, part: _LoopPart, queue: str, wake: Callable[[], None]) -> None:
+    async def _listen(self, part: _LoopPart, queue: str) -> None:
+        """Pop the queue's wake tokens while a claim of this loop waits (one blocking
+        connection per queue, kept open: cancelling a pop would cost a reconnect). A token
+        that comes when nobody here waits any more is pushed back for another worker."""
         client = part.connections.clients[self._store.client_index(queue)]
         key = self._store.queue_keys(queue).wake
-        try:
-            await client.blpop([key], timeout=self.settings.block_timeout)
-        except _CONNECTION_ERRORS as error:
-            wake()
-            raise TaskStoreUnavailable(f"Redis cannot be reached ({error})") from error
-        wake()
+        backoff = Backoff(f"waiting for task queue {queue!r} on Redis", logger=logger)
+        while True:
+            await part.waiting.wait()
+            try:
+                token = await client.blpop([key], timeout=self.settings.block_timeout)
+                if token is not None and not part.waiting.is_set():
+                    await client.lpush(key, b"1")  # hand it on: this loop is busy now
+            except _CONNECTION_ERRORS as error:
+                part.woken.set()  # the waiting claim meets the outage and backs off
+                await backoff.failed(error)
+                continue
+            backoff.succeeded()
+            if token is not None:
+                part.woken.set()
 
     def claim_job(self, job_id: str, worker_id: str) -> Job | None:
         found = self._find(job_id)
