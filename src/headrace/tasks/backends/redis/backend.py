@@ -44,35 +44,51 @@ in ``docs/explanation/task-delivery.md``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import threading
 import time
-import weakref
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis
 from django.core import checks
-from django.core.signals import setting_changed
 from django.tasks.exceptions import TaskResultDoesNotExist
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from headrace.backoff import Backoff, pause_for
 from headrace.exceptions import ConfigurationError, HeadraceError
-from headrace.layers.redis.config import RedisConfig
-from headrace.layers.redis.topology import Topology
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.exceptions import LeaseLost, UnknownTask
-from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.jobs import Job
 from headrace.tasks.states import JobState, Move, advance
 
+from .inspection import QueueInspection, QueueStatistics
 from .layout import QueueKeys, check_queue_name
 from .scripts import CANCEL, CLAIM, CLAIM_ONE, ENQUEUE, MOVE, PROGRESS, RENEW, Script
+from .settings import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_PREFIX,
+    OWN_OPTIONS,
+    RedisTaskSettings,
+    TaskStoreUnavailable,
+)
+from .store import (
+    CONNECTION_ERRORS,
+    Ack,
+    LoopPart,
+    close_with_loop,
+    encode_changes,
+    fields_of,
+    job_from_fields,
+    never_sent,
+    number_of,
+    resolve,
+    shared_store,
+    start_generator,
+    text_of,
+)
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -87,139 +103,7 @@ __all__ = [
 
 logger = logging.getLogger("headrace.tasks")
 
-DEFAULT_PREFIX: Final = "headrace-tasks"
-DEFAULT_LEASE: Final = 30.0
-DEFAULT_MAX_DELIVERIES: Final = 3
-_OWN_OPTIONS: Final = (
-    "hosts",
-    "cluster",
-    "layer",
-    "prefix",
-    "lease",
-    "heartbeat_interval",
-    "max_deliveries",
-    "block_timeout",
-    "connect_timeout",
-)
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-_CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
-_COUNTERS: Final = (
-    "enqueued",
-    "claimed",
-    "successful",
-    "failed",
-    "cancelled",
-    "retried",
-    "returned",
-    "expired",
-    "lost",
-    "dead",
-    "stale_acks",
-    "renewals",
-)
-
-
-class TaskStoreUnavailable(HeadraceError):
-    """Redis could not be reached (within ``connect_timeout``): nothing was stored."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RedisTaskSettings:
-    """The checked ``OPTIONS`` of a :class:`RedisTaskBackend` (see the module docstring)."""
-
-    hosts: tuple[Any, ...] = (("localhost", 6379),)
-    cluster: bool = False
-    layer: str | None = None
-    prefix: str = DEFAULT_PREFIX
-    lease: float = DEFAULT_LEASE
-    heartbeat_interval: float = DEFAULT_LEASE / 6
-    max_deliveries: int = DEFAULT_MAX_DELIVERIES
-    block_timeout: float = 5.0
-    connect_timeout: float = 5.0
-
-    @classmethod
-    def from_options(cls, alias: str, options: Mapping[str, Any]) -> RedisTaskSettings:
-        """Check ``options``; ConfigurationError lists every mistake."""
-        where = f"TASKS[{alias!r}]['OPTIONS']"
-        problems: list[str] = []
-
-        def seconds(name: str, default: float) -> float:
-            value = options.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                problems.append(f"{where}[{name!r}] must be a positive number, got {value!r}")
-                return default
-            return float(value)
-
-        lease = seconds("lease", DEFAULT_LEASE)
-        heartbeat = seconds("heartbeat_interval", lease / 6)
-        if heartbeat >= lease:
-            problems.append(
-                f"{where}['heartbeat_interval'] ({heartbeat:g}) must be shorter than the lease "
-                f"({lease:g}), or leases lapse under a healthy worker"
-            )
-        deliveries = options.get("max_deliveries", DEFAULT_MAX_DELIVERIES)
-        if type(deliveries) is not int or deliveries < 1:
-            problems.append(f"{where}['max_deliveries'] must be an int >= 1, got {deliveries!r}")
-            deliveries = DEFAULT_MAX_DELIVERIES
-        layer = options.get("layer")
-        redis_keys: dict[str, Any] = {"prefix": options.get("prefix", DEFAULT_PREFIX)}
-        if layer is not None:
-            if "hosts" in options or "cluster" in options:
-                problems.append(f"{where}: give 'layer' or 'hosts'/'cluster', not both")
-            try:
-                redis_keys.update(_layer_servers(layer))
-            except ConfigurationError as error:
-                problems.append(f"{where}['layer']: {error}")
-        else:
-            for name in ("hosts", "cluster"):
-                if name in options:
-                    redis_keys[name] = options[name]
-        try:
-            checked = RedisConfig.from_settings(redis_keys, source=where)
-        except ConfigurationError as error:
-            problems.extend(error.problems or [str(error)])
-            checked = RedisConfig()
-        if problems:
-            raise ConfigurationError("; ".join(problems), problems=problems)
-        return cls(
-            hosts=tuple(checked.hosts),
-            cluster=checked.cluster,
-            layer=layer,
-            prefix=checked.prefix,
-            lease=lease,
-            heartbeat_interval=heartbeat,
-            max_deliveries=deliveries,
-            block_timeout=seconds("block_timeout", 5.0),
-            connect_timeout=seconds("connect_timeout", 5.0),
-        )
-
-
-def _layer_servers(alias: object) -> dict[str, Any]:
-    from django.conf import settings
-
-    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    if not isinstance(alias, str) or alias not in layers:
-        raise ConfigurationError(f"no CHANNEL_LAYERS alias {alias!r} (have: {sorted(layers)})")
-    entry = layers[alias]
-    if not str(entry.get("BACKEND", "")).endswith("RedisChannelLayer"):
-        raise ConfigurationError(
-            f"CHANNEL_LAYERS[{alias!r}] is {entry.get('BACKEND')!r}, not a Redis channel layer"
-        )
-    config = dict(entry.get("CONFIG") or {})
-    return {name: config[name] for name in ("hosts", "cluster") if name in config}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class QueueStatistics:
-    """One queue's state and counters, as Redis holds them (the same for every process)."""
-
-    queue: str
-    ready: int  #: due now
-    delayed: int  #: waiting for their due time
-    running: int  #: leased to a worker
-    dead: int  #: dead letters
-    finished: int  #: results still kept
-    counters: Mapping[str, int]  #: enqueued, claimed, successful, failed, lost, stale_acks...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,249 +120,12 @@ class RedisTaskStatistics:
 # -- the shared state of one TASKS entry ---------------------------------------------------------
 
 
-#: A queued acknowledgement: (queue, job id, KEYS and ARGV of the MOVE script).
-_Ack = tuple[str, str, tuple[Any, ...]]
-
-
-class _LoopPart:
-    """The asyncio clients of one event loop, its heartbeat task, and the acknowledgements
-    its jobs made in this turn of the loop (sent together: see ``RedisTaskBackend._ack``)."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.connections = topology.connect()
-        self.heartbeat: asyncio.Task[None] | None = None
-        self.closer: AsyncGenerator[None, None] | None = None
-        self.starter: asyncio.Task[None] | None = None
-        self.acks: list[_Ack] = []
-        self.send_acks: Callable[[_LoopPart], None] | None = None
-        #: One task per queue popping wake tokens while ``waiting`` (some claim waits).
-        self.listeners: dict[str, asyncio.Future[None]] = {}
-        self.waiting = asyncio.Event()
-        self.woken = asyncio.Event()
-        self.waiters = 0
-
-    async def aclose(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-        for listener in self.listeners.values():
-            listener.cancel()
-        if self.acks and self.send_acks is not None:
-            self.send_acks(self)  # the loop is closing: now or never
-        await self.connections.aclose()
-
-
-async def _close_with_loop(part: _LoopPart) -> AsyncGenerator[None, None]:
-    """Started on the loop: the loop's ``shutdown_asyncgens()`` closes ``part``."""
-    try:
-        yield
-    finally:
-        await part.aclose()
-
-
-class _Store:
-    """What every backend object of one TASKS entry in this process shares."""
-
-    def __init__(self, settings: RedisTaskSettings) -> None:
-        self.settings = settings
-        self.topology = Topology(
-            list(settings.hosts),
-            prefix=settings.prefix,
-            cluster=settings.cluster,
-            cluster_buckets=1,
-            common={
-                "socket_connect_timeout": settings.connect_timeout,
-                "socket_timeout": settings.block_timeout + 10,
-                "socket_keepalive": True,
-            },
-        )
-        self.lock = threading.Lock()
-        self._clients: list[Any] | None = None
-        self.keys: dict[str, QueueKeys] = {}
-        self.leases: dict[str, tuple[str, str]] = {}  # job id -> (queue, lease token)
-        #: Leases a heartbeat found gone: kept so the late ack carries its (stale) token.
-        self.gone: set[str] = set()
-        self.queue_of: dict[str, str] = {}  # job id -> queue, for jobs seen here (bounded)
-        self.claimed: dict[str, Job] = {}  # the jobs this process holds leases on, as claimed
-        self.ack_backoff = Backoff(
-            f"acknowledging tasks on Redis ({settings.prefix})", logger=logger
-        )
-        self.watchers: dict[str, Callable[[], None]] = {}
-        self.finish_waiters: dict[str, list[Callable[[], None]]] = {}
-        self.loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPart] = (
-            weakref.WeakKeyDictionary()
-        )
-        self.renewals = 0
-        self.leases_lost = 0
-        self.stale_acks = 0
-        self.heartbeat_backoff = Backoff(
-            f"renewing task leases on Redis ({settings.prefix})", logger=logger
-        )
-        self.rotation = itertools.count()
-
-    def queue_keys(self, queue: str) -> QueueKeys:
-        found = self.keys.get(queue)
-        if found is None:
-            found = self.keys[queue] = QueueKeys(self.settings.prefix, queue)
-        return found
-
-    def clients(self) -> list[Any]:
-        if self._clients is None:
-            with self.lock:
-                if self._clients is None:
-                    self._clients = _sync_clients(self.topology, self.settings)
-        return self._clients
-
-    def client_index(self, queue: str) -> int:
-        topology = self.topology
-        return topology.client_of[topology.shard_of(queue)]
-
-    def remember(self, job_id: str, queue: str) -> None:
-        if len(self.queue_of) > 100_000:
-            self.queue_of.clear()
-        self.queue_of[job_id] = queue
-
-
-def _sync_clients(topology: Topology, settings: RedisTaskSettings) -> list[Any]:
-    """Blocking clients for the same servers the topology's asyncio clients reach (the store
-    API the worker calls between awaits is synchronous)."""
-    from redis.cluster import ClusterNode, RedisCluster
-    from redis.sentinel import Sentinel
-
-    common: dict[str, Any] = {
-        "socket_connect_timeout": settings.connect_timeout,
-        "socket_timeout": settings.connect_timeout + 5,
-        "socket_keepalive": True,
-        # Django's backends are per thread; each thread that enqueues may hold a connection.
-        "max_connections": 1000,
-    }
-    if topology.cluster:
-        first = topology.hosts[0]
-        options = {**common, **dict(first.kwargs)}
-        if first.url is not None:
-            return [RedisCluster.from_url(first.url, **options)]
-        nodes = [
-            ClusterNode(dict(spec.kwargs)["host"], dict(spec.kwargs)["port"])  # type: ignore[no-untyped-call]
-            for spec in topology.hosts
-        ]
-        options = {k: v for k, v in options.items() if k not in ("host", "port")}
-        return [RedisCluster(startup_nodes=nodes, **options)]
-    clients: list[Any] = []
-    for spec in topology.hosts:
-        options = {**common, **dict(spec.kwargs)}
-        if spec.sentinels:
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                list(spec.sentinels), sentinel_kwargs=dict(spec.sentinel_kwargs), **options
-            )
-            clients.append(sentinel.master_for(spec.master_name))  # type: ignore[no-untyped-call]
-        elif spec.url is not None:
-            clients.append(redis.Redis.from_url(spec.url, **options))
-        else:
-            clients.append(redis.Redis(**options))
-    return clients
-
-
-_stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
-_stores_lock = threading.Lock()
-
-
-def _forget_stores(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("TASKS", "CHANNEL_LAYERS"):
-        with _stores_lock:
-            _stores.clear()
-
-
-setting_changed.connect(_forget_stores)
-
-
-def _never_sent(error: BaseException) -> bool:
-    """True when a command failed before reaching Redis (so sending it again cannot double it)."""
-    if isinstance(error, ReadOnlyError):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RedisConnectionError | OSError) and any(
-        sign in text for sign in ("connecting to", "connection refused", "loading", "reset")
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(flat: Sequence[Any]) -> dict[str, str]:
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-def _number(fields: Mapping[str, str], name: str) -> float | None:
-    value = fields.get(name)
-    return float(value) if value else None
-
-
-def _job_from(job_id: str, fields: Mapping[str, str]) -> Job:
-    """A :class:`Job` from a ``job:<id>`` hash (see :data:`.layout.JOB_FIELDS`)."""
-    spec = json.loads(fields["spec"])
-    workers = fields.get("workers", "")
-    result = fields.get("result")
-    progress = fields.get("progress")
-    return Job(
-        id=job_id,
-        task_path=spec["task_path"],
-        args=spec["args"],
-        kwargs=spec["kwargs"],
-        queue=spec["queue"],
-        priority=spec["priority"],
-        backend=spec["backend"],
-        state=JobState(fields["state"]),
-        enqueued_at=float(fields["enq"]),
-        due_at=float(fields.get("due") or fields["enq"]),
-        expires_at=_number(fields, "exp"),
-        started_at=_number(fields, "started"),
-        finished_at=_number(fields, "finished"),
-        last_attempted_at=_number(fields, "last"),
-        worker_ids=tuple(workers.split("\n")) if workers else (),
-        errors=tuple(JobError(**error) for error in json.loads(fields.get("errors") or "[]")),
-        return_value=json.loads(result) if result else None,
-        retries=int(fields.get("retries") or 0),
-        key=spec.get("key"),
-        owner=spec.get("owner"),
-        progress=json.loads(progress) if progress else None,
-        cancel_requested=fields.get("cancel") == "1",
-        result_expires_at=_number(fields, "rexp"),
-        options=spec.get("options") or {},
-    )
-
-
-def _encode_changes(changes: Mapping[str, Any], now: float) -> tuple[list[str], float]:
-    """The hash fields a move sets, and the delay (s) of a move to READY."""
-    pairs: list[str] = []
-    delay = 0.0
-    for name, value in changes.items():
-        if name == "errors":
-            errors = [
-                {"exception_class_path": e.exception_class_path, "traceback": e.traceback}
-                for e in value
-            ]
-            pairs += ["errors", json.dumps(errors)]
-        elif name == "return_value":
-            pairs += ["result", json.dumps(value)]
-        elif name == "retries":
-            pairs += ["retries", str(int(value))]
-        elif name == "due_at":
-            delay = max(0.0, float(value) - now)
-        elif name == "progress":
-            pairs += ["progress", json.dumps(value)]
-        elif name == "cancel_requested":
-            pairs += ["cancel", "1" if value else "0"]
-        else:
-            raise TypeError(f"the Redis task store cannot change a job's {name!r}")
-    return pairs, delay
-
-
-class RedisTaskBackend(HeadraceTaskBackend):
+class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
     """Jobs in Redis, run at least once (see the module docstring)."""
 
     def __init__(self, alias: str, params: Mapping[str, Any]) -> None:
         all_options = dict(params.get("OPTIONS") or {})
-        core = {k: v for k, v in all_options.items() if k not in _OWN_OPTIONS}
+        core = {k: v for k, v in all_options.items() if k not in OWN_OPTIONS}
         super().__init__(alias, {**params, "OPTIONS": core})
         self.options = all_options
         #: Only a clock given in OPTIONS (tests) replaces the Redis server's clock.
@@ -499,11 +146,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 "; ".join(self._settings_problems), problems=self._settings_problems
             )
         self.settings = settings
-        with _stores_lock:
-            found = _stores.get((alias, id(params)))
-            if found is None:
-                found = _stores[alias, id(params)] = (params, _Store(settings))
-        self._store = found[1]
+        self._store = shared_store(alias, params, settings)
 
     # -- calling Redis ---------------------------------------------------------------------------
 
@@ -526,9 +169,9 @@ class RedisTaskBackend(HeadraceTaskBackend):
                     return client.evalsha(script.sha, len(keys), *keys, *args)
                 except NoScriptError:
                     return client.eval(script.source, len(keys), *keys, *args)
-            except (*_CONNECTION_ERRORS, ReadOnlyError) as error:
+            except (*CONNECTION_ERRORS, ReadOnlyError) as error:
                 # A replica's refusal (a Sentinel fail-over under way) wrote nothing either.
-                if not _never_sent(error) or time.monotonic() >= deadline:
+                if not never_sent(error) or time.monotonic() >= deadline:
                     raise TaskStoreUnavailable(
                         f"Redis for task queue {queue!r} cannot be reached ({error}); "
                         f"the {script.name} was not done"
@@ -542,7 +185,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
 
     async def _async(
-        self, part: _LoopPart, queue: str, script: Script, keys: Sequence[str], args: Sequence[Any]
+        self, part: LoopPart, queue: str, script: Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         client = part.connections.clients[self._store.client_index(queue)]
         try:
@@ -550,18 +193,18 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await client.eval(script.source, len(keys), *keys, *args)
-        except _CONNECTION_ERRORS as error:
+        except CONNECTION_ERRORS as error:
             raise TaskStoreUnavailable(
                 f"Redis for task queue {queue!r} cannot be reached ({error})"
             ) from error
 
-    def _loop_part(self) -> _LoopPart:
+    def _loop_part(self) -> LoopPart:
         loop = asyncio.get_running_loop()
         part = self._store.loops.get(loop)
         if part is None:
-            part = self._store.loops[loop] = _LoopPart(self._store.topology)
-            part.closer = _close_with_loop(part)
-            part.starter = loop.create_task(_start(part.closer))
+            part = self._store.loops[loop] = LoopPart(self._store.topology)
+            part.closer = close_with_loop(part)
+            part.starter = loop.create_task(start_generator(part.closer))
         return part
 
     # -- the task of a stored job ---------------------------------------------------------------
@@ -633,13 +276,13 @@ class RedisTaskBackend(HeadraceTaskBackend):
         )
         self._store.remember(job.id, job.queue)
         if int(reply[0]) == 1:
-            now = float(_text(reply[2]))
+            now = float(text_of(reply[2]))
             return job.evolve(
                 enqueued_at=now,
                 due_at=now + delay,
                 expires_at=None if expires_in is None else now + expires_in,
             ), True
-        existing = self.get_job(_text(reply[1]))
+        existing = self.get_job(text_of(reply[1]))
         if existing is None:  # it finished and expired in between: store ours
             return self.put_job(job, task)
         return existing, False
@@ -658,13 +301,13 @@ class RedisTaskBackend(HeadraceTaskBackend):
             client = store.clients()[store.client_index(queue)]
             try:
                 flat = client.execute_command("HGETALL", store.queue_keys(queue).job(job_id))
-            except _CONNECTION_ERRORS as error:
+            except CONNECTION_ERRORS as error:
                 raise TaskStoreUnavailable(f"Redis cannot be reached ({error})") from error
-            fields = flat if isinstance(flat, dict) else _fields(flat)
+            fields = flat if isinstance(flat, dict) else fields_of(flat)
             if fields:
-                fields = {_text(k): _text(v) for k, v in fields.items()}
+                fields = {text_of(k): text_of(v) for k, v in fields.items()}
                 if self._now_from_clock:
-                    expiry = _number(fields, "rexp")
+                    expiry = number_of(fields, "rexp")
                     if expiry is not None and expiry <= self.clock.time():
                         return None
                 store.remember(job_id, queue)
@@ -673,23 +316,23 @@ class RedisTaskBackend(HeadraceTaskBackend):
 
     def get_job(self, job_id: str) -> Job | None:
         found = self._find(job_id)  # sends this loop turn's acknowledgements first
-        return None if found is None else _job_from(job_id, found[1])
+        return None if found is None else job_from_fields(job_id, found[1])
 
     def _claim_reply(self, queue: str, reply: Any) -> tuple[list[Job], float | None, list[str]]:
-        expired = [_text(i) for i in reply[2]]
+        expired = [text_of(i) for i in reply[2]]
         if int(reply[0]) == 1:
             store = self._store
             taken = reply[1]
             jobs: list[Job] = []
             for index in range(0, len(taken), 2):
-                fields = _fields(taken[index + 1])
-                job = _job_from(fields["id"], fields)
-                store.leases[job.id] = (queue, _text(taken[index]))
+                fields = fields_of(taken[index + 1])
+                job = job_from_fields(fields["id"], fields)
+                store.leases[job.id] = (queue, text_of(taken[index]))
                 store.claimed[job.id] = job
                 store.remember(job.id, queue)
                 jobs.append(job)
             return jobs, None, expired
-        wait = _text(reply[1])
+        wait = text_of(reply[1])
         return [], (float(wait) if wait else None), expired
 
     def _claim_args(self, keys: QueueKeys, worker_id: str, count: int = 1) -> tuple[Any, ...]:
@@ -766,7 +409,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
             found += jobs
         return found
 
-    async def _wait_for_work(self, part: _LoopPart, queues: list[str], due: float | None) -> None:
+    async def _wait_for_work(self, part: LoopPart, queues: list[str], due: float | None) -> None:
         """Block until an enqueue pushes a wake token, ``due`` seconds pass (a delayed job or
         a lease falls due) or ``block_timeout`` passes."""
         for queue in queues:
@@ -800,7 +443,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 timer.cancel()
             woken.cancel()
 
-    async def _listen(self, part: _LoopPart, queue: str) -> None:
+    async def _listen(self, part: LoopPart, queue: str) -> None:
         """Pop the queue's wake tokens while a claim of this loop waits (one blocking
         connection per queue, kept open: cancelling a pop would cost a reconnect). A token
         that comes when nobody here waits any more is pushed back for another worker."""
@@ -813,7 +456,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 token = await client.blpop([key], timeout=self.settings.block_timeout)
                 if token is not None and not part.waiting.is_set():
                     await client.lpush(key, b"1")  # hand it on: this loop is busy now
-            except _CONNECTION_ERRORS as error:
+            except CONNECTION_ERRORS as error:
                 part.woken.set()  # the waiting claim meets the outage and backs off
                 await backoff.failed(error)
                 continue
@@ -835,8 +478,8 @@ class RedisTaskBackend(HeadraceTaskBackend):
         )
         if int(reply[0]) != 1:
             return None
-        self._store.leases[job_id] = (queue, _text(reply[1]))
-        return _job_from(job_id, _fields(reply[2]))
+        self._store.leases[job_id] = (queue, text_of(reply[1]))
+        return job_from_fields(job_id, fields_of(reply[2]))
 
     def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
         store = self._store
@@ -853,7 +496,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 raise TaskResultDoesNotExist(job_id)
             queue, token = found[0], ""
         keys = store.queue_keys(queue)
-        pairs, delay = _encode_changes(changes, self._local_now())
+        pairs, delay = encode_changes(changes, self._local_now())
         reply = self._sync(
             queue,
             MOVE,
@@ -874,7 +517,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         if code == -1:
             raise TaskResultDoesNotExist(job_id)
         if code == -2:
-            advance(JobState(_text(reply[1])), move)  # raises InvalidTransition
+            advance(JobState(text_of(reply[1])), move)  # raises InvalidTransition
             raise AssertionError("unreachable")
         if code == -3:
             store.leases.pop(job_id, None)
@@ -883,12 +526,12 @@ class RedisTaskBackend(HeadraceTaskBackend):
             store.stale_acks += 1
             raise LeaseLost(
                 f"task {job_id}: '{move.value}' ignored: this worker's lease lapsed and the job "
-                f"was handed on (it is {_text(reply[1])} now)"
+                f"was handed on (it is {text_of(reply[1])} now)"
             )
-        job = _job_from(job_id, _fields(reply[1]))
+        job = job_from_fields(job_id, fields_of(reply[1]))
         store.gone.discard(job_id)
         if job.state is JobState.RUNNING:
-            store.leases[job_id] = (queue, _text(reply[2]))
+            store.leases[job_id] = (queue, text_of(reply[2]))
             store.claimed[job_id] = job
         else:
             store.leases.pop(job_id, None)
@@ -897,7 +540,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
             self._finished_here(job)
         return job
 
-    def _running_part(self) -> _LoopPart | None:
+    def _running_part(self) -> LoopPart | None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -906,7 +549,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
 
     def _ack(
         self,
-        part: _LoopPart,
+        part: LoopPart,
         job_id: str,
         queue: str,
         token: str,
@@ -922,7 +565,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         store.leases.pop(job_id, None)
         store.gone.discard(job_id)
         keys = store.queue_keys(queue)
-        pairs, _ = _encode_changes(changes, self._local_now())
+        pairs, _ = encode_changes(changes, self._local_now())
         now = self._local_now()
         local = claimed.evolve(
             state=advance(claimed.state, move),
@@ -950,7 +593,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         self._finished_here(local)
         return local
 
-    def _send_acks(self, part: _LoopPart) -> None:
+    def _send_acks(self, part: LoopPart) -> None:
         """Send the acknowledgements queued in this loop turn, one pipeline per server (a
         callback at the end of the turn; any store call before it sends them first, so
         everything this process does reaches Redis in order). A connection failure is logged
@@ -982,12 +625,12 @@ class RedisTaskBackend(HeadraceTaskBackend):
                     "task %s: this worker's result was ignored: its lease lapsed and the job "
                     "was handed on (it is %s now)",
                     job_id,
-                    _text(reply[1]),
+                    text_of(reply[1]),
                 )
             elif code != 1:
                 logger.error("acknowledging task %s failed: %r", job_id, reply)
 
-    def _pipeline(self, batch: list[_Ack]) -> list[Any]:
+    def _pipeline(self, batch: list[Ack]) -> list[Any]:
         by_client: dict[int, list[int]] = {}
         for index, (queue, _, _) in enumerate(batch):
             by_client.setdefault(self._store.client_index(queue), []).append(index)
@@ -1015,7 +658,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                     continue
                 break
             for index, result in zip(indexes, results, strict=True):
-                if isinstance(result, _CONNECTION_ERRORS):
+                if isinstance(result, CONNECTION_ERRORS):
                     raise result
                 replies[index] = result
         return replies
@@ -1036,14 +679,14 @@ class RedisTaskBackend(HeadraceTaskBackend):
             return None
         queue, fields = found
         if JobState(fields["state"]).is_finished:
-            return _job_from(job_id, fields)
+            return job_from_fields(job_id, fields)
         keys = self._store.queue_keys(queue)
         reply = self._sync(
             queue, CANCEL, (*keys.common, keys.job(job_id)), (self._now(), keys.base, job_id)
         )
         if int(reply[0]) != 1:
             return None
-        job = _job_from(job_id, _fields(reply[1]))
+        job = job_from_fields(job_id, fields_of(reply[1]))
         if job.is_finished:
             self._finished_here(job)
         elif job.state is JobState.RUNNING:
@@ -1082,7 +725,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
 
             def done(future: asyncio.Future[None] = future) -> None:
                 if not loop.is_closed():
-                    loop.call_soon_threadsafe(_resolve, future)
+                    loop.call_soon_threadsafe(resolve, future)
 
             self._store.finish_waiters.setdefault(job_id, []).append(done)
             wait = pause if deadline is None else min(pause, deadline - loop.time())
@@ -1127,7 +770,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
             try:
                 total += int(client.zcard(keys.ready))
                 total += int(client.zcount(keys.delayed, "-inf", now))
-            except _CONNECTION_ERRORS as error:
+            except CONNECTION_ERRORS as error:
                 raise TaskStoreUnavailable(f"Redis cannot be reached ({error})") from error
         return total
 
@@ -1142,7 +785,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
         if part.heartbeat is None or part.heartbeat.done():
             part.heartbeat = loop.create_task(self._heartbeat(part))
 
-    async def _heartbeat(self, part: _LoopPart) -> None:
+    async def _heartbeat(self, part: LoopPart) -> None:
         """Renew this process's leases until it holds none; learn of cancellations."""
         store = self._store
         backoff = store.heartbeat_backoff
@@ -1155,7 +798,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 continue
             backoff.succeeded()
 
-    async def renew_leases(self, part: _LoopPart | None = None) -> None:
+    async def renew_leases(self, part: LoopPart | None = None) -> None:
         """Push every lease this process holds forward by ``lease`` (one call per queue)."""
         store = self._store
         if part is None:
@@ -1174,11 +817,11 @@ class RedisTaskBackend(HeadraceTaskBackend):
                 (self._now(), keys.base, repr(self.settings.lease), *pairs),
             )
             store.renewals += 1
-            for job_id in map(_text, reply[0]):
+            for job_id in map(text_of, reply[0]):
                 watcher = store.watchers.get(job_id)
                 if watcher is not None:
                     watcher()
-            for job_id in map(_text, reply[1]):
+            for job_id in map(text_of, reply[1]):
                 if job_id in store.leases and job_id not in store.gone:
                     store.gone.add(job_id)
                     store.leases_lost += 1
@@ -1207,7 +850,7 @@ class RedisTaskBackend(HeadraceTaskBackend):
             except Exception as error:  # unreachable, or CONFIG refused by an ACL
                 logger.debug("persistence check of TASKS[%r] skipped: %s", self.alias, error)
                 continue
-            if not info.get("aof_enabled") and not _text(config.get("save", "")).strip():
+            if not info.get("aof_enabled") and not text_of(config.get("save", "")).strip():
                 found.append(
                     checks.Warning(
                         f"TASKS[{self.alias!r}]: Redis server {index} runs without persistence "
@@ -1227,115 +870,3 @@ class RedisTaskBackend(HeadraceTaskBackend):
             stale_acks=store.stale_acks,
             outages=store.heartbeat_backoff.outages,
         )
-
-    def queue_statistics(self, queue: str) -> QueueStatistics:
-        """The queue's counts and counters as Redis holds them."""
-        keys = self._store.queue_keys(queue)
-        client = self._store.clients()[self._store.client_index(queue)]
-        pipe = client.pipeline(transaction=False)
-        pipe.zcard(keys.ready)
-        pipe.zcard(keys.delayed)
-        pipe.zcard(keys.leases)
-        pipe.zcard(keys.dead)
-        pipe.zcount(keys.done, self._local_now() if self._now_from_clock else time.time(), "+inf")
-        pipe.hgetall(keys.stats)
-        ready, delayed, running, dead, finished, raw = pipe.execute()
-        counters = {_text(k): int(v) for k, v in raw.items()}
-        return QueueStatistics(
-            queue=queue,
-            ready=ready,
-            delayed=delayed,
-            running=running,
-            dead=dead,
-            finished=finished,
-            counters={name: counters.get(name, 0) for name in _COUNTERS},
-        )
-
-    def job_ids(self, queue: str, state: str) -> list[str]:
-        """Ids of ``queue``'s jobs in ``state``: ready, delayed, running, dead or finished."""
-        keys = self._store.queue_keys(queue)
-        client = self._store.clients()[self._store.client_index(queue)]
-        key = {
-            "ready": keys.ready,
-            "delayed": keys.delayed,
-            "running": keys.leases,
-            "dead": keys.dead,
-            "finished": keys.done,
-        }.get(state)
-        if key is None:
-            raise ValueError(
-                f"state must be ready, delayed, running, dead or finished, got {state!r}"
-            )
-        return [_text(i) for i in client.zrange(key, 0, -1)]
-
-    def retry_dead(self, job_id: str) -> str:
-        """Enqueue a dead letter again as a new job (same task, arguments and options);
-        the dead one leaves the dead set. Returns the new job's id."""
-        from headrace.tasks.backends.base import new_job_id
-
-        found = self._find(job_id)
-        if found is None:
-            raise TaskResultDoesNotExist(job_id)
-        queue, fields = found
-        keys = self._store.queue_keys(queue)
-        client = self._store.clients()[self._store.client_index(queue)]
-        if client.zscore(keys.dead, job_id) is None:
-            raise ValueError(f"task {job_id} is not a dead letter")
-        old = _job_from(job_id, fields)
-        now = self._local_now()
-        fresh = old.evolve(
-            id=new_job_id(),
-            state=JobState.READY,
-            enqueued_at=now,
-            due_at=now,
-            expires_at=None,
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            worker_ids=(),
-            errors=(),
-            return_value=None,
-            retries=0,
-            progress=None,
-            cancel_requested=False,
-            result_expires_at=None,
-        )
-        stored, _ = self.put_job(fresh)
-        client.zrem(keys.dead, job_id)
-        client.pexpire(keys.job(job_id), int(self.result_ttl(old) * 1000))
-        return stored.id
-
-    def purge(self, queue: str) -> int:
-        """Delete every job of ``queue`` (waiting, running, dead and finished); returns how
-        many job hashes were deleted. Running jobs' acknowledgements become stale."""
-        keys = self._store.queue_keys(queue)
-        client = self._store.clients()[self._store.client_index(queue)]
-        deleted = 0
-        for state in ("ready", "delayed", "running", "dead", "finished"):
-            for job_id in self.job_ids(queue, state):
-                deleted += int(client.delete(keys.job(job_id)))
-        client.delete(keys.ready, keys.delayed, keys.leases, keys.dead, keys.done, keys.wake)
-        cursor = 0
-        while True:
-            cursor, found = client.scan(cursor, match=keys.base + "key:*", count=500)
-            if found:
-                client.delete(*found)
-            if not cursor:
-                break
-        return deleted
-
-    def flush(self) -> None:
-        """Delete every key of every queue of this backend (tests)."""
-        for queue in self.queues:
-            self.purge(queue)
-            keys = self._store.queue_keys(queue)
-            self._store.clients()[self._store.client_index(queue)].delete(keys.stats)
-
-
-async def _start(generator: AsyncGenerator[None, None]) -> None:
-    await anext(generator)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
