@@ -148,36 +148,8 @@ def task_sqlite(task_sqlite_alias: str) -> str:
     return task_sqlite_alias
 
 
-@pytest.fixture
-def task_redis(request: pytest.FixtureRequest) -> str:
-    """The URL of the session's standalone redis-server, for the Redis task backend."""
-    from tests.redis_servers import servers
-    from tests.task_backends import REDIS_SERVER
+def pytest_configure(config: pytest.Config) -> None:
+    """The Redis task backends of tests/task_backends.py start servers through this config."""
+    from tests.task_backends import PYTEST_CONFIG
 
-    url = REDIS_SERVER["url"] = servers(request.config).standalone().url
-    return url
-
-
-@pytest.fixture
-def task_redis_cluster(request: pytest.FixtureRequest) -> str:
-    """A start-up node of the session's 3-master Redis Cluster."""
-    from tests.redis_servers import servers
-    from tests.task_backends import REDIS_SERVER
-
-    url = REDIS_SERVER["cluster"] = servers(request.config).cluster()[0].url
-    return url
-
-
-@pytest.fixture
-def task_redis_sentinel(request: pytest.FixtureRequest) -> str:
-    """The port of the session's Sentinel; the first use fails the master over to its
-    replica, so the suite runs on a master Sentinel promoted (see tests/test_task_redis.py
-    for a fail-over in the middle of a stream of jobs)."""
-    from tests.redis_servers import servers
-    from tests.task_backends import REDIS_SERVER, fail_over
-
-    _, _, sentinel = servers(request.config).sentinel()
-    if "sentinel" not in REDIS_SERVER:
-        fail_over(sentinel)
-    REDIS_SERVER["sentinel"] = str(sentinel.port)
-    return REDIS_SERVER["sentinel"]
+    PYTEST_CONFIG[:] = [config]

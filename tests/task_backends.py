@@ -54,10 +54,17 @@ postgres.fixtures = ("task_postgres",)  # type: ignore[attr-defined]
 TASK_BACKENDS.update(sqlite=sqlite, postgres=postgres)
 
 
-# -- the Redis backend (issue 14): the ``task_redis`` fixture names the server -----------------
+# -- the Redis backend (issue 14): servers the session's fixtures start (tests/redis_servers.py) --
 
-#: The standalone redis-server of the session (set by the ``task_redis`` fixture).
-REDIS_SERVER: dict[str, str] = {}
+#: The pytest config of the session (set by tests/conftest.py's ``pytest_configure``).
+PYTEST_CONFIG: list[Any] = []
+_FAILED_OVER: list[bool] = []
+
+
+def _servers() -> Any:
+    from tests.redis_servers import servers
+
+    return servers(PYTEST_CONFIG[0])
 
 
 def _on_redis(clock: ManualClock, hosts: list[Any], **options: Any) -> dict[str, Any]:
@@ -77,18 +84,22 @@ def _on_redis(clock: ManualClock, hosts: list[Any], **options: Any) -> dict[str,
 
 def redis(clock: ManualClock, **options: Any) -> dict[str, Any]:
     """On the session's standalone redis-server, with a fresh key prefix for each test."""
-    return _on_redis(clock, [REDIS_SERVER["url"]], **options)
+    return _on_redis(clock, [_servers().standalone().url], **options)
 
 
 def redis_cluster(clock: ManualClock, **options: Any) -> dict[str, Any]:
     """On the session's 3-master Redis Cluster."""
-    return _on_redis(clock, [REDIS_SERVER["cluster"]], cluster=True, **options)
+    return _on_redis(clock, [_servers().cluster()[0].url], cluster=True, **options)
 
 
 def redis_sentinel(clock: ManualClock, **options: Any) -> dict[str, Any]:
-    """Through the session's Sentinel, after a fail-over (see the ``task_redis_sentinel``
-    fixture): the master it names is no longer the one it started with."""
-    host = {"sentinels": [("127.0.0.1", int(REDIS_SERVER["sentinel"]))], "master_name": "mymaster"}
+    """Through the session's Sentinel; the first use fails the master over, so the suite runs
+    on a master Sentinel promoted (tests/test_task_redis.py fails over mid-stream too)."""
+    _, _, sentinel = _servers().sentinel()
+    if not _FAILED_OVER:
+        fail_over(sentinel)
+        _FAILED_OVER.append(True)
+    host = {"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "mymaster"}
     return _on_redis(clock, [host], **options)
 
 
@@ -116,9 +127,6 @@ def fail_over(sentinel: Any) -> None:
         wait_until(lambda: master() != before, "the fail-over", timeout=30)
 
 
-redis.fixtures = ("task_redis",)  # type: ignore[attr-defined]
-redis_cluster.fixtures = ("task_redis_cluster",)  # type: ignore[attr-defined]
-redis_sentinel.fixtures = ("task_redis_sentinel",)  # type: ignore[attr-defined]
 TASK_BACKENDS.update(
     {"redis": redis, "redis-cluster": redis_cluster, "redis-sentinel": redis_sentinel}
 )

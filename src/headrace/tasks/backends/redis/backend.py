@@ -241,6 +241,28 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
     # -- store -------------------------------------------------------------------------------------
 
     def put_job(self, job: Job, task: Any = None) -> tuple[Job, bool]:
+        return self._put(job, task)
+
+    def fire_slot(self, job: Job, *, entry: str, slot: float, task: Any = None) -> tuple[Job, bool]:
+        """*schedule store* Add ``job`` only if ``slot`` is later than the last slot fired for
+        schedule ``entry`` — the check, the record and the add are one script, so of several
+        schedulers exactly one fires each slot (see :mod:`headrace.tasks.beat`)."""
+        return self._put(job, task, fire=(entry, slot))
+
+    def last_fired_slot(self, entry: str) -> float | None:
+        """*schedule store* The last slot fired for schedule ``entry`` (any queue), or None."""
+        self._send_acks_first()
+        found: list[float] = []
+        for queue in self.queues:
+            client = self._store.clients()[self._store.client_index(queue)]
+            value = client.hget(self._store.queue_keys(queue).fired, entry)
+            if value is not None:
+                found.append(float(value))
+        return max(found) if found else None
+
+    def _put(
+        self, job: Job, task: Any = None, fire: tuple[str, float] | None = None
+    ) -> tuple[Job, bool]:
         keys = self._store.queue_keys(job.queue)
         delay = max(0.0, job.due_at - job.enqueued_at)
         expires_in = None if job.expires_at is None else job.expires_at - job.enqueued_at
@@ -261,7 +283,12 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
         reply = self._sync(
             job.queue,
             ENQUEUE,
-            (*keys.common, job_key, keys.key(job.key) if job.key is not None else job_key),
+            (
+                *keys.common,
+                job_key,
+                keys.key(job.key) if job.key is not None else job_key,
+                keys.fired,
+            ),
             (
                 self._now(),
                 keys.base,
@@ -272,6 +299,8 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
                 "" if expires_in is None else repr(expires_in),
                 "1" if job.key is not None else "0",
                 repr(self.result_ttl(job)),
+                "" if fire is None else fire[0],
+                "" if fire is None else repr(fire[1]),
             ),
         )
         self._store.remember(job.id, job.queue)
@@ -283,8 +312,10 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
                 expires_at=None if expires_in is None else now + expires_in,
             ), True
         existing = self.get_job(text_of(reply[1]))
-        if existing is None:  # it finished and expired in between: store ours
-            return self.put_job(job, task)
+        if existing is None:
+            if fire is not None:  # the slot was fired; its job's result is gone
+                return job, False
+            return self._put(job, task)  # it finished and expired in between: store ours
         return existing, False
 
     def _find(self, job_id: str) -> tuple[str, dict[str, str]] | None:

@@ -23,6 +23,7 @@ key                           type     holds
                                        or purged
 ``B done``                    zset     finished jobs; score = when their result expires
 ``B wake``                    list     a token per enqueue; idle workers block on it (BLPOP)
+``B fired``                   hash     schedule entry -> the last slot beat fired for it (kept)
 ``B stats``                   hash     counters (enqueued, claimed, succeeded, failed, retried,
                                        cancelled, expired, lost, dead, returned, stale_acks) and
                                        the ``seq`` and ``token`` sequences
@@ -99,6 +100,7 @@ class QueueKeys:
         "dead",
         "delayed",
         "done",
+        "fired",
         "leases",
         "queue",
         "ready",
@@ -116,6 +118,7 @@ class QueueKeys:
         self.done = base + "done"
         self.wake = base + "wake"
         self.stats = base + "stats"
+        self.fired = base + "fired"
 
     def job(self, job_id: str) -> str:
         return f"{self.base}job:{job_id}"

@@ -12,10 +12,14 @@ second Cluster slot.
 Every moving script takes the same seven KEYS: ``B ready``, ``B delayed``, ``B leases``,
 ``B wake``, ``B stats``, ``B dead``, ``B done``; and ARGV[2] = ``B``.
 
-ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none).
+ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none), KEYS[10]
+         ``B fired`` (schedule entry -> last slot fired).
          ARGV[3] id, [4] spec JSON, [5] priority, [6] delay (s), [7] expires in (s or ""),
-         [8] "1" if it has a key, [9] result ttl (s).
-         -> {1, id, now} stored; {0, id} the id, or the live job holding the key, exists.
+         [8] "1" if it has a key, [9] result ttl (s), [10] schedule entry ("" if none),
+         [11] its slot: with an entry, the job is added only if the slot is later than the
+         entry's last fired slot, which it then becomes (beat's ``fire_slot``).
+         -> {1, id, now} stored; {0, id} the id, or the live job holding the key, exists
+         (or the slot was fired already).
 CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries, [6] how many (the worker's
          free slots). Returns lapsed leases (WorkerLost; dead-lettered after
          max_deliveries), moves due delayed jobs to ready, then pops the best ready jobs
@@ -154,6 +158,11 @@ ENQUEUE: Final = Script(
 local now = clock(ARGV[1])
 local id = ARGV[3]
 local job = KEYS[8]
+if ARGV[10] ~= '' then  -- a schedule's slot: fire it only if later than the last fired
+  local last = tonumber(redis.call('HGET', KEYS[10], ARGV[10]) or '')
+  if last and tonumber(ARGV[11]) <= last then return {0, id} end
+  redis.call('HSET', KEYS[10], ARGV[10], ARGV[11])
+end
 if redis.call('EXISTS', job) == 1 then return {0, id} end
 if ARGV[8] == '1' then
   local live = redis.call('GET', KEYS[9])

@@ -49,6 +49,7 @@ __all__ = [
 logger = logging.getLogger("headrace.tasks")
 
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+_TIMES: Final = {"started_at": "started", "finished_at": "finished", "last_attempted_at": "last"}
 
 #: A queued acknowledgement: (queue, job id, KEYS and ARGV of the MOVE script).
 Ack = tuple[str, str, tuple[Any, ...]]
@@ -290,6 +291,9 @@ def encode_changes(changes: Mapping[str, Any], now: float) -> tuple[list[str], f
             delay = max(0.0, float(value) - now)
         elif name == "progress":
             pairs += ["progress", json.dumps(value)]
+        elif name in _TIMES:  # the store's clock sets the time of the move itself
+            if value is not None:
+                pairs += [_TIMES[name], repr(float(value))]
         elif name == "cancel_requested":
             pairs += ["cancel", "1" if value else "0"]
         else:
