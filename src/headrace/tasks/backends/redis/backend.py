@@ -44,6 +44,7 @@ in ``docs/explanation/task-delivery.md``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -56,7 +57,7 @@ from django.core import checks
 from django.tasks.exceptions import TaskResultDoesNotExist
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 
-from headrace.backoff import Backoff, pause_for
+from headrace.backoff import Backoff, pause_for, supervise
 from headrace.exceptions import ConfigurationError, HeadraceError
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.exceptions import LeaseLost, UnknownTask
@@ -446,7 +447,13 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
         for queue in queues:
             listener = part.listeners.get(queue)
             if listener is None or listener.done():
-                part.listeners[queue] = asyncio.ensure_future(self._listen(part, queue))
+                part.listeners[queue] = asyncio.ensure_future(
+                    supervise(  # a bug in it is logged and it runs again: never a silent stop
+                        f"waiting for task queue {queue!r}",
+                        functools.partial(self._listen, part, queue),
+                        logger=logger,
+                    )
+                )
         loop = asyncio.get_running_loop()
         timed_out: asyncio.Future[None] = loop.create_future()
 
@@ -658,6 +665,12 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
                     job_id,
                     text_of(reply[1]),
                 )
+            elif code == -1:
+                logger.warning(
+                    "task %s finished, but Redis no longer has it (purged, or Redis lost its "
+                    "data): its result is dropped",
+                    job_id,
+                )
             elif code != 1:
                 logger.error("acknowledging task %s failed: %r", job_id, reply)
 
@@ -814,7 +827,11 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
             return  # eager mode, no loop: nothing to renew from
         part = self._loop_part()
         if part.heartbeat is None or part.heartbeat.done():
-            part.heartbeat = loop.create_task(self._heartbeat(part))
+            part.heartbeat = loop.create_task(
+                supervise(
+                    "renewing task leases", functools.partial(self._heartbeat, part), logger=logger
+                )
+            )
 
     async def _heartbeat(self, part: LoopPart) -> None:
         """Renew this process's leases until it holds none; learn of cancellations."""
