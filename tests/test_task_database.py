@@ -183,7 +183,9 @@ async def test_a_lapsed_lease_puts_the_job_back_with_worker_lost_and_a_late_ack_
     assert first.maintain() == 1
     back = tasks.add.get_result(result.id)
     assert back.status == TaskResultStatus.READY
-    assert [e.exception_class_path for e in back.errors] == ["headrace.tasks.exceptions.WorkerLost"]
+    assert [e.exception_class_path for e in back.errors] == [
+        "headrace.tasks.exceptions.WorkerLost"
+    ]
     worker = run_worker(first)
     await asyncio.wait_for(result.wait(), WAIT)
     assert result.return_value == 4

@@ -582,7 +582,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             return self._store.worker if worker else self._store.client
         return _DjangoExecutor(self.database)
 
-    def _run(self, db: _Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
+    def _run(
+        self, db: _Executor, statement: str, **params: Any
+    ) -> list[dict[str, Any]]:
         params.setdefault("now", self._now())
         return [_row(values) for values in db.execute(statement, params)]
 
@@ -633,11 +635,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         statement, params = self._sql.claim(list(queues))
         token = secrets.token_hex(16)
         rows = self._run(
-            self._db(worker=True),
-            statement,
-            worker=worker_id,
-            token=token,
-            lease=self.lease,
+            self._db(worker=True), statement, worker=worker_id, token=token, lease=self.lease,
             **params,
         )
         if not rows:
@@ -1023,7 +1021,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         if not workers:
             return
         statement, params = self._sql.renew(workers)
-        rows = store.worker.execute(statement, {"now": self._now(), "lease": self.lease, **params})
+        rows = store.worker.execute(
+            statement, {"now": self._now(), "lease": self.lease, **params}
+        )
         renewed = {job_id: (token, bool(cancel)) for job_id, token, cancel in rows}
         for job_id, (token, _) in held.items():
             found = renewed.get(job_id)
@@ -1053,7 +1053,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             "the worker running this job stopped renewing its lease (it died or hung)",
         )
         statement, params = self._sql.requeue_lost(queues)
-        requeued = self._run(db, statement, lost=_dumps(lost), max=self.max_deliveries, **params)
+        requeued = self._run(
+            db, statement, lost=_dumps(lost), max=self.max_deliveries, **params
+        )
         for row in requeued:
             logger.warning(
                 "task %s (%s): its worker was lost; put back (loss %d of %d)",

@@ -349,11 +349,8 @@ class PostgresDialect(Dialect):
     def finish(self, keys: tuple[str, ...]) -> str:
         """RUNNING -> a finished state with ``keys`` set, in one statement."""
         picked = [
-            "%(state)s"
-            if column == "state"
-            else self._param(column)
-            if column in keys
-            else f"d.{column}"
+            "%(state)s" if column == "state" else self._param(column) if column in keys else
+            f"d.{column}"
             for column in JOB_COLUMNS
         ]
         value = self.json("return_value") if "return_value" in keys else "NULL::jsonb"
