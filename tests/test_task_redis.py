@@ -262,6 +262,33 @@ async def test_a_job_ten_times_longer_than_the_lease_runs_once_on_a_healthy_work
     assert backend.queue_statistics("default").counters["lost"] == 0
 
 
+async def test_workers_claim_only_their_free_slots(
+    settings: Any, server: RedisServer, mark: str
+) -> None:
+    """Two workers of 3 slots and 10 jobs that wait: 6 leased, 4 left for anyone else (a
+    prefetching worker would hold more than it runs, and claim_more() must keep to its limit)."""
+    backend = use_redis(settings, server, mark)
+    tasks.CALLS.clear()
+    gate = tasks.ASYNC_GATES["slots"] = asyncio.Event()
+    results = [tasks.held_async.enqueue("slots") for _ in range(10)]
+    workers = [TaskWorker(backend, concurrency=3) for _ in range(2)]
+    runs = [asyncio.ensure_future(w.run()) for w in workers]
+    try:
+        for worker in workers:
+            await asyncio.wait_for(worker.wait_running(3), 5)
+        stats = backend.queue_statistics("default")
+        assert (stats.running, stats.ready) == (6, 4)
+        assert backend.statistics().leases_held == 6
+        gate.set()
+        for result in results:
+            await asyncio.wait_for(result.wait(), 5)
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.wait_for(asyncio.gather(*runs), 5)
+    assert sum(w.statistics().claimed for w in workers) == 10
+
+
 # -- idempotency, outages, settings -------------------------------------------------------------
 
 
