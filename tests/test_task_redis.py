@@ -289,6 +289,43 @@ async def test_workers_claim_only_their_free_slots(
     assert sum(w.statistics().claimed for w in workers) == 10
 
 
+def test_a_lapsed_lease_returns_the_job_then_dead_letters_it_with_a_finished_signal(
+    settings: Any, server: RedisServer, mark: str
+) -> None:
+    from django.tasks.signals import task_finished
+
+    from headrace.layers import ManualClock
+
+    clock = ManualClock()
+    backend = use_redis(settings, server, mark, clock=clock, lease=10, max_deliveries=2)
+    finished: list[Any] = []
+
+    def on_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        finished.append(task_result)
+
+    task_finished.connect(on_finished)
+    try:
+        job_id = tasks.record.enqueue("doomed").id
+        assert backend.claim_nowait(["default"], "first").id == job_id  # type: ignore[union-attr]
+        clock.advance(9.9)
+        assert backend.claim_nowait(["default"], "second") is None  # lease still good
+        clock.advance(0.2)
+        again = backend.claim_nowait(["default"], "second")  # lapsed: handed on
+        assert again is not None
+        assert again.id == job_id
+        assert [e.exception_class_path for e in again.errors] == [WORKER_LOST]
+        assert finished == []
+        clock.advance(10.1)
+        assert backend.claim_nowait(["default"], "third") is None  # second death: dead
+        assert backend.job_ids("default", "dead") == [job_id]
+        [result] = finished
+        assert result.id == job_id
+        assert result.status == TaskResultStatus.FAILED
+        assert [e.exception_class_path for e in result.errors] == [WORKER_LOST] * 2
+    finally:
+        task_finished.disconnect(on_finished)
+
+
 # -- idempotency, outages, settings -------------------------------------------------------------
 
 

@@ -371,7 +371,7 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
         s = self.settings
         return (self._now(), keys.base, worker_id, repr(s.lease), s.max_deliveries, count)
 
-    def _announce_expired(self, queue: str, ids: list[str]) -> None:
+    def _announce_finished_by_claim(self, queue: str, ids: list[str]) -> None:
         for job_id in ids:
             job = self.get_job(job_id)
             if job is not None:
@@ -390,7 +390,7 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
             keys = self._store.queue_keys(queue)
             reply = self._sync(queue, CLAIM, keys.common, self._claim_args(keys, worker_id))
             jobs, _, expired = self._claim_reply(queue, reply)
-            self._announce_expired(queue, expired)
+            self._announce_finished_by_claim(queue, expired)
             if jobs:
                 self._ensure_heartbeat()
                 return jobs[0]
@@ -414,7 +414,7 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
                     part, queue, CLAIM, keys.common, self._claim_args(keys, worker_id)
                 )
                 jobs, wait, expired = self._claim_reply(queue, reply)
-                self._announce_expired(queue, expired)
+                self._announce_finished_by_claim(queue, expired)
                 if jobs:
                     self._ensure_heartbeat()
                     return jobs[0]
@@ -437,7 +437,7 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
             args = self._claim_args(keys, worker_id, limit - len(found))
             reply = await self._async(part, queue, CLAIM, keys.common, args)
             jobs, _, expired = self._claim_reply(queue, reply)
-            self._announce_expired(queue, expired)
+            self._announce_finished_by_claim(queue, expired)
             found += jobs
         return found
 

@@ -23,8 +23,9 @@ ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none),
 CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries, [6] how many (the worker's
          free slots). Returns lapsed leases (WorkerLost; dead-lettered after
          max_deliveries), moves due delayed jobs to ready, then pops the best ready jobs
-         (expired ones fail unrun). -> {1, {token, job fields, ...}, expired ids} or {0,
-         seconds until the next due job or lapse ("" if none), expired ids}.
+         (expired ones fail unrun). -> {1, {token, job fields, ...}, finished ids} or {0,
+         seconds until the next due job or lapse ("" if none), finished ids}; finished ids
+         are the jobs it expired or dead-lettered (the caller announces them).
 CLAIM_ONE  KEYS[8] job. ARGV[3] id, [4] worker id, [5] lease: claim this READY job now
          (eager mode). -> {1, token, fields} or {0}.
 MOVE     KEYS[8] job. ARGV[3] id, [4] move, [5] lease token ("" = none held), [6] delay (s)
@@ -188,6 +189,7 @@ CLAIM: Final = Script(
     + r"""
 local now = clock(ARGV[1])
 local worker, lease, max_deliveries = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local expired, taken = {}, {}  -- expired: jobs this call finished (expired or dead-lettered)
 -- Leases that lapsed: their worker is gone.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, 100)) do
   redis.call('ZREM', K_LEASES, id)
@@ -202,6 +204,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 
     redis.call('HINCRBY', K_STATS, 'lost', 1)
     if deliveries >= max_deliveries then
       finish(job, id, MOVES.RUNNING.fail, now, true)
+      expired[#expired + 1] = id
     else
       schedule(job, id, now, now)
     end
@@ -215,7 +218,6 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT',
   local prio = tonumber(redis.call('HGET', job, 'prio') or '0')
   redis.call('ZADD', K_READY, (100 - prio) * 17592186044416 + seq, id)
 end
-local expired, taken = {}, {}
 local count = tonumber(ARGV[6] or '1') or 1
 while #taken < 2 * count do
   local top = redis.call('ZPOPMIN', K_READY)
