@@ -21,6 +21,8 @@ layer with no listener, as for a job nobody watches.
     python bench/tasks.py --profile          # also cProfile the async throughput run (stderr)
     python bench/tasks.py --with-dashboard   # what an open dashboard costs the worker
                                              # (see bench/_tasks_dashboard.py)
+    python bench/tasks.py --backend redis    # the Redis backend beside Celery, Dramatiq, Huey
+                                             # (bench/tasks_redis.py; its own options)
 
 Prints JSON.
 """
@@ -150,6 +152,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if "--backend" in sys.argv:  # another backend: its own script (other settings, peers)
+        at = sys.argv.index("--backend")
+        backend = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
+        if backend == "redis":
+            rest = sys.argv[1:at] + sys.argv[at + 2 :]
+            script = str(ROOT / "bench" / "tasks_redis.py")
+            os.execv(sys.executable, [sys.executable, script, *rest])
+        elif backend != "memory":
+            sys.exit(f"--backend must be memory or redis, got {backend!r}")
+        del sys.argv[at : at + 2]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--samples", type=int, default=2_000)

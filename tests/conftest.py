@@ -147,3 +147,10 @@ def task_sqlite(task_sqlite_alias: str) -> str:
         for table in TASK_TABLES:
             cursor.execute(f"DELETE FROM {table}")
     return task_sqlite_alias
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The Redis task backends of tests/task_backends.py start servers through this config."""
+    from tests.task_backends import PYTEST_CONFIG
+
+    PYTEST_CONFIG[:] = [config]

@@ -31,6 +31,7 @@ from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
 from headrace.settings import limits
 from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.exceptions import LeaseLost
 from headrace.tasks.jobs import Job
 from headrace.tasks.policy import DEFAULT_JITTER
 from headrace.tasks.runner import Runner
@@ -300,10 +301,20 @@ class TaskWorker:
                 continue
             self._waiting = False
             backoff.succeeded()
-            self._counts["claimed"] += 1
-            handler = asyncio.ensure_future(self._handle(runner, job))
-            self._handlers.add(handler)
-            handler.add_done_callback(functools.partial(self._finished, slot_free))
+            jobs = [job]
+            # A store that can claim several jobs in one step fills the other free slots.
+            claim_more = getattr(self.backend, "claim_more", None)
+            free = self.concurrency - len(self._handlers) - 1
+            if claim_more is not None and free > 0:
+                try:
+                    jobs += await claim_more(self.queues, self.worker_id, free)
+                except Exception as error:  # the next claim() meets it again if it lasts
+                    logger.warning("claiming more jobs failed: %s", error)
+            for job in jobs:
+                self._counts["claimed"] += 1
+                handler = asyncio.ensure_future(self._handle(runner, job))
+                self._handlers.add(handler)
+                handler.add_done_callback(functools.partial(self._finished, slot_free))
             self._notify()
 
     async def _handle(self, runner: Runner, job: Job) -> None:
@@ -313,6 +324,9 @@ class TaskWorker:
             self._counts["returned"] += 1
             self._notify()
             raise
+        except LeaseLost as error:  # a late acknowledgement the store ignored
+            logger.warning("%s", error)
+            return
         except Exception:  # a bug in the runner or the store: log it, keep the worker
             logger.exception("running task %s failed inside the worker", job.id)
             return

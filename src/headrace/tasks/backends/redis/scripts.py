@@ -1,0 +1,355 @@
+"""The Lua scripts of the Redis task backend: every change of a job is one of them.
+
+A script runs atomically, so a job is never claimed without its lease, never both READY and
+RUNNING, and a lease never lapses half-way. The state table of :mod:`headrace.tasks.states`
+is compiled into each script (``MOVES`` below), so Redis applies the same legal moves as
+every other store. Keys follow :mod:`.layout` (``B`` = ``<prefix>:{<queue>}:``); the job
+keys a script builds from ``B`` and an id share the queue's hash tag, so no script touches a
+second Cluster slot.
+
+``now`` (ARGV[1] everywhere) is empty in production: the script reads the server's ``TIME``.
+
+Every moving script takes the same seven KEYS: ``B ready``, ``B delayed``, ``B leases``,
+``B wake``, ``B stats``, ``B dead``, ``B done``; and ARGV[2] = ``B``.
+
+ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none), KEYS[10]
+         ``B fired`` (schedule entry -> last slot fired).
+         ARGV[3] id, [4] spec JSON, [5] priority, [6] delay (s), [7] expires in (s or ""),
+         [8] "1" if it has a key, [9] result ttl (s), [10] schedule entry ("" if none),
+         [11] its slot: with an entry, the job is added only if the slot is later than the
+         entry's last fired slot, which it then becomes (beat's ``fire_slot``).
+         -> {1, id, now} stored; {0, id} the id, or the live job holding the key, exists
+         (or the slot was fired already).
+CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries, [6] how many (the worker's
+         free slots). Returns lapsed leases (WorkerLost; dead-lettered after
+         max_deliveries), moves due delayed jobs to ready, then pops the best ready jobs
+         (expired ones fail unrun). -> {1, {token, job fields, ...}, finished ids} or {0,
+         seconds until the next due job or lapse ("" if none), finished ids}; finished ids
+         are the jobs it expired or dead-lettered (the caller announces them).
+CLAIM_ONE  KEYS[8] job. ARGV[3] id, [4] worker id, [5] lease: claim this READY job now
+         (eager mode). -> {1, token, fields} or {0}.
+MOVE     KEYS[8] job. ARGV[3] id, [4] move, [5] lease token ("" = none held), [6] delay (s)
+         for a move to READY, [7] lease (s) for a claim, [8] worker id, [9...] field, value
+         pairs to set. -> {1, fields[, token]}; {-1} no such job; {-2, state} illegal move;
+         {-3, state} stale token (ignored and counted in ``stale_acks``).
+CANCEL   KEYS[8] job. ARGV[3] id. A READY job is CANCELLED now; a RUNNING one gets
+         ``cancel=1`` (its worker's heartbeat sees it). -> {1, fields} or {-1}.
+RENEW    KEYS[1] leases, [2] stats. ARGV[2] B, [3] lease (s), then id, token pairs: push each
+         lease held with that token forward. -> {ids to cancel, ids whose lease is gone}.
+PROGRESS KEYS[1] job. ARGV[1] JSON: set the progress of a job that still exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from headrace.tasks.states import FINISHED, MOVES
+
+__all__ = [
+    "CANCEL",
+    "CLAIM",
+    "CLAIM_ONE",
+    "ENQUEUE",
+    "MOVE",
+    "PROGRESS",
+    "RENEW",
+    "SCRIPTS",
+    "Script",
+]
+
+
+class Script:
+    """A script's source and its SHA-1 (what ``EVALSHA`` names it by)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+def _lua_moves() -> str:
+    by_state: dict[str, list[str]] = {}
+    for (state, move), target in MOVES.items():
+        by_state.setdefault(state.value, []).append(f"{move.value}='{target.value}'")
+    rows = ", ".join(f"{state}={{{', '.join(moves)}}}" for state, moves in by_state.items())
+    finished = ", ".join(f"{state.value}=true" for state in sorted(FINISHED, key=str))
+    return f"local MOVES = {{{rows}}}\nlocal FINISHED = {{{finished}}}\n"
+
+
+_PRELUDE: Final = (
+    _lua_moves()
+    + r"""
+local function fmt(x) return string.format('%.17g', x) end
+local function clock(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local B = ARGV[2]
+local K_READY, K_DELAYED, K_LEASES, K_WAKE, K_STATS, K_DEAD, K_DONE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local function add_error(job, path, text)
+  local e = cjson.encode({exception_class_path=path, traceback=text})
+  local errors = redis.call('HGET', job, 'errors')
+  if not errors or errors == '[]' or errors == '' then errors = '[' .. e .. ']'
+  else errors = string.sub(errors, 1, -2) .. ',' .. e .. ']' end
+  redis.call('HSET', job, 'errors', errors)
+end
+local function schedule(job, id, now, due)
+  redis.call('ZREM', K_LEASES, id)
+  local wake = true
+  if due > now then
+    -- Idle workers already wait for an earlier due job: no need to wake them for this one.
+    local first = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+    if #first > 0 and tonumber(first[2]) <= due then wake = false end
+    redis.call('ZADD', K_DELAYED, due, id)
+  else
+    local seq = redis.call('HINCRBY', K_STATS, 'seq', 1)
+    local prio = tonumber(redis.call('HGET', job, 'prio'))
+    redis.call('ZADD', K_READY, (100 - prio) * 17592186044416 + seq, id)
+  end
+  redis.call('HSET', job, 'state', 'READY', 'due', fmt(due), 'token', '')
+  if wake then
+    redis.call('LPUSH', K_WAKE, '1')
+    redis.call('LTRIM', K_WAKE, 0, 99)
+  end
+end
+local function finish(job, id, state, now, dead)
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_DELAYED, id)
+  redis.call('ZREM', K_LEASES, id)
+  redis.call('HSET', job, 'state', state, 'finished', fmt(now), 'token', '')
+  local kkey = redis.call('HGET', job, 'kkey')
+  if kkey and kkey ~= '' and redis.call('GET', kkey) == id then redis.call('DEL', kkey) end
+  if dead then
+    redis.call('ZADD', K_DEAD, now, id)
+    redis.call('HINCRBY', K_STATS, 'dead', 1)
+    redis.call('HDEL', job, 'rexp')
+    redis.call('PERSIST', job)
+  else
+    local ttl = tonumber(redis.call('HGET', job, 'ttl') or '86400') or 86400
+    redis.call('HSET', job, 'rexp', fmt(now + ttl))
+    redis.call('ZADD', K_DONE, now + ttl, id)
+    redis.call('PEXPIRE', job, math.max(1, math.ceil(ttl * 1000)))
+  end
+  redis.call('HINCRBY', K_STATS, string.lower(state), 1)
+end
+local function claimed(job, id, now, worker, lease)
+  local token = redis.call('HINCRBY', K_STATS, 'token', 1)
+  local workers = redis.call('HGET', job, 'workers')
+  if workers and workers ~= '' then workers = workers .. '\n' .. worker else workers = worker end
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_DELAYED, id)
+  redis.call('HSET', job, 'state', 'RUNNING', 'started', fmt(now), 'last', fmt(now),
+    'token', token, 'workers', workers)
+  redis.call('ZADD', K_LEASES, now + lease, id)
+  redis.call('HINCRBY', K_STATS, 'claimed', 1)
+  return token
+end
+"""
+)
+
+ENQUEUE: Final = Script(
+    "enqueue",
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local id = ARGV[3]
+local job = KEYS[8]
+if ARGV[10] ~= '' then  -- a schedule's slot: fire it only if later than the last fired
+  local last = tonumber(redis.call('HGET', KEYS[10], ARGV[10]) or '')
+  if last and tonumber(ARGV[11]) <= last then return {0, id} end
+  redis.call('HSET', KEYS[10], ARGV[10], ARGV[11])
+end
+if redis.call('EXISTS', job) == 1 then return {0, id} end
+if ARGV[8] == '1' then
+  local live = redis.call('GET', KEYS[9])
+  if live then
+    local state = redis.call('HGET', B .. 'job:' .. live, 'state')
+    if state and not FINISHED[state] then return {0, live} end
+  end
+  redis.call('SET', KEYS[9], id)
+  redis.call('HSET', job, 'kkey', KEYS[9])
+end
+redis.call('HSET', job, 'id', id, 'spec', ARGV[4], 'enq', fmt(now), 'prio', ARGV[5], 'retries', '0',
+  'deliv', '0', 'errors', '[]', 'workers', '', 'cancel', '0', 'ttl', ARGV[9])
+if ARGV[7] ~= '' then redis.call('HSET', job, 'exp', fmt(now + tonumber(ARGV[7]))) end
+schedule(job, id, now, now + tonumber(ARGV[6]))
+redis.call('HINCRBY', K_STATS, 'enqueued', 1)
+return {1, id, fmt(now)}
+""",
+)
+
+CLAIM: Final = Script(
+    "claim",
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local worker, lease, max_deliveries = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local expired, taken = {}, {}  -- expired: jobs this call finished (expired or dead-lettered)
+-- Leases that lapsed: their worker is gone.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, 100)) do
+  redis.call('ZREM', K_LEASES, id)
+  local job = B .. 'job:' .. id
+  if redis.call('HGET', job, 'state') == 'RUNNING' then
+    local deliveries = redis.call('HINCRBY', job, 'deliv', 1)
+    local workers = redis.call('HGET', job, 'workers') or ''
+    local last = string.match(workers, '([^\n]*)$') or ''
+    add_error(job, 'headrace.tasks.exceptions.WorkerLost',
+      'headrace.tasks.exceptions.WorkerLost: worker ' .. last .. ' stopped renewing its ' ..
+      'lease (delivery ' .. deliveries .. ' of at most ' .. max_deliveries .. ')\n')
+    redis.call('HINCRBY', K_STATS, 'lost', 1)
+    if deliveries >= max_deliveries then
+      finish(job, id, MOVES.RUNNING.fail, now, true)
+      expired[#expired + 1] = id
+    else
+      schedule(job, id, now, now)
+    end
+  end
+end
+-- Delayed jobs now due.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', K_DELAYED, id)
+  local job = B .. 'job:' .. id
+  local seq = redis.call('HINCRBY', K_STATS, 'seq', 1)
+  local prio = tonumber(redis.call('HGET', job, 'prio') or '0')
+  redis.call('ZADD', K_READY, (100 - prio) * 17592186044416 + seq, id)
+end
+local count = tonumber(ARGV[6] or '1') or 1
+while #taken < 2 * count do
+  local top = redis.call('ZPOPMIN', K_READY)
+  if #top == 0 then break end
+  local id = top[1]
+  local job = B .. 'job:' .. id
+  if redis.call('HGET', job, 'state') == 'READY' then
+    local exp = tonumber(redis.call('HGET', job, 'exp') or '')
+    if exp and exp <= now then
+      add_error(job, 'headrace.tasks.exceptions.TaskExpired',
+        'headrace.tasks.exceptions.TaskExpired: expired before a worker took it\n')
+      finish(job, id, MOVES.READY.expire, now, false)
+      redis.call('HINCRBY', K_STATS, 'expired', 1)
+      expired[#expired + 1] = id
+    else
+      local token = claimed(job, id, now, worker, lease)
+      taken[#taken + 1] = tostring(token)
+      taken[#taken + 1] = redis.call('HGETALL', job)
+    end
+  end
+end
+if redis.call('ZCARD', K_READY) == 0 then redis.call('DEL', K_WAKE) end
+if #taken > 0 then return {1, taken, expired} end
+local wait = ''
+local first = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+if #first > 0 then wait = tonumber(first[2]) - now end
+local lapse = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+if #lapse > 0 then
+  local until_lapse = tonumber(lapse[2]) - now
+  if wait == '' or until_lapse < wait then wait = until_lapse end
+end
+if wait ~= '' then wait = fmt(math.max(wait, 0)) end
+return {0, wait, expired}
+""",
+)
+
+CLAIM_ONE: Final = Script(
+    "claim_one",
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local job = KEYS[8]
+if redis.call('HGET', job, 'state') ~= 'READY' then return {0} end
+local token = claimed(job, ARGV[3], now, ARGV[4], tonumber(ARGV[5]))
+return {1, tostring(token), redis.call('HGETALL', job)}
+""",
+)
+
+MOVE: Final = Script(
+    "move",
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local id, move, token = ARGV[3], ARGV[4], ARGV[5]
+local job = KEYS[8]
+local state = redis.call('HGET', job, 'state')
+if not state then return {-1} end
+if token ~= '' and redis.call('HGET', job, 'token') ~= token then
+  redis.call('HINCRBY', K_STATS, 'stale_acks', 1)
+  return {-3, state}
+end
+local target = (MOVES[state] or {})[move]
+if not target then return {-2, state} end
+if #ARGV >= 9 then redis.call('HSET', job, unpack(ARGV, 9)) end
+if target == 'READY' then
+  schedule(job, id, now, now + tonumber(ARGV[6]))
+  if move == 'lose' then redis.call('HINCRBY', K_STATS, 'returned', 1)
+  else redis.call('HINCRBY', K_STATS, 'retried', 1) end
+elseif target == 'RUNNING' then
+  local new = claimed(job, id, now, ARGV[8], tonumber(ARGV[7]))
+  return {1, redis.call('HGETALL', job), tostring(new)}
+else
+  if move == 'cancel' then redis.call('HSET', job, 'cancel', '1') end
+  finish(job, id, target, now, false)
+end
+return {1, redis.call('HGETALL', job)}
+""",
+)
+
+CANCEL: Final = Script(
+    "cancel",
+    _PRELUDE
+    + r"""
+local now = clock(ARGV[1])
+local id = ARGV[3]
+local job = KEYS[8]
+local state = redis.call('HGET', job, 'state')
+if not state then return {-1} end
+if state == 'READY' then
+  redis.call('HSET', job, 'cancel', '1')
+  add_error(job, 'headrace.tasks.exceptions.TaskCancelled',
+    'headrace.tasks.exceptions.TaskCancelled: cancelled before it started\n')
+  finish(job, id, MOVES.READY.cancel, now, false)
+elseif state == 'RUNNING' then
+  redis.call('HSET', job, 'cancel', '1')
+end
+return {1, redis.call('HGETALL', job)}
+""",
+)
+
+RENEW: Final = Script(
+    "renew",
+    r"""
+local now = tonumber(ARGV[1])
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local B, lease = ARGV[2], tonumber(ARGV[3])
+local cancel, gone = {}, {}
+for i = 4, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local job = B .. 'job:' .. id
+  local found = redis.call('HMGET', job, 'state', 'token', 'cancel')
+  if found[1] == 'RUNNING' and found[2] == token then
+    redis.call('ZADD', KEYS[1], now + lease, id)
+    if found[3] == '1' then cancel[#cancel + 1] = id end
+  else
+    gone[#gone + 1] = id
+  end
+end
+redis.call('HINCRBY', KEYS[2], 'renewals', 1)
+return {cancel, gone}
+""",
+)
+
+PROGRESS: Final = Script(
+    "progress",
+    r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end
+return 0
+""",
+)
+
+SCRIPTS: Final = (ENQUEUE, CLAIM, CLAIM_ONE, MOVE, CANCEL, RENEW, PROGRESS)
