@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as _connect
 
@@ -392,6 +392,51 @@ def test_rock_out_fills_several_bars_and_a_reload_keeps_them(new_context: NewCon
     expect(page.locator("#clear-button")).to_be_hidden()
 
 
+@pytest.mark.slow
+def test_run_as_a_task_fills_a_bar_through_the_task_consumer(
+    new_context: NewContext, demo: DemoServer
+) -> None:
+    page = new_context().new_page()
+    page.goto("/progress/")
+    expect(page.locator("#task-sign-in")).to_be_visible()  # guests are asked to sign in
+    expect(page.locator("#task-button")).to_have_count(0)
+    sign_in(page, "/progress/")
+    expect_live(page)
+    run = page.locator("#task-button")
+    expect(run).to_have_text("Run as a task")
+    run.click()
+    task = page.locator(".job.task")
+    expect(task).to_have_count(1)
+    expect(task.locator("[role=progressbar]")).to_have_attribute(
+        "aria-valuenow", re.compile(r"^[1-9]\d?$")
+    )
+    # A reload mid-way: the task's socket sends its state first, and the bar carries on.
+    page.reload()
+    expect_live(page)
+    expect(task.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "100")
+    expect(task.locator(".job-status")).to_have_text("finished")
+    expect(task).to_have_class(re.compile(r"\bdone\b"))
+    expect(task.locator(".job-value")).to_have_text("100%")
+    task_id = task.get_attribute("data-job")
+    assert task_id
+    # Beside a ProgRock job, for the screenshot: the two kinds of bar on one page.
+    page.click("#go-button")
+    page.wait_for_function(
+        "Number(document.querySelector('.job:not(.task) [role=progressbar]')"
+        ".getAttribute('aria-valuenow')) >= 40"
+    )
+    screenshot(page, "progress-task.png")
+
+    # The task's socket is only for the user who started it (or staff): a stranger is refused.
+    with (
+        ws_connect(f"{demo.ws_url}/ws/tasks/{task_id}/", origin=demo.url) as ws,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+
+
 # -- live blog -----------------------------------------------------------------------------------
 
 
@@ -520,6 +565,8 @@ def test_with_redis_url_the_worker_runs_in_its_own_process(
         expect_live(page)
         page.click("#go-button")
         expect(bar(page, 0)).to_have_attribute("aria-valuenow", "100")
+        # The in-memory task backend runs jobs only in the server, which runs no workers here.
+        expect(page.locator("#task-unavailable")).to_be_visible()
 
         reader = context.new_page()
         reader.goto("/blog/")

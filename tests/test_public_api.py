@@ -103,6 +103,17 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.generic.outbox": {"ABORT_EXTENSION", "SLOW_CLIENT_CLOSE_CODE", "Outbox"},
     "headrace.generic.membership": {"GroupMembership"},
     "headrace.lifecycle": {"MOVES", "ConnectionState", "Event", "Lifecycle", "event_for", "move"},
+    "headrace.tasks.consumers": {
+        "CLOSE_FORBIDDEN",
+        "CLOSE_NOT_FOUND",
+        "FINAL_TYPES",
+        "TaskProgressConsumer",
+        "TaskProgressSseConsumer",
+        "TaskStream",
+        "client_message",
+        "state_messages",
+    },
+    "headrace.generic.outbox": {"SLOW_CLIENT_CLOSE_CODE", "Outbox"},
     "headrace.generic.broadcast": {"encode_shared"},
     "headrace.routing": {
         "ChannelNameRouter",

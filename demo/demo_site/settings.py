@@ -97,6 +97,10 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "headrace.layers.InMemoryChannelLayer"}}
 
+# Durable tasks ("Run as a task" on the progress page): headrace's in-process backend, whose
+# queues runserver runs inside the server process.
+TASKS = {"default": {"BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend"}}
+
 # Chat frames are short; anything near this size is not a chat message.
 HEADRACE_WEBSOCKET_MAX_MESSAGE_SIZE = 64 * 1024
 

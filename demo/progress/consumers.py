@@ -14,8 +14,13 @@ The article's design, on today's consumers:
    not moved for a while (its next step was lost in a server restart) is resumed from its
    stored progress by exactly one watcher.
 
-Frames, server to client: ``started``, ``progress`` (``job``, ``progress``, ``complete``),
-``gone`` (a job this server does not know) and ``error``.
+The second button runs the same job as a durable task instead (``progress.tasks.rock``):
+``{"action": "start_task"}`` enqueues it on behalf of the signed-in user and answers
+``task_started``; the page then follows it on its own socket, ``/ws/tasks/<id>/``, served by
+headrace's ready-made :class:`~headrace.tasks.consumers.TaskProgressConsumer`.
+
+Frames, server to client: ``started``, ``task_started`` (``task``), ``progress`` (``job``,
+``progress``, ``complete``), ``gone`` (a job this server does not know) and ``error``.
 """
 
 from __future__ import annotations
@@ -32,15 +37,16 @@ from django.utils import timezone
 from headrace.consumer import AsyncConsumer
 from headrace.db import database_sync_to_async
 from headrace.generic.websocket import AsyncWebsocketConsumer
+from headrace.tasks import enqueued_by
+from headrace.tasks.worker import embedded_task_backends
 
-from .models import Job
+from .models import STEP, Job
+from .tasks import rock
 
 __all__ = ["STEP", "WORKER_CHANNEL", "ProgRocker", "ProgressConsumer", "job_group"]
 
 #: The worker channel, named as in the article.
 WORKER_CHANNEL = "prog-rocker"
-#: Percent a job advances per step (the article's ``+ 3``).
-STEP = 3
 #: Jobs one connection may start or watch; plenty for a demo, and a bound for everyone else.
 MAX_JOBS_PER_CONNECTION = 20
 
@@ -91,9 +97,11 @@ class ProgressConsumer(AsyncWebsocketConsumer):
     """The page's socket: starts jobs and follows the progress of the jobs it cares about."""
 
     watching: set[str]
+    tasks_started: int
 
     async def connect(self) -> None:
         self.watching = set()
+        self.tasks_started = 0
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -108,11 +116,13 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         action = payload.get("action") if isinstance(payload, dict) else None
         if action == "start":
             await self.start_job()
+        elif action == "start_task":
+            await self.start_task()
         elif action == "watch" and isinstance(payload, dict):
             await self.watch_jobs(payload.get("jobs"))
         else:
             await self.send_json(
-                {"type": "error", "error": 'expected {"action": "start"} or "watch"'}
+                {"type": "error", "error": 'expected {"action": "start"}, "start_task" or "watch"'}
             )
 
     async def start_job(self) -> None:
@@ -123,6 +133,25 @@ class ProgressConsumer(AsyncWebsocketConsumer):
         await self.follow(job_id)
         await self.send_json({"type": "started", "job": job_id})
         await self.channel_layer.send(WORKER_CHANNEL, {"type": "rock.start", "job": job_id})
+
+    async def start_task(self) -> None:
+        """Enqueue the job as a durable task owned by this user (only they may watch it)."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.send_json({"type": "error", "error": "sign in to run a durable task"})
+            return
+        if not embedded_task_backends():
+            await self.send_json(
+                {"type": "error", "error": "tasks run only with the in-memory backend here"}
+            )
+            return
+        if self.tasks_started >= MAX_JOBS_PER_CONNECTION:
+            await self.send_json({"type": "error", "error": "too many tasks on this page"})
+            return
+        self.tasks_started += 1
+        with enqueued_by(user):
+            result = await rock.aenqueue()
+        await self.send_json({"type": "task_started", "task": result.id})
 
     async def watch_jobs(self, jobs: object) -> None:
         if not isinstance(jobs, list):

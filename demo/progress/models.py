@@ -7,6 +7,9 @@ from typing import Any
 
 from django.db import models
 
+#: Percent a job advances per step (the article's ``+ 3``); the worker and the task share it.
+STEP = 3
+
 
 def new_job_id() -> str:
     return uuid.uuid4().hex

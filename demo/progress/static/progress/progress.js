@@ -2,6 +2,10 @@
  *
  * The ids of this browser's jobs live in localStorage, so that after a reload (or a
  * reconnect) the page asks the server to "watch" them again and every bar resumes.
+ *
+ * "Run as a task" jobs (kind "task") are durable tasks: /ws/progress/ only starts them; each
+ * one's bar follows its own socket, /ws/tasks/<id>/ (headrace's TaskProgressConsumer), which
+ * sends the task's state first (so a reload resumes), then its progress, then how it ended.
  */
 (function () {
   "use strict";
@@ -9,6 +13,7 @@
   var root = document.getElementById("progress");
   var list = document.getElementById("jobs");
   var goButton = document.getElementById("go-button");
+  var taskButton = document.getElementById("task-button"); // only for signed-in visitors
   var clearButton = document.getElementById("clear-button");
   var noJobs = document.getElementById("no-jobs");
   var hint = document.getElementById("hint");
@@ -19,6 +24,7 @@
   var rows = {};
   var quiet = {}; // job id -> when the page last heard of it
   var QUIET_MS = 3000;
+  var taskSockets = {}; // task id -> its open WebSocket
 
   function loadJobs() {
     try {
@@ -45,7 +51,9 @@
     var item = live.el("li", "job");
     item.dataset.job = job.id;
     var head = live.el("div", "job-head");
-    var name = live.el("span", "job-name", "Job " + job.id.slice(0, 6));
+    var label = (job.kind === "task" ? "Task " : "Job ") + job.id.slice(0, 6);
+    var name = live.el("span", "job-name", label);
+    if (job.kind === "task") item.classList.add("task");
     var status = live.el("span", "job-status", "queued");
     head.appendChild(name);
     head.appendChild(status);
@@ -53,7 +61,7 @@
     bar.setAttribute("role", "progressbar");
     bar.setAttribute("aria-valuemin", "0");
     bar.setAttribute("aria-valuemax", "100");
-    bar.setAttribute("aria-label", "Job " + job.id.slice(0, 6));
+    bar.setAttribute("aria-label", label);
     var fill = live.el("div", "bar-fill");
     bar.appendChild(fill);
     var value = live.el("span", "job-value", "0%");
@@ -73,8 +81,86 @@
     r.bar.setAttribute("aria-valuenow", String(pct));
     r.value.textContent = pct + "%";
     r.item.classList.toggle("done", Boolean(job.complete));
-    r.status.textContent = job.complete ? "complete" : pct > 0 ? "rocking" : "starting";
+    if (job.kind === "task") {
+      r.status.textContent = job.status || "queued";
+      r.item.classList.toggle("failed", job.status === "failed" || job.status === "cancelled");
+    } else {
+      r.status.textContent = job.complete ? "complete" : pct > 0 ? "rocking" : "starting";
+    }
     clearButton.hidden = !jobs.some(function (j) { return j.complete; });
+  }
+
+  // -- durable tasks: one socket per running task --------------------------------------------
+
+  function taskPercent(data) {
+    if (typeof data.done !== "number" || typeof data.total !== "number" || data.total <= 0) {
+      return null;
+    }
+    return Math.round((100 * data.done) / data.total);
+  }
+
+  var TASK_STATUS = { READY: "queued", RUNNING: "running", SUCCESSFUL: "finished", FAILED: "failed" };
+
+  function onTaskMessage(job, data) {
+    var pct = taskPercent(data);
+    if (pct !== null) job.progress = Math.max(job.progress || 0, pct);
+    switch (data.type) {
+      case "task.state":
+        job.status = TASK_STATUS[data.status] || job.status;
+        break;
+      case "task.progress":
+        job.status = "running";
+        break;
+      case "task.finished":
+        job.progress = 100;
+        job.status = "finished";
+        job.complete = true;
+        break;
+      case "task.failed":
+        job.status = "failed";
+        job.complete = true;
+        break;
+      case "task.cancelled":
+        job.status = "cancelled";
+        job.complete = true;
+        break;
+    }
+    saveJobs();
+    paint(job);
+  }
+
+  function watchTask(job) {
+    if (job.complete || taskSockets[job.id]) return;
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(scheme + window.location.host + "/ws/tasks/" + job.id + "/");
+    taskSockets[job.id] = ws;
+    ws.onmessage = function (event) {
+      try {
+        onTaskMessage(job, JSON.parse(event.data));
+      } catch (error) {
+        /* not JSON: ignore */
+      }
+    };
+    ws.onclose = function (event) {
+      delete taskSockets[job.id];
+      if (event.code === 4404) {
+        // The in-memory task backend forgets its jobs when the server stops.
+        job.status = "lost";
+        job.complete = true;
+      } else if (event.code === 4403) {
+        job.status = "not yours";
+        job.complete = true;
+      }
+      saveJobs();
+      paint(job);
+      // Any other close before the end: the page socket's next "open" watches it again.
+    };
+  }
+
+  function watchTasks() {
+    jobs.forEach(function (j) {
+      if (j.kind === "task") watchTask(j);
+    });
   }
 
   function forget(id) {
@@ -107,6 +193,13 @@
         saveJobs();
         paint(job);
         break;
+      case "task_started":
+        job = { id: data.task, kind: "task", started: Date.now(), progress: 0, complete: false };
+        jobs.push(job);
+        saveJobs();
+        paint(job);
+        watchTask(job);
+        break;
       case "gone":
         forget(data.job);
         break;
@@ -119,12 +212,17 @@
   var socket = live.connect(root.dataset.socket, {
     open: function (s) {
       goButton.disabled = false;
-      var mine = jobs.map(function (j) { return j.id; });
+      if (taskButton) taskButton.disabled = false;
+      watchTasks();
+      var mine = jobs.filter(function (j) { return j.kind !== "task"; }).map(function (j) {
+        return j.id;
+      });
       mine.forEach(function (id) { quiet[id] = Date.now(); });
       if (mine.length) s.send({ action: "watch", jobs: mine });
     },
     close: function () {
       goButton.disabled = true;
+      if (taskButton) taskButton.disabled = true;
     },
     message: onMessage,
   });
@@ -134,7 +232,7 @@
   window.setInterval(function () {
     var now = Date.now();
     var stale = jobs.filter(function (j) {
-      return !j.complete && now - (quiet[j.id] || 0) > QUIET_MS;
+      return j.kind !== "task" && !j.complete && now - (quiet[j.id] || 0) > QUIET_MS;
     });
     if (!stale.length || !socket.isOpen()) return;
     stale.forEach(function (j) { quiet[j.id] = now; });
@@ -144,6 +242,14 @@
   goButton.addEventListener("click", function () {
     if (!socket.send({ action: "start" })) hint.textContent = "Not connected: try again in a moment.";
   });
+
+  if (taskButton) {
+    taskButton.addEventListener("click", function () {
+      if (!socket.send({ action: "start_task" })) {
+        hint.textContent = "Not connected: try again in a moment.";
+      }
+    });
+  }
 
   clearButton.addEventListener("click", function () {
     jobs.filter(function (j) { return j.complete; }).forEach(function (j) { forget(j.id); });
