@@ -37,7 +37,7 @@ from headrace.tasks.context import JobControl, TaskContext
 from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.policy import DEFAULT_JITTER, RetryPolicy
-from headrace.tasks.signals import task_retried
+from headrace.tasks.signals import is_heard, task_retried
 from headrace.tasks.states import JobState, Move
 
 __all__ = ["Runner"]
@@ -64,10 +64,11 @@ def _record(error: BaseException) -> JobError:
 class _Attempt:
     __slots__ = ("control", "job", "outcome", "result", "task", "timed_out")
 
-    def __init__(self, job: Job, task: Any, result: Any, control: JobControl) -> None:
+    def __init__(self, job: Job, task: Any, control: JobControl) -> None:
         self.job = job
         self.task = task
-        self.result = result
+        #: The attempt's ``TaskResult``, built on first need (a context, a heard signal).
+        self.result: Any = None
         self.control = control
         self.timed_out = False
         self.outcome: JobState | None = None  #: the job's state after the attempt
@@ -105,7 +106,6 @@ class Runner:
             done = backend.move_job(job.id, Move.FAIL, errors=(*job.errors, _record(error)))
             backend.announce_finished(done)
             return None
-        result = backend.to_result(job, task)
         control = JobControl(
             job.id,
             clock=self.clock,
@@ -115,13 +115,20 @@ class Runner:
             loop=self.loop,
             retries=job.retries,
         )
-        task_started.send(type(backend), task_result=result)
-        return _Attempt(job, task, result, control)
+        attempt = _Attempt(job, task, control)
+        if is_heard(task_started):
+            task_started.send(type(backend), task_result=self._result(attempt))
+        return attempt
+
+    def _result(self, attempt: _Attempt) -> Any:
+        if attempt.result is None:
+            attempt.result = self.backend.to_result(attempt.job, attempt.task)
+        return attempt.result
 
     def _call_args(self, attempt: _Attempt) -> tuple[list[Any], dict[str, Any]]:
         job = attempt.job
         if attempt.task.takes_context:
-            context = TaskContext(task_result=attempt.result, control=attempt.control)
+            context = TaskContext(task_result=self._result(attempt), control=attempt.control)
             return [context, *job.args], job.kwargs
         return list(job.args), job.kwargs
 
@@ -183,12 +190,13 @@ class Runner:
                 errors=(*job.errors, recorded),
             )
             attempt.outcome = job.state
-            task_retried.send(
-                type(self.backend),
-                task_result=self.backend.to_result(job, attempt.task),
-                exception=final,
-                delay=delay,
-            )
+            if is_heard(task_retried):
+                task_retried.send(
+                    type(self.backend),
+                    task_result=self.backend.to_result(job, attempt.task),
+                    exception=final,
+                    delay=delay,
+                )
             return
         job = self.backend.move_job(job.id, Move.FAIL, errors=(*job.errors, recorded))
         self._finished(attempt, job)
@@ -196,23 +204,26 @@ class Runner:
     def _finished(self, attempt: _Attempt, job: Job) -> None:
         attempt.outcome = job.state
         result = attempt.result
-        for name, value in (
-            ("status", job.state.status),
-            ("state", job.state),
-            ("finished_at", _when(job.finished_at)),
-            (
-                "errors",
-                [
-                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
-                    for e in job.errors
-                ],
-            ),
-            ("progress", job.progress),
-            ("cancel_requested", job.cancel_requested),
-        ):
-            object.__setattr__(result, name, value)
-        if job.state is JobState.SUCCESSFUL:
-            object.__setattr__(result, "_return_value", job.return_value)
+        if result is not None:  # the task's context holds it: bring it up to date
+            for name, value in (
+                ("status", job.state.status),
+                ("state", job.state),
+                ("finished_at", _when(job.finished_at)),
+                (
+                    "errors",
+                    [
+                        TaskError(
+                            exception_class_path=e.exception_class_path, traceback=e.traceback
+                        )
+                        for e in job.errors
+                    ],
+                ),
+                ("progress", job.progress),
+                ("cancel_requested", job.cancel_requested),
+            ):
+                object.__setattr__(result, name, value)
+            if job.state is JobState.SUCCESSFUL:
+                object.__setattr__(result, "_return_value", job.return_value)
         self.backend.announce_finished(job, result)
 
     def _lose(self, attempt: _Attempt) -> None:
