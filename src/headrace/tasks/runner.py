@@ -53,6 +53,21 @@ _POLICY_FIELDS = (
 )
 
 
+#: Return values that are JSON as they are (to_json would return them unchanged).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_coroutine_functions: dict[Any, bool] = {}
+
+
+def _is_coroutine_function(func: Any) -> bool:
+    """``inspect.iscoroutinefunction``, remembered per task function (it walks wrappers)."""
+    found = _coroutine_functions.get(func)
+    if found is None:
+        if len(_coroutine_functions) >= 1024:
+            _coroutine_functions.clear()
+        found = _coroutine_functions[func] = iscoroutinefunction(func)
+    return found
+
+
 def _record(error: BaseException) -> JobError:
     cls = type(error)
     return JobError(
@@ -144,7 +159,8 @@ class Runner:
 
     def _succeeded(self, attempt: _Attempt, value: Any) -> None:
         try:
-            value = to_json(value, f"{attempt.task.module_path} returned", "its return value")
+            if type(value) not in _PLAIN:  # (the message below is built only when needed)
+                value = to_json(value, f"{attempt.task.module_path} returned", "its return value")
         except TypeError as error:
             self._failed(attempt, error, retry=False)
             return
@@ -245,7 +261,7 @@ class Runner:
         handler = asyncio.current_task()
         assert handler is not None
         control = attempt.control
-        is_async = iscoroutinefunction(attempt.task.func)
+        is_async = _is_coroutine_function(attempt.task.func)
         ours = 0  # cancellations this runner asked for (cancel(), timeout)
 
         def interrupt() -> None:
