@@ -60,6 +60,8 @@ _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 
 
 _STATUS: Final = {state: state.status for state in JobState}
+#: (task, module path, job options, countdown, expires, checked key); see _profile().
+_Profile = tuple[Any, str, dict[str, Any], Any, Any, str | None]
 
 
 def new_job_id() -> str:
@@ -122,7 +124,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.worker_id = get_random_string(32)
         self._tasks_by_path: dict[str, Any] = {}
-        self._options_by_task: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._profiles: dict[int, _Profile] = {}
         # The loop (and its layer) of a worker running in this process, for messages sent
         # from other threads; see publish().
         self._home: tuple[asyncio.AbstractEventLoop, Any | None] | None = None
@@ -299,12 +301,10 @@ class HeadraceTaskBackend(BaseTaskBackend):
                 f"{task.module_path} belongs to backend {task.backend!r}, not {self.alias!r}"
             )
         json_args, json_kwargs = check_arguments(task, args, kwargs)
+        _, path, options, task_countdown, task_expires, key = self._profile(task)
         now = self.clock.time()
         due = now
-        if countdown is None:
-            countdown = getattr(task, "countdown", None)
-        else:
-            countdown = _seconds("countdown", countdown)
+        countdown = task_countdown if countdown is None else _seconds("countdown", countdown)
         if eta is not None:
             due = _timestamp("eta", eta)
         elif task.run_after is not None:
@@ -312,7 +312,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         elif countdown is not None:
             due = now + float(countdown)
         if expires is None:
-            expires = getattr(task, "expires", None)
+            expires = task_expires
         expires_at = (
             None
             if expires is None
@@ -320,10 +320,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
             if isinstance(expires, datetime)
             else now + _seconds("expires", expires)
         )
-        key = getattr(task, "key", None)
         job = Job(
             id=new_job_id() if job_id is None else check_job_id(job_id),
-            task_path=task.module_path,
+            task_path=path,
             args=json_args,
             kwargs=json_kwargs,
             queue=task.queue_name,
@@ -332,9 +331,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
             enqueued_at=now,
             due_at=due,
             expires_at=expires_at,
-            key=None if key is None else check_key(key),
+            key=key,
             owner=current_owner() if owner is False else owner,  # type: ignore[arg-type]
-            options=self._job_options(task),
+            options=options,
         )
         stored, created = self.put_job(job, task)
         result = self.to_result(stored, task)
@@ -342,17 +341,26 @@ class HeadraceTaskBackend(BaseTaskBackend):
             task_enqueued.send(type(self), task_result=result)
         return result
 
-    def _job_options(self, task: Any) -> dict[str, Any]:
-        """:func:`~headrace.tasks.jobs.job_options`, kept per Task object (a frozen value):
-        the jobs of one task share one options dict, which nothing changes."""
-        found = self._options_by_task.get(id(task))
+    def _profile(self, task: Any) -> _Profile:
+        """What a job takes from its Task object (a frozen value), kept per object: its path,
+        :func:`~headrace.tasks.jobs.job_options` (one dict shared by the task's jobs, which
+        nothing changes), and its ``countdown``, ``expires`` and checked ``key``."""
+        found = self._profiles.get(id(task))
         if found is not None and found[0] is task:
-            return found[1]
-        if len(self._options_by_task) >= 256:  # using() makes a Task per call: stay small
-            self._options_by_task.clear()
-        options = job_options(task)
-        self._options_by_task[id(task)] = (task, options)
-        return options
+            return found
+        key = getattr(task, "key", None)
+        profile = (
+            task,
+            task.module_path,
+            job_options(task),
+            getattr(task, "countdown", None),
+            getattr(task, "expires", None),
+            None if key is None else check_key(key),
+        )
+        if len(self._profiles) >= 256:  # using() makes a Task per call: stay small
+            self._profiles.clear()
+        self._profiles[id(task)] = profile
+        return profile
 
     def enqueue_on_commit(
         self, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *, using: str = "default"
