@@ -88,6 +88,8 @@ system-deps:
 	@need=""; \
 	command -v redis-server >/dev/null 2>&1 || need="$$need redis-server"; \
 	[ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| need="$$need postgresql"; \
 	if [ -n "$$need" ]; then \
 		echo "installing:$$need"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

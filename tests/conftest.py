@@ -59,3 +59,90 @@ def _database_reachable_from_handler_threads(django_db_blocker: Any) -> Iterator
     """
     with django_db_blocker.unblock():
         yield
+
+
+# -- the database task backend (issue 15) ------------------------------------------------------
+
+TASK_TABLES = (
+    "headrace_taskjob",
+    "headrace_taskjobresult",
+    "headrace_taskdeadletter",
+    "headrace_taskworkerheartbeat",
+)
+
+
+def _add_database(alias: str, entry: dict[str, Any]) -> None:
+    """Make ``alias`` a Django database for the rest of the session."""
+    from django.db import connections
+
+    configured = connections.configure_settings(
+        {"default": connections.settings["default"], alias: dict(entry)}
+    )
+    connections.settings[alias] = configured[alias]
+
+
+@pytest.fixture(scope="session")
+def task_postgres_alias(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``DATABASES`` alias on the session's own PostgreSQL server, migrated."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    from tests.postgres_server import postgres
+    from tests.task_backends import POSTGRES_ALIAS
+
+    server = postgres(request.config)
+    server.create_database("headrace_tasks")
+    entry = server.database_settings("headrace_tasks")
+    settings.DATABASES[POSTGRES_ALIAS] = entry
+    _add_database(POSTGRES_ALIAS, entry)
+    call_command("migrate", database=POSTGRES_ALIAS, verbosity=0)
+    connections[POSTGRES_ALIAS].close()
+    yield POSTGRES_ALIAS
+    connections[POSTGRES_ALIAS].close()
+    connections.settings.pop(POSTGRES_ALIAS, None)
+    settings.DATABASES.pop(POSTGRES_ALIAS, None)
+
+
+@pytest.fixture
+def task_postgres(task_postgres_alias: str) -> str:
+    """The PostgreSQL alias, with the task tables emptied."""
+    from django.db import connections
+
+    with connections[task_postgres_alias].cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(TASK_TABLES)}")
+    return task_postgres_alias
+
+
+@pytest.fixture(scope="session")
+def task_sqlite_alias(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``DATABASES`` alias on an SQLite file of the session's own, migrated."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    from tests.task_backends import SQLITE_ALIAS
+
+    path = tmp_path_factory.mktemp("sqlite") / "tasks.sqlite3"
+    entry = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path), "TEST": {"NAME": str(path)}}
+    settings.DATABASES[SQLITE_ALIAS] = entry
+    _add_database(SQLITE_ALIAS, entry)
+    call_command("migrate", database=SQLITE_ALIAS, verbosity=0)
+    with connections[SQLITE_ALIAS].cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode = WAL")
+    connections[SQLITE_ALIAS].close()
+    yield SQLITE_ALIAS
+    connections[SQLITE_ALIAS].close()
+    connections.settings.pop(SQLITE_ALIAS, None)
+    settings.DATABASES.pop(SQLITE_ALIAS, None)
+
+
+@pytest.fixture
+def task_sqlite(task_sqlite_alias: str) -> str:
+    """The SQLite alias, with the task tables emptied."""
+    from django.db import connections
+
+    with connections[task_sqlite_alias].cursor() as cursor:
+        for table in TASK_TABLES:
+            cursor.execute(f"DELETE FROM {table}")
+    return task_sqlite_alias

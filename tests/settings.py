@@ -52,3 +52,20 @@ TASKS = {
         "QUEUES": ["default", "emails"],
     }
 }
+
+# -- the database task backend's admin (issue 15) ---------------------------------------------
+INSTALLED_APPS += ["django.contrib.admin", "django.contrib.messages"]
+MIDDLEWARE += ["django.contrib.messages.middleware.MessageMiddleware"]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]

@@ -24,3 +24,30 @@ def memory(clock: ManualClock, **options: Any) -> dict[str, Any]:
 
 
 TASK_BACKENDS: dict[str, Callable[..., dict[str, Any]]] = {"memory": memory}
+
+
+# -- the database backend (issue 15): the fixtures named in ``fixtures`` give it empty tables --
+
+POSTGRES_ALIAS = "headrace_pg"
+SQLITE_ALIAS = "headrace_sqlite"
+
+
+def _database(database: str) -> Callable[..., dict[str, Any]]:
+    def make(clock: ManualClock, **options: Any) -> dict[str, Any]:
+        return {
+            "default": {
+                "BACKEND": "headrace.tasks.backends.database.DatabaseTaskBackend",
+                "QUEUES": QUEUES,
+                "OPTIONS": {"clock": clock, "database": database, **options},
+            }
+        }
+
+    return make
+
+
+sqlite = _database(SQLITE_ALIAS)
+sqlite.fixtures = ("task_sqlite",)  # type: ignore[attr-defined]
+postgres = _database(POSTGRES_ALIAS)
+postgres.fixtures = ("task_postgres",)  # type: ignore[attr-defined]
+
+TASK_BACKENDS.update(sqlite=sqlite, postgres=postgres)

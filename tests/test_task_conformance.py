@@ -50,7 +50,10 @@ MakeWorker = Callable[..., Awaitable[TaskWorker]]
 def backend(
     request: pytest.FixtureRequest, settings: Any, clock: ManualClock
 ) -> Iterator[HeadraceTaskBackend]:
-    settings.TASKS = TASK_BACKENDS[request.param](clock)
+    factory = TASK_BACKENDS[request.param]
+    for name in getattr(factory, "fixtures", ()):  # e.g. a database server and its tables
+        request.getfixturevalue(name)
+    settings.TASKS = factory(clock)
     tasks.CALLS.clear()
     tasks.GATES.clear()
     tasks.ASYNC_GATES.clear()

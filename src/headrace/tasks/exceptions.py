@@ -9,7 +9,9 @@
         ├── TaskExpired             the job's ``expires`` time passed before it started
         ├── TaskTimeout             an async job ran past its ``timeout`` and was cancelled
         ├── UnknownTask             a stored job names a task that cannot be imported
-        └── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
+        ├── MaxRetriesExceeded      ``retry()`` was called with no retries left and no ``exc``
+        ├── WorkerLost              the worker running the job stopped renewing its lease
+        └── LeaseLost               a worker settled a job whose lease had passed to another
     ConfigurationError              bad option names or values (also ``ImproperlyConfigured``)
 
     Control flow (not an error): Retry, raised by ``context.retry()`` / ``self.retry()``.
@@ -28,12 +30,14 @@ from headrace.exceptions import HeadraceError
 __all__ = [
     "HeadraceTaskError",
     "InvalidTransition",
+    "LeaseLost",
     "MaxRetriesExceeded",
     "Retry",
     "TaskCancelled",
     "TaskExpired",
     "TaskTimeout",
     "UnknownTask",
+    "WorkerLost",
 ]
 
 
@@ -64,6 +68,17 @@ class UnknownTask(HeadraceTaskError):
 
 class MaxRetriesExceeded(HeadraceTaskError):
     """``retry()`` was called with no retries left (and no ``exc`` to fail with)."""
+
+
+class WorkerLost(HeadraceTaskError):
+    """The worker running the job stopped renewing its lease (it died, or hung longer than
+    the lease): the job was put back in its queue, or dead-lettered after ``max_deliveries``
+    such losses. Recorded in the job's errors; never raised in a task."""
+
+
+class LeaseLost(HeadraceTaskError):
+    """A worker tried to settle a job whose lease had lapsed and passed to another worker
+    (it was paused past its lease): its outcome is ignored, the other attempt counts."""
 
 
 class Retry(Exception):

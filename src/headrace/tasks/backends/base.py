@@ -104,6 +104,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    #: False for a store that writes jobs in the caller's database transaction (enqueue
+    #: inside ``atomic()`` is then right, not a pitfall to warn about).
+    warns_in_transaction = True
 
     def __init__(self, alias: str, params: Mapping[str, Any]) -> None:
         super().__init__(alias, dict(params))
@@ -259,7 +262,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
     ) -> TaskResult:
         """Enqueue with per-call options (what ``apply_async`` needs); ``owner=False``: take
         it from :func:`~headrace.tasks.enqueued_by`."""
-        if settings.DEBUG and _in_atomic_block():
+        if settings.DEBUG and self.warns_in_transaction and _in_atomic_block():
             logger.warning(
                 "%s was enqueued inside a database transaction: a worker may run it before "
                 "the transaction commits (or after it rolled back); use "

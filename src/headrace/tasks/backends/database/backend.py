@@ -1,0 +1,833 @@
+"""Durable tasks in the project's own database: PostgreSQL in production, SQLite to start.
+
+::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "headrace.tasks.backends.database.DatabaseTaskBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"database": "default", "lease": 30, "max_deliveries": 3},
+        }
+    }
+
+Run ``migrate`` once (the tables are the ``headrace`` app's; layout and indexes in
+:mod:`headrace.tasks.backends.database.sql`), then ``manage.py runworker --tasks``.
+
+**Transactional enqueue.** From ordinary (sync) code, a job is a row written on Django's own
+connection for ``database``: enqueued inside ``atomic()``, it exists only if that transaction
+commits, and a worker cannot see it before — the "task ran before the commit" pitfall cannot
+happen. (``enqueue_on_commit`` still works, and is needed only on the other backends.) Code
+running on an event loop (``aenqueue``, an async view, a worker) uses the backend's own
+connection instead: Django's is not usable there, and there is no transaction to join.
+
+**Delivery** (the same guarantees as the other headrace backends): a worker claims a job and
+writes its lease (a random token, its worker id, an expiry ``lease`` seconds ahead) in one
+transaction; on PostgreSQL the claim takes the row ``FOR UPDATE SKIP LOCKED``, so workers never
+wait on each other's claims. A heartbeat thread renews the leases of the jobs in hand every
+``lease / 3`` seconds. A lease that lapses (its worker died or hung) puts the job back with a
+:class:`~headrace.tasks.exceptions.WorkerLost` error; the ``max_deliveries``-th such loss
+dead-letters it (``FAILED``, and a ``TaskDeadLetter`` row to retry from the admin). Settling a
+job needs the lease token: a worker that wakes up after its lease passed to another gets
+:class:`~headrace.tasks.exceptions.LeaseLost`, its outcome is ignored and counted
+(``statistics().stale_acks``). Workers claim only free slots (no prefetch); delayed jobs are
+rows, never held in worker memory. Times come from the database's clock.
+
+**Waking.** On PostgreSQL an idle worker waits on ``LISTEN headrace_tasks``; enqueue and
+requeue statements send ``NOTIFY`` (delivered at commit), a timer wakes it at the next due
+time, and ``poll_interval`` (default 5 s) is only a fallback. On SQLite there is no
+``LISTEN``: jobs enqueued in the worker's process wake it at once, others within
+``poll_interval``. SQLite suits one worker process (and any number of web processes that
+enqueue); its writes are serialized by the database file's lock.
+
+**Connections.** The backend opens its own connections (not Django's, which cannot be used on
+an event loop) from the same ``DATABASES`` entry: one for workers (on PostgreSQL with
+``synchronous_commit = off``: a claim, heartbeat or acknowledgement lost in a database crash
+only makes the job run again — at-least-once holds), one for enqueues and reads made on an
+event loop, and on PostgreSQL one that listens. Statements run on the calling thread (the
+worker's loop: a round trip of a fraction of a millisecond).
+
+``OPTIONS`` (besides those of :mod:`headrace.tasks.backends.base`): ``database`` ("default"),
+``lease`` (30 s), ``max_deliveries`` (3), ``poll_interval`` (5 s on PostgreSQL, 1 s on SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django.core import checks
+from django.db import connections, transaction
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+
+from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.backends.database import rows as records
+from headrace.tasks.backends.database import sql
+from headrace.tasks.backends.database.connections import DjangoExecutor, Executor
+from headrace.tasks.backends.database.store import Waiter, on_loop, store_for
+from headrace.tasks.base import DEFAULT_RESULT_TTL
+from headrace.tasks.exceptions import (
+    LeaseLost,
+    TaskCancelled,
+    TaskExpired,
+    UnknownTask,
+    WorkerLost,
+)
+from headrace.tasks.jobs import Job
+from headrace.tasks.states import JobState, Move, advance
+
+__all__ = ["DatabaseTaskBackend", "DatabaseTaskStatistics"]
+
+logger = logging.getLogger("headrace.tasks")
+
+_OPTION_KEYS: Final = ("database", "lease", "max_deliveries", "poll_interval")
+DEFAULT_LEASE: Final = 30.0
+DEFAULT_MAX_DELIVERIES: Final = 3
+_PURGE_EVERY: Final = 60.0  # seconds between purges of expired results and silent workers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseTaskStatistics:
+    ready: int  #: waiting jobs of the backend's queues (due or not), in the database
+    running: int  #: in the database
+    dead: int  #: dead letters not yet retried, in the database
+    held: int  #: jobs this process's workers hold leases on
+    stale_acks: int  #: settlements ignored in this process (LeaseLost)
+    lost_leases: int  #: lapsed leases this process found and put back or dead-lettered
+
+
+def _positive(options: Mapping[str, Any], name: str, default: float) -> tuple[float, str | None]:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return default, f"{name} must be a positive number, got {value!r}"
+    return float(value), None
+
+
+class DatabaseTaskBackend(HeadraceTaskBackend):
+    """Jobs as rows of the project's database (see the module docstring)."""
+
+    warns_in_transaction = False
+
+    def __init__(self, alias: str, params: Mapping[str, Any]) -> None:
+        options = dict(params.get("OPTIONS", {}))
+        mine = {name: options.pop(name) for name in _OPTION_KEYS if name in options}
+        super().__init__(alias, {**params, "OPTIONS": options})
+        self.options = {**self.options, **mine}
+        self.database: str = mine.get("database", "default")
+        problems = []
+        self.lease, problem = _positive(mine, "lease", DEFAULT_LEASE)
+        problems.append(problem)
+        deliveries = mine.get("max_deliveries", DEFAULT_MAX_DELIVERIES)
+        if type(deliveries) is not int or deliveries < 1:
+            problems.append(f"max_deliveries must be a positive int, got {deliveries!r}")
+            deliveries = DEFAULT_MAX_DELIVERIES
+        self.max_deliveries: int = deliveries
+        self._uses_db_clock = "clock" not in options
+        try:
+            self.vendor: str = connections[self.database].vendor
+        except Exception as error:
+            problems.append(f"database {self.database!r}: {error}")
+            self.vendor = "sqlite"
+        if self.vendor not in ("postgresql", "sqlite"):
+            problems.append(
+                f"database {self.database!r} is {self.vendor}; this backend runs on PostgreSQL "
+                "or SQLite"
+            )
+            self.vendor = "sqlite"
+        self.poll_interval, problem = _positive(
+            mine, "poll_interval", 5.0 if self.vendor == "postgresql" else 1.0
+        )
+        problems.append(problem)
+        self._option_problems.extend(p for p in problems if p)
+        self._store = store_for(alias, params, self.database, self.vendor)
+        self._sql = self._store.dialect
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages = super().check(**kwargs)
+        if self.vendor == "sqlite" and not self._option_problems:
+            messages.append(
+                checks.Info(
+                    f"TASKS[{self.alias!r}] keeps jobs in SQLite: run one worker process "
+                    "(PostgreSQL for several)",
+                    id="headrace.I103",
+                )
+            )
+        return messages
+
+    # -- tasks as enqueued ------------------------------------------------------------------------
+
+    def task_for_job(self, job: Job) -> Any:
+        """The job's task with the options it was enqueued with (``using()`` is not stored,
+        but its effect is: priority, queue and the options of the row)."""
+        task = self.resolve_task(job.task_path)
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in job.options.items()
+            if value is not None and getattr(task, name, value) != value
+        }
+        if task.priority != job.priority:
+            changes["priority"] = job.priority
+        if task.queue_name != job.queue:
+            changes["queue_name"] = job.queue
+        if not changes:
+            return task
+        try:
+            return task.using(**changes)
+        except (TypeError, ValueError, InvalidTask) as error:
+            logger.warning("task %s: options %r not applied (%s)", job.id, changes, error)
+            return task
+
+    def to_result(self, job: Job, task: Any = None) -> Any:
+        if task is None:
+            try:
+                task = self.task_for_job(job)
+            except UnknownTask:
+                task = None
+        return super().to_result(job, task)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _now(self) -> float | None:
+        """The ``now`` parameter: None lets the database's clock decide."""
+        return None if self._uses_db_clock else self.clock.time()
+
+    def _db(self, *, worker: bool = False) -> Executor:
+        """Django's connection from sync code; the backend's own on an event loop."""
+        if on_loop():
+            return self._store.worker if worker else self._store.client
+        return DjangoExecutor(self.database)
+
+    def _run(self, db: Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
+        params.setdefault("now", self._now())
+        return [records.row(values) for values in db.execute(statement, params)]
+
+    # -- store -----------------------------------------------------------------------------------
+
+    def put_job(self, job: Job, task: Any = None) -> tuple[Job, bool]:
+        db = self._db()
+        params = {
+            "job_id": job.id,
+            "check_id": job.id,
+            "task_path": job.task_path,
+            "queue": job.queue,
+            "priority": job.priority,
+            "args": records.dumps(job.args),
+            "kwargs": records.dumps(job.kwargs),
+            "options": records.dumps(dict(job.options)),
+            "owner": job.owner,
+            "key": job.key,
+            # Times the core computed on its clock become offsets from the store's now.
+            "due": job.due_at - job.enqueued_at,
+            "expires": None if job.expires_at is None else job.expires_at - job.enqueued_at,
+            "empty": "[]",
+        }
+        for _ in range(5):
+            rows = self._run(db, self._sql.insert(), **params)
+            if rows:
+                if isinstance(db, DjangoExecutor) and db.in_atomic_block:
+                    transaction.on_commit(
+                        functools.partial(self._store.wake, job.queue),
+                        using=self.database,
+                        robust=True,
+                    )
+                else:
+                    self._store.wake(job.queue)
+                return records.job(rows[0], self.alias), True
+            found = self._run(db, self._sql.get, job_id=job.id)
+            if not found and job.key is not None:
+                found = self._run(db, self._sql.get_by_key, key=job.key)
+            if found:
+                return records.job(found[0], self.alias), False
+            # The job holding the key finished between the two statements: try again.
+        raise RuntimeError(f"could not store job {job.id}: its key {job.key!r} kept changing")
+
+    def get_job(self, job_id: str) -> Job | None:
+        rows = self._run(self._db(), self._sql.get, job_id=job_id)
+        return records.job(rows[0], self.alias) if rows else None
+
+    def claim_nowait(self, queues: Iterable[str], worker_id: str) -> Job | None:
+        statement, params = self._sql.claim(list(queues))
+        token = secrets.token_hex(16)
+        rows = self._run(
+            self._db(worker=True),
+            statement,
+            worker=worker_id,
+            token=token,
+            lease=self.lease,
+            **params,
+        )
+        if not rows:
+            return None
+        job = records.job(rows[0], self.alias)
+        with self._store.lock:
+            self._store.held[job.id] = (token, worker_id)
+        return job
+
+    async def claim(
+        self,
+        queues: Iterable[str],
+        worker_id: str,
+        *,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Job:
+        store = self._store
+        names = list(dict.fromkeys(queues))
+        self._register_worker(worker_id, names)
+        loop = asyncio.get_running_loop()
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            waiter = Waiter(loop, future, frozenset(names))
+            with store.lock:
+                store.waiters.append(waiter)
+            timers: list[Any] = []
+            try:
+                store.ensure_listener()
+                job = self.claim_nowait(names, worker_id)
+                if job is not None:
+                    return job
+                if self._maintenance_due() and self.maintain(names):
+                    continue  # jobs were put back: claim again at once
+                due = self._next_due(names)
+                if due is not None:
+                    timers.append(self.clock.call_at(due, waiter.wake))
+                timers.append(loop.call_later(self.poll_interval, waiter.wake))
+                if on_wait is not None:
+                    on_wait()
+                await future
+            finally:
+                for timer in timers:
+                    timer.cancel()
+                with store.lock:
+                    store.waiters.remove(waiter)
+
+    def _maintenance_due(self) -> bool:
+        """Whether an idle worker should run :meth:`maintain` before it waits: at most once
+        a second per process (and on each heartbeat), so that a burst of wake-ups does not
+        turn into a burst of maintenance statements."""
+        now = self.clock.time()
+        store = self._store
+        with store.lock:
+            if store.last_maintained is not None and now - store.last_maintained < min(
+                1.0, self.lease / 3
+            ):
+                return False
+            store.last_maintained = now
+        return True
+
+    def _next_due(self, queues: list[str]) -> float | None:
+        """The next due time of a delayed job, on the backend's clock."""
+        statement, params = self._sql.next_due(queues)
+        [(due, now)] = self._db(worker=True).execute(statement, {"now": self._now(), **params})
+        if due is None:
+            return None
+        return self.clock.time() + (float(due) - float(now))
+
+    def claim_job(self, job_id: str, worker_id: str) -> Job | None:
+        token = secrets.token_hex(16)
+        rows = self._run(
+            self._db(worker=True),
+            self._sql.claim_job,
+            job_id=job_id,
+            worker=worker_id,
+            token=token,
+            lease=self.lease,
+        )
+        if not rows:
+            return None
+        with self._store.lock:
+            self._store.held[job_id] = (token, worker_id)
+        return records.job(rows[0], self.alias)
+
+    def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
+        unknown = [
+            name for name in changes if name not in records.CHANGE_COLUMNS and name != "due_at"
+        ]
+        if unknown:
+            raise TypeError(f"move_job cannot change {', '.join(unknown)}")
+        with self._store.lock:
+            held = self._store.held.get(job_id)
+        if held is not None and JobState.RUNNING in sql.sources(move):
+            rows = self._settle(job_id, move, held[0], changes)
+            if not rows:
+                return self._stale(job_id, move, True)
+        else:
+            rows = self._move_unleased(job_id, move, changes)
+        with self._store.lock:
+            self._store.held.pop(job_id, None)
+            self._store.pending_cancels.discard(job_id)
+        job = records.job(rows[0], self.alias)
+        if job.is_finished:
+            self._store.finished(job_id)
+        elif job.state is JobState.READY:
+            self._store.wake(job.queue)
+        return job
+
+    def _settle(
+        self, job_id: str, move: Move, token: str, changes: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """A worker ends its attempt: the move out of RUNNING, if its lease still holds."""
+        target = advance(JobState.RUNNING, move)
+        db = self._db(worker=True)
+        params: dict[str, Any] = {"job_id": job_id, "token": token, "state": target.value}
+        keys = tuple(sorted(name for name in changes if name != "due_at"))
+        for name in keys:
+            params[name] = records.change_value(name, changes[name])
+        if target is JobState.READY:
+            now = self.clock.time()
+            params["due"] = changes.get("due_at", now) - now
+            return self._run(db, self._sql.requeue(keys), **params)
+        if self.vendor == "postgresql":
+            params["ttl"] = DEFAULT_RESULT_TTL
+            return self._run(db, self._sql.finish(keys), **params)  # type: ignore[attr-defined]
+        return self._finish_where(
+            db,
+            "job_id = %(job_id)s AND state = 'RUNNING' AND lease_token = %(token)s",
+            {"job_id": job_id, "token": token},
+            lambda row: {**row, **{k: changes[k] for k in keys}, "state": target.value},
+        )
+
+    def _move_unleased(
+        self, job_id: str, move: Move, changes: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Any other move of the state table (an operator's, or a test walking the table):
+        from the state the job is in now, if it is still in it."""
+        current = self.get_job(job_id)
+        if current is None:
+            raise TaskResultDoesNotExist(job_id)
+        target = advance(current.state, move)  # InvalidTransition: "expected X, got Y"
+        db = self._db(worker=True)
+        where = "job_id = %(job_id)s AND state = %(source)s"
+        params: dict[str, Any] = {"job_id": job_id, "source": current.state.value}
+        keys = tuple(sorted(name for name in changes if name != "due_at"))
+        if target.is_finished:
+            rows = self._finish_where(
+                db,
+                where,
+                params,
+                lambda row: {**row, **{k: changes[k] for k in keys}, "state": target.value},
+            )
+        else:
+            sets = ["state = %(state)s"]
+            params["state"] = target.value
+            for name in keys:
+                sets.append(f"{name} = {self._sql._param(name)}")
+                params[name] = records.change_value(name, changes[name])
+            if "due_at" in changes:
+                sets.append(f"due_at = {self._sql.now} + %(due)s")
+                params["due"] = changes["due_at"] - self.clock.time()
+            if target is not JobState.RUNNING:
+                sets.append("lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL")
+            statement = (
+                f"UPDATE {sql.JOB} SET {', '.join(sets)} WHERE {where} "
+                f"RETURNING {self._sql.returning_live}"
+            )
+            rows = self._run(db, statement, **params)
+        if not rows:  # it moved meanwhile: judge the move against its new state
+            return self._move_unleased(job_id, move, changes)
+        return rows
+
+    def _stale(self, job_id: str, move: Move, leased: bool) -> Job:
+        """Nothing matched: the lease this worker held passed on (LeaseLost), or the job
+        was never this worker's (InvalidTransition when the table forbids the move)."""
+        with self._store.lock:
+            self._store.held.pop(job_id, None)
+        current = self.get_job(job_id)
+        if current is None:
+            raise TaskResultDoesNotExist(job_id)
+        if not leased:
+            advance(current.state, move)  # raises InvalidTransition when the table forbids it
+        self._store.stale_acks += 1
+        raise LeaseLost(
+            f"task {job_id}: this worker's lease lapsed and the job passed to another attempt "
+            f"(now {current.state.name}); this attempt's outcome ({move.value}) is ignored"
+        )
+
+    def _finish_where(
+        self,
+        db: Executor,
+        where: str,
+        params: Mapping[str, Any],
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        dead: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Move the live rows matching ``where`` to the results, ``change``-d (two
+        statements in one transaction; the generic path of finishing)."""
+        done: list[dict[str, Any]] = []
+        now = self._now()
+        with db.transaction():
+            rows = db.execute(self._sql.delete_live(where), {"now": now, **params})
+            for values in rows:
+                row = change(records.row(values))
+                insert = {
+                    column: records.column_value(column, row[column])
+                    if column in sql.JSON_COLUMNS
+                    else row[column]
+                    for column in sql.JOB_COLUMNS
+                }
+                ttl = (row["options"] or {}).get("result_ttl")
+                insert.update(
+                    now=now,
+                    ttl=DEFAULT_RESULT_TTL if ttl is None else float(ttl),
+                    return_value=None
+                    if row.get("return_value") is None
+                    else records.dumps(row["return_value"]),
+                )
+                [result] = db.execute(self._sql.insert_result, insert)
+                done.append(records.row(result))
+                if dead:
+                    db.execute(
+                        self._sql.insert_dead,
+                        {
+                            "now": now,
+                            **{
+                                column: records.column_value(column, row[column])
+                                if column in sql.JSON_COLUMNS
+                                else row[column]
+                                for column in sql.DEAD_COLUMNS
+                                if column != "dead_at"
+                            },
+                        },
+                    )
+        return done
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        db = self._db()
+        error = records.error(TaskCancelled, "cancelled before it started")
+        rows = self._finish_where(
+            db,
+            f"job_id = %(job_id)s AND state IN ('{JobState.READY.value}')",
+            {"job_id": job_id},
+            lambda row: {
+                **row,
+                "state": advance(JobState(row["state"]), Move.CANCEL).value,
+                "cancel_requested": True,
+                "errors": [*row["errors"], error],
+            },
+        )
+        if rows:
+            self._store.finished(job_id)
+            return records.job(rows[0], self.alias)
+        rows = self._run(db, self._sql.flag_cancel, job_id=job_id)
+        if rows:
+            if self.vendor == "postgresql":
+                db.execute(self._sql.notify_cancel, {"job_id": job_id})  # type: ignore[attr-defined]
+            self._store.cancel_requested(job_id)
+            return records.job(rows[0], self.alias)
+        return self.get_job(job_id)
+
+    def watch_job(self, job_id: str, on_cancel: Callable[[], None]) -> None:
+        store = self._store
+        with store.lock:
+            store.watchers[job_id] = on_cancel
+            pending = job_id in store.pending_cancels
+            store.pending_cancels.discard(job_id)
+        if pending:
+            on_cancel()
+
+    def unwatch_job(self, job_id: str) -> None:
+        with self._store.lock:
+            self._store.watchers.pop(job_id, None)
+
+    def set_progress(self, job_id: str, value: Mapping[str, Any]) -> None:
+        self._db(worker=True).execute(
+            self._sql.set_progress, {"job_id": job_id, "progress": records.dumps(dict(value))}
+        )
+
+    async def wait_finished(self, job_id: str, timeout: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def done() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+        self._add_finish_waiter(job_id, done)
+        try:
+            async with asyncio.timeout(timeout):
+                pause = 0.05
+                while not self._is_finished(job_id):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), pause)
+                    pause = min(pause * 2, 1.0)
+        finally:
+            self._remove_finish_waiter(job_id, done)
+
+    def wait_finished_sync(self, job_id: str, timeout: float | None = None) -> None:
+        event = threading.Event()
+        self._add_finish_waiter(job_id, event.set)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            pause = 0.05
+            while not self._is_finished(job_id):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"task {job_id} did not finish within {timeout} s")
+                event.wait(pause if left is None else min(pause, left))
+                pause = min(pause * 2, 1.0)
+        finally:
+            self._remove_finish_waiter(job_id, event.set)
+
+    def _is_finished(self, job_id: str) -> bool:
+        job = self.get_job(job_id)
+        if job is None:
+            raise TaskResultDoesNotExist(job_id)
+        return job.is_finished
+
+    def _add_finish_waiter(self, job_id: str, callback: Callable[[], None]) -> None:
+        with self._store.lock:
+            self._store.finish_waiters.setdefault(job_id, []).append(callback)
+
+    def _remove_finish_waiter(self, job_id: str, callback: Callable[[], None]) -> None:
+        with self._store.lock:
+            callbacks = self._store.finish_waiters.get(job_id)
+            if callbacks and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._store.finish_waiters[job_id]
+
+    def ready_count(self, queues: Iterable[str]) -> int:
+        statement, params = self._sql.count_ready(list(queues))
+        [(count,)] = self._db(worker=True).execute(statement, {"now": self._now(), **params})
+        return int(count)
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def _register_worker(self, worker_id: str, queues: list[str]) -> None:
+        store = self._store
+        with store.lock:
+            if worker_id in store.workers:
+                return
+            store.workers[worker_id] = queues
+            start = store.heartbeat is None
+            if start:
+                store.heartbeat = threading.Thread(
+                    target=self._beat_forever, name="headrace-task-heartbeat", daemon=True
+                )
+        self._beat_once(worker_id)
+        if start and store.heartbeat is not None:
+            store.heartbeat.start()
+
+    def _beat_once(self, worker_id: str) -> None:
+        store = self._store
+        with store.lock:
+            queues = store.workers.get(worker_id)
+            running = sum(1 for _, w in store.held.values() if w == worker_id)
+        if queues is None:
+            return
+        store.worker.execute(
+            self._sql.heartbeat,
+            {
+                "now": self._now(),
+                "worker": worker_id,
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+                "queues": records.dumps(queues),
+                "running": running,
+            },
+        )
+
+    def forget_worker(self, worker_id: str) -> None:
+        """A worker of this process stopped: drop its heartbeat row."""
+        store = self._store
+        with store.lock:
+            store.workers.pop(worker_id, None)
+        store.worker.execute(self._sql.forget_worker, {"worker": worker_id})
+
+    def detach_worker_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().detach_worker_loop(loop)
+        store = self._store
+        with store.lock:
+            idle = [w for w in store.workers if not any(h == w for _, h in store.held.values())]
+        for worker_id in idle:
+            try:
+                self.forget_worker(worker_id)
+            except Exception as error:  # it goes at the next purge anyway
+                logger.warning(
+                    "could not remove the heartbeat row of task worker %s (%s: %s)",
+                    worker_id,
+                    type(error).__name__,
+                    error,
+                )
+
+    def renew_leases(self) -> None:
+        """Extend the leases this process's workers hold; hand cancellations requested from
+        other processes to the jobs' watchers; log leases found lost."""
+        store = self._store
+        with store.lock:
+            held = dict(store.held)
+            workers = sorted({w for _, w in held.values()} | set(store.workers))
+        if not workers:
+            return
+        statement, params = self._sql.renew(workers)
+        rows = store.worker.execute(statement, {"now": self._now(), "lease": self.lease, **params})
+        renewed = {job_id: (token, bool(cancel)) for job_id, token, cancel in rows}
+        for job_id, (token, _) in held.items():
+            found = renewed.get(job_id)
+            if found is None or found[0] != token:
+                logger.warning(
+                    "task %s: the lease of this worker lapsed before it could be renewed; "
+                    "another attempt may run it",
+                    job_id,
+                )
+            elif found[1]:
+                store.cancel_requested(job_id)
+
+    def maintain(self, queues: Iterable[str] | None = None) -> int:
+        """Renew this process's leases, put back or dead-letter jobs whose lease lapsed,
+        and fail the jobs that expired unstarted; the number of jobs moved. Workers call it
+        before they wait and from their heartbeat."""
+        names = list(queues) if queues is not None else sorted(self.queues)
+        self.renew_leases()
+        moved = self._reap(names)
+        return moved + self._expire(names)
+
+    def _reap(self, queues: list[str]) -> int:
+        store = self._store
+        db = store.worker
+        lost = records.error(
+            WorkerLost,
+            "the worker running this job stopped renewing its lease (it died or hung)",
+        )
+        statement, params = self._sql.requeue_lost(queues)
+        requeued = self._run(
+            db, statement, lost=records.dumps(lost), max=self.max_deliveries, **params
+        )
+        for row in requeued:
+            logger.warning(
+                "task %s (%s): its worker was lost; put back (loss %d of %d)",
+                row["job_id"],
+                row["task_path"],
+                row["losses"],
+                self.max_deliveries,
+            )
+            store.wake(row["queue"])
+        lapsed, params = self._sql.lapsed(queues)
+        dead = self._finish_where(
+            db,
+            f"{lapsed} AND losses + 1 >= %(max)s",
+            {"max": self.max_deliveries, **params},
+            lambda row: {
+                **row,
+                "state": JobState.FAILED.value,
+                "losses": row["losses"] + 1,
+                "errors": [*row["errors"], lost],
+            },
+            dead=True,
+        )
+        for row in dead:
+            job = records.job(row, self.alias)
+            logger.error(
+                "task %s (%s): its worker was lost %d times; dead-lettered",
+                job.id,
+                job.task_path,
+                row["losses"],
+            )
+            store.finished(job.id)
+            self.announce_finished(job)
+        store.lost_leases += len(requeued) + len(dead)
+        return len(requeued) + len(dead)
+
+    def _expire(self, queues: list[str]) -> int:
+        expired, params = self._sql.expired(queues)
+        error = records.error(TaskExpired, "expired before a worker took it")
+        rows = self._finish_where(
+            self._store.worker,
+            expired,
+            params,
+            lambda row: {
+                **row,
+                "state": advance(JobState(row["state"]), Move.EXPIRE).value,
+                "errors": [*row["errors"], error],
+            },
+        )
+        for row in rows:
+            job = records.job(row, self.alias)
+            self._store.finished(job.id)
+            self.announce_finished(job)
+        return len(rows)
+
+    def purge(self) -> None:
+        """Delete results past their lifetime and heartbeat rows of silent workers."""
+        db = self._store.worker
+        db.execute(self._sql.purge_results, {"now": self._now()})
+        db.execute(self._sql.purge_workers, {"now": self._now(), "age": 10 * self.lease})
+
+    def _beat_forever(self) -> None:
+        store = self._store
+        interval = self.lease / 3
+        last_purge = 0.0
+        failing = False
+        while not store.closed.wait(interval):
+            try:
+                with store.lock:
+                    workers = list(store.workers)
+                    queues = sorted({q for qs in store.workers.values() for q in qs})
+                for worker_id in workers:
+                    self._beat_once(worker_id)
+                self.maintain(queues or None)
+                if time.monotonic() - last_purge >= _PURGE_EVERY:
+                    self.purge()
+                    last_purge = time.monotonic()
+                if failing:
+                    failing = False
+                    logger.warning("task heartbeat works again")
+            except Exception:
+                if not failing:
+                    failing = True
+                    logger.exception("task heartbeat failed; retrying every %.1f s", interval)
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def statistics(self) -> DatabaseTaskStatistics:
+        from headrace.tasks.backends.database.models import TaskDeadLetter, TaskJob
+
+        queues = sorted(self.queues)
+        db = self._db()
+        among, params = self._sql.among("queue", "q", queues)
+        counts = dict(
+            db.execute(
+                f"SELECT state, count(*) FROM {TaskJob._meta.db_table} WHERE {among} "
+                "GROUP BY state",
+                params,
+            )
+        )
+        [(dead,)] = db.execute(
+            f"SELECT count(*) FROM {TaskDeadLetter._meta.db_table} WHERE retried_as IS NULL",
+            {},
+        )
+        store = self._store
+        with store.lock:
+            held = len(store.held)
+        return DatabaseTaskStatistics(
+            ready=int(counts.get("READY", 0)),
+            running=int(counts.get("RUNNING", 0)),
+            dead=int(dead),
+            held=held,
+            stale_acks=store.stale_acks,
+            lost_leases=store.lost_leases,
+        )
+
+    def retry_dead(self, dead_letter_id: int) -> str:
+        """Enqueue a dead letter's job again, as a new job (its old result stays FAILED);
+        the new job's id. Raises ``LookupError`` if there is no such dead letter."""
+        from headrace.tasks.backends.database.models import TaskDeadLetter
+
+        letter = TaskDeadLetter.objects.using(self.database).get(pk=dead_letter_id)
+        if letter.retried_as:
+            return letter.retried_as
+        task = self.resolve_task(letter.task_path)
+        task = task.using(priority=letter.priority, queue_name=letter.queue)
+        result = self.enqueue_job(task, letter.args, letter.kwargs, owner=letter.owner)
+        letter.retried_as = result.id
+        letter.save(update_fields=["retried_as"])
+        return result.id
