@@ -113,7 +113,6 @@ PUBLIC_API: dict[str, set[str]] = {
         "client_message",
         "state_messages",
     },
-    "headrace.generic.outbox": {"SLOW_CLIENT_CLOSE_CODE", "Outbox"},
     "headrace.generic.broadcast": {"encode_shared"},
     "headrace.routing": {
         "ChannelNameRouter",
