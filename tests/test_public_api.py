@@ -297,6 +297,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "current_owner",
         "enqueued_by",
         "finished_message",
+        "job_finished_message",
         "job_owner",
         "job_progress",
     },
@@ -330,7 +331,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "schedule_report",
         "schedule_time_zone",
     },
-    "headrace.tasks.signals": {"task_retried"},
+    "headrace.tasks.signals": {"is_heard", "record_dropped", "task_retried"},
     "headrace.tasks.worker": {
         "TaskWorker",
         "TaskWorkerStatistics",

@@ -71,6 +71,11 @@ class Membership:
             self._soonest[group] = soonest
         return live
 
+    def has_members(self, group: str) -> bool:
+        """Whether ``group`` has a membership (maybe expired); a dict read, safe without a
+        lock under the GIL."""
+        return bool(self._groups.get(group))
+
     def groups_of(self, channel: str) -> frozenset[str]:
         """The groups ``channel`` is in (memberships not yet checked for expiry)."""
         return frozenset(self._by_channel.get(channel, ()))

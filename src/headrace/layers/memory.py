@@ -286,6 +286,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # -- groups --------------------------------------------------------------------------------
 
+    def has_group_members(self, group: str) -> bool:
+        """Whether ``group`` has a member (expired memberships may count), without the lock:
+        a sender that finds none can skip building a message nobody in this process would
+        receive. A member added by another thread at the same moment may be missed, as if it
+        had joined a moment later."""
+        return self._membership.has_members(group)
+
     async def group_add(self, group: str, channel: str) -> None:
         rules.check_group_name(group)
         rules.check_channel_name(channel)

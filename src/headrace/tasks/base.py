@@ -302,18 +302,16 @@ def check_arguments(
     task: DjangoTask[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> tuple[list[Any], dict[str, Any]]:
     """The arguments as plain JSON values, or :class:`TypeError` naming the bad argument."""
-    names = _parameter_names(task.func, task.takes_context)
-    where = f"cannot enqueue {task.module_path}"
-    out_args = []
-    for i, value in enumerate(args):
-        if type(value) in _SCALARS:
-            out_args.append(value)
-            continue
-        label = f"argument {names[i]!r}" if i < len(names) else f"positional argument {i}"
-        out_args.append(to_json(value, where, label))
-    out_kwargs = {}
-    for name, value in kwargs.items():
-        out_kwargs[name] = (
-            value if type(value) in _SCALARS else to_json(value, where, f"argument {name!r}")
-        )
+    out_args = list(args)
+    for i, value in enumerate(out_args):
+        if type(value) not in _SCALARS:
+            names = _parameter_names(task.func, task.takes_context)
+            label = f"argument {names[i]!r}" if i < len(names) else f"positional argument {i}"
+            out_args[i] = to_json(value, f"cannot enqueue {task.module_path}", label)
+    out_kwargs = dict(kwargs)
+    for name, value in out_kwargs.items():
+        if type(value) not in _SCALARS:
+            out_kwargs[name] = to_json(
+                value, f"cannot enqueue {task.module_path}", f"argument {name!r}"
+            )
     return out_args, out_kwargs

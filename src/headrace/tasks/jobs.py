@@ -9,9 +9,10 @@ clock. :func:`job_options` takes from a task the options a job needs once it is 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from headrace.tasks._slots import slot_setters
 from headrace.tasks.states import JobState
 
 __all__ = ["Job", "JobError", "job_options"]
@@ -75,17 +76,55 @@ _FIELDS = tuple(f.name for f in fields(Job))
 _FIELD_SET = frozenset(_FIELDS)
 
 
+class _Factory:
+    """The default of a field with a ``default_factory`` (shown as the dataclass shows it)."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+def _make_init() -> Callable[..., None]:
+    # Job's own __init__, with the dataclass's signature and defaults, setting each slot
+    # through its descriptor (see headrace.tasks._slots): a job is made per enqueue.
+    namespace: dict[str, Any] = {f"s_{name}": s for name, s in slot_setters(Job, _FIELDS).items()}
+    params = []
+    body = []
+    for f in fields(Job):
+        if f.default is not MISSING:
+            namespace[f"d_{f.name}"] = f.default
+            params.append(f"{f.name}=d_{f.name}")
+            body.append(f"    s_{f.name}(self, {f.name})")
+        elif f.default_factory is not MISSING:
+            namespace[f"f_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_NO_VALUE")
+            body.append(
+                f"    s_{f.name}(self, f_{f.name}() if {f.name} is _NO_VALUE else {f.name})"
+            )
+        else:
+            params.append(f.name)
+            body.append(f"    s_{f.name}(self, {f.name})")
+    namespace["_NO_VALUE"] = _Factory()
+    source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body)
+    exec(source, namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = "Job.__init__"
+    init.__doc__ = Job.__init__.__doc__
+    return init
+
+
 def _make_copier() -> Callable[[Job, dict[str, Any]], Job]:
     # One generated function that copies every slot (a loop over names costs twice as much).
+    namespace: dict[str, Any] = {f"s_{name}": s for name, s in slot_setters(Job, _FIELDS).items()}
+    namespace.update({"Job": Job, "new": object.__new__})
     body = "\n".join(
-        f"    s(n, {name!r}, c[{name!r}] if {name!r} in c else j.{name})" for name in _FIELDS
+        f"    s_{name}(n, c[{name!r}] if {name!r} in c else j.{name})" for name in _FIELDS
     )
-    namespace: dict[str, Any] = {"Job": Job, "new": object.__new__, "s": object.__setattr__}
     exec(f"def copy_with(j, c):\n    n = new(Job)\n{body}\n    return n", namespace)
     copier: Callable[[Job, dict[str, Any]], Job] = namespace["copy_with"]
     return copier
 
 
+Job.__init__ = _make_init()  # type: ignore[method-assign]
 _copy_with = _make_copier()
 
 _OPTION_FIELDS = (

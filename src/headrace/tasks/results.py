@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from django.tasks import TaskResult as DjangoTaskResult
 from django.tasks import TaskResultStatus
 
+from headrace.tasks._slots import slot_setters
+from headrace.tasks.jobs import Job
 from headrace.tasks.states import JobState
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "current_owner",
     "enqueued_by",
     "finished_message",
+    "job_finished_message",
     "job_owner",
     "job_progress",
 ]
@@ -103,17 +106,21 @@ class TaskResult(_ResultBase):  # type: ignore[misc]  # frozen at run time
 def _make_builder() -> Callable[[dict[str, Any]], TaskResult]:
     # Stores hold only JSON, so a result built from a stored job skips Django's
     # ``__post_init__`` (which normalizes the arguments): one generated function sets the
-    # fields, taking a field's default when ``values`` leaves it out.
+    # fields through their slots (see headrace.tasks._slots), taking a field's default when
+    # ``values`` leaves it out.
+    names = tuple(f.name for f in fields(TaskResult))
+    namespace: dict[str, Any] = {
+        f"s_{name}": s for name, s in slot_setters(TaskResult, names).items()
+    }
+    namespace.update({"TaskResult": TaskResult, "new": object.__new__})
     lines = ["def build(v):", "    r = new(TaskResult)"]
-    namespace: dict[str, Any] = {"TaskResult": TaskResult, "new": object.__new__}
     for f in fields(TaskResult):
         if f.default is not MISSING:
             namespace[f"d_{f.name}"] = f.default
             value = f"v[{f.name!r}] if {f.name!r} in v else d_{f.name}"
         else:
             value = f"v[{f.name!r}]"
-        lines.append(f"    set(r, {f.name!r}, {value})")
-    namespace["set"] = object.__setattr__
+        lines.append(f"    s_{f.name}(r, {value})")
     exec("\n".join([*lines, "    return r"]), namespace)
     builder: Callable[[dict[str, Any]], TaskResult] = namespace["build"]
     return builder
@@ -176,13 +183,30 @@ def finished_message(result: DjangoTaskResult[..., Any]) -> dict[str, Any] | Non
         cancelled = state is JobState.CANCELLED
     if not finished:
         return None
-    if result.status == TaskResultStatus.SUCCESSFUL:
-        return {"type": "task.finished", "id": result.id, "return_value": result.return_value}
     last = result.errors[-1] if result.errors else None
+    successful = result.status == TaskResultStatus.SUCCESSFUL
+    value = result.return_value if successful else None
+    return _ending(result.id, successful, cancelled, value, last)
+
+
+def job_finished_message(job: Job) -> dict[str, Any] | None:
+    """:func:`finished_message` read straight from a stored job (no result built)."""
+    state = job.state
+    if not state.is_finished:
+        return None
+    last = job.errors[-1] if job.errors else None
+    successful = state is JobState.SUCCESSFUL
+    return _ending(job.id, successful, state is JobState.CANCELLED, job.return_value, last)
+
+
+def _ending(
+    job_id: str, successful: bool, cancelled: bool, return_value: Any, last: Any
+) -> dict[str, Any]:
+    if successful:
+        return {"type": "task.finished", "id": job_id, "return_value": return_value}
     error = (
         None
         if last is None
         else {"exception_class": last.exception_class_path, "traceback": last.traceback}
     )
-    kind = "task.cancelled" if cancelled else "task.failed"
-    return {"type": kind, "id": result.id, "error": error}
+    return {"type": "task.cancelled" if cancelled else "task.failed", "id": job_id, "error": error}

@@ -37,7 +37,7 @@ from headrace.tasks.context import JobControl, TaskContext
 from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.policy import DEFAULT_JITTER, RetryPolicy
-from headrace.tasks.signals import task_retried
+from headrace.tasks.signals import is_heard, task_retried
 from headrace.tasks.states import JobState, Move
 
 __all__ = ["Runner"]
@@ -53,6 +53,21 @@ _POLICY_FIELDS = (
 )
 
 
+#: Return values that are JSON as they are (to_json would return them unchanged).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_coroutine_functions: dict[Any, bool] = {}
+
+
+def _is_coroutine_function(func: Any) -> bool:
+    """``inspect.iscoroutinefunction``, remembered per task function (it walks wrappers)."""
+    found = _coroutine_functions.get(func)
+    if found is None:
+        if len(_coroutine_functions) >= 1024:
+            _coroutine_functions.clear()
+        found = _coroutine_functions[func] = iscoroutinefunction(func)
+    return found
+
+
 def _record(error: BaseException) -> JobError:
     cls = type(error)
     return JobError(
@@ -64,10 +79,11 @@ def _record(error: BaseException) -> JobError:
 class _Attempt:
     __slots__ = ("control", "job", "outcome", "result", "task", "timed_out")
 
-    def __init__(self, job: Job, task: Any, result: Any, control: JobControl) -> None:
+    def __init__(self, job: Job, task: Any, control: JobControl) -> None:
         self.job = job
         self.task = task
-        self.result = result
+        #: The attempt's ``TaskResult``, built on first need (a context, a heard signal).
+        self.result: Any = None
         self.control = control
         self.timed_out = False
         self.outcome: JobState | None = None  #: the job's state after the attempt
@@ -105,7 +121,6 @@ class Runner:
             done = backend.move_job(job.id, Move.FAIL, errors=(*job.errors, _record(error)))
             backend.announce_finished(done)
             return None
-        result = backend.to_result(job, task)
         control = JobControl(
             job.id,
             clock=self.clock,
@@ -115,13 +130,20 @@ class Runner:
             loop=self.loop,
             retries=job.retries,
         )
-        task_started.send(type(backend), task_result=result)
-        return _Attempt(job, task, result, control)
+        attempt = _Attempt(job, task, control)
+        if is_heard(task_started):
+            task_started.send(type(backend), task_result=self._result(attempt))
+        return attempt
+
+    def _result(self, attempt: _Attempt) -> Any:
+        if attempt.result is None:
+            attempt.result = self.backend.to_result(attempt.job, attempt.task)
+        return attempt.result
 
     def _call_args(self, attempt: _Attempt) -> tuple[list[Any], dict[str, Any]]:
         job = attempt.job
         if attempt.task.takes_context:
-            context = TaskContext(task_result=attempt.result, control=attempt.control)
+            context = TaskContext(task_result=self._result(attempt), control=attempt.control)
             return [context, *job.args], job.kwargs
         return list(job.args), job.kwargs
 
@@ -137,7 +159,8 @@ class Runner:
 
     def _succeeded(self, attempt: _Attempt, value: Any) -> None:
         try:
-            value = to_json(value, f"{attempt.task.module_path} returned", "its return value")
+            if type(value) not in _PLAIN:  # (the message below is built only when needed)
+                value = to_json(value, f"{attempt.task.module_path} returned", "its return value")
         except TypeError as error:
             self._failed(attempt, error, retry=False)
             return
@@ -183,12 +206,13 @@ class Runner:
                 errors=(*job.errors, recorded),
             )
             attempt.outcome = job.state
-            task_retried.send(
-                type(self.backend),
-                task_result=self.backend.to_result(job, attempt.task),
-                exception=final,
-                delay=delay,
-            )
+            if is_heard(task_retried):
+                task_retried.send(
+                    type(self.backend),
+                    task_result=self.backend.to_result(job, attempt.task),
+                    exception=final,
+                    delay=delay,
+                )
             return
         job = self.backend.move_job(job.id, Move.FAIL, errors=(*job.errors, recorded))
         self._finished(attempt, job)
@@ -196,23 +220,26 @@ class Runner:
     def _finished(self, attempt: _Attempt, job: Job) -> None:
         attempt.outcome = job.state
         result = attempt.result
-        for name, value in (
-            ("status", job.state.status),
-            ("state", job.state),
-            ("finished_at", _when(job.finished_at)),
-            (
-                "errors",
-                [
-                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
-                    for e in job.errors
-                ],
-            ),
-            ("progress", job.progress),
-            ("cancel_requested", job.cancel_requested),
-        ):
-            object.__setattr__(result, name, value)
-        if job.state is JobState.SUCCESSFUL:
-            object.__setattr__(result, "_return_value", job.return_value)
+        if result is not None:  # the task's context holds it: bring it up to date
+            for name, value in (
+                ("status", job.state.status),
+                ("state", job.state),
+                ("finished_at", _when(job.finished_at)),
+                (
+                    "errors",
+                    [
+                        TaskError(
+                            exception_class_path=e.exception_class_path, traceback=e.traceback
+                        )
+                        for e in job.errors
+                    ],
+                ),
+                ("progress", job.progress),
+                ("cancel_requested", job.cancel_requested),
+            ):
+                object.__setattr__(result, name, value)
+            if job.state is JobState.SUCCESSFUL:
+                object.__setattr__(result, "_return_value", job.return_value)
         self.backend.announce_finished(job, result)
 
     def _lose(self, attempt: _Attempt) -> None:
@@ -234,7 +261,7 @@ class Runner:
         handler = asyncio.current_task()
         assert handler is not None
         control = attempt.control
-        is_async = iscoroutinefunction(attempt.task.func)
+        is_async = _is_coroutine_function(attempt.task.func)
         ours = 0  # cancellations this runner asked for (cancel(), timeout)
 
         def interrupt() -> None:

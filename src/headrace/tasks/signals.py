@@ -7,12 +7,93 @@ class), ``task_result`` (the job, READY again), ``exception`` (what the attempt 
 ``retry()``) and ``delay`` (seconds
 until the next attempt may start). ``task_finished`` is sent only when the job has finished
 for good.
+
+Backends ask :func:`is_heard` before they build the ``TaskResult`` a signal carries: a signal
+nobody would notice costs nothing. Django connects one receiver of its own to each of its
+three signals, which logs to the ``django.tasks`` logger; with Django's default ``LOGGING``
+its INFO records are built and then dropped by every handler (the console one wants
+``DEBUG``), which is most of what a no-op job would otherwise cost.
 """
 
 from __future__ import annotations
 
-from django.dispatch import Signal
+import logging
+import weakref
+from typing import Final
 
-__all__ = ["task_retried"]
+from django.dispatch import Signal
+from django.tasks import signals as django_signals
+from django.utils.log import RequireDebugFalse, RequireDebugTrue
+
+__all__ = ["is_heard", "record_dropped", "task_retried"]
 
 task_retried = Signal()
+
+#: Django's own receiver of each task signal: it only logs (at the level :func:`is_heard` is
+#: given) to the ``django.tasks`` logger.
+_DJANGO_RECEIVERS: Final = {
+    django_signals.task_enqueued: django_signals.log_task_enqueued,
+    django_signals.task_started: django_signals.log_task_started,
+    django_signals.task_finished: django_signals.log_task_finished,
+}
+_DJANGO_LOGGER: Final = logging.getLogger("django.tasks")
+#: Filters whose answer does not depend on the record and that have no side effect.
+_PURE_FILTERS: Final = (RequireDebugFalse, RequireDebugTrue)
+
+
+def is_heard(signal: Signal, level: int = logging.INFO) -> bool:
+    """Whether sending ``signal`` could have any effect: a receiver is connected other than
+    Django's own logging one, or Django's would emit a record at ``level`` (or might: any
+    handler or filter this cannot judge counts as emitting)."""
+    receivers = signal.receivers
+    if not receivers:
+        return False
+    own = _DJANGO_RECEIVERS.get(signal)
+    if own is None or len(receivers) != 1:
+        return True
+    try:
+        _key, receiver, sender_ref, _is_async = receivers[0]
+    except (TypeError, ValueError):  # a Django whose receiver entries look different
+        return True
+    if isinstance(receiver, weakref.ReferenceType):
+        receiver = receiver()
+    if receiver is not own or sender_ref is not None:
+        return True
+    return not record_dropped(_DJANGO_LOGGER, level)
+
+
+def record_dropped(logger: logging.Logger, level: int) -> bool:
+    """True only when a record of ``level`` logged to ``logger`` would surely reach no handler
+    and call no filter with a possible side effect (the rules of :meth:`logging.Logger.handle`
+    and ``callHandlers``, judging only Django's ``RequireDebug*`` filters)."""
+    if not logger.isEnabledFor(level):
+        return True  # the record would not even be built
+    if logger.filters:
+        return False
+    found = 0
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            found += 1
+            if level >= handler.level and not _rejects(handler):
+                return False
+        current = current.parent if current.propagate else None
+    if found:
+        return True
+    last = logging.lastResort
+    if last is not None:
+        return level < last.level
+    # With no handler at all, logging prints a one-time warning.
+    return not logging.raiseExceptions or logger.manager.emittedNoHandlerWarning
+
+
+def _rejects(handler: logging.Handler) -> bool:
+    """Whether ``handler``'s filters surely reject every record before any other filter runs."""
+    if type(handler).handle is not logging.Handler.handle:
+        return False  # its own handle() may act before (or without) filtering
+    for check in handler.filters:
+        if type(check) not in _PURE_FILTERS:
+            return False
+        if not check.filter(None):  # type: ignore[arg-type,union-attr]  # ignores the record
+            return True
+    return False

@@ -59,6 +59,10 @@ _COUNTER: Final[dict[JobState | None, str]] = {
 }
 
 
+#: Jobs a worker runs in one turn of its loop when none of them suspends.
+_EAGER_BATCH: Final = 100
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskWorkerStatistics:
     """Counters since the worker started."""
@@ -289,10 +293,20 @@ class TaskWorker:
     async def _claim_loop(self, runner: Runner) -> None:
         slot_free = asyncio.Event()
         backoff = self._backoff
+        loop = asyncio.get_running_loop()
+        # A handler starts eagerly: it runs in this loop's turn up to its first suspension,
+        # so a job that never suspends (a no-op coroutine) is done without a task switch.
+        eager = loop.get_task_factory() is None
+        done_at_once = 0  # handlers in a row that finished without suspending
         while True:
             while len(self._handlers) >= self.concurrency:
                 slot_free.clear()
                 await slot_free.wait()
+            if done_at_once >= _EAGER_BATCH:
+                # Jobs that never suspend would keep this loop's turn forever: let the
+                # loop's other work (and the enqueuers) in between batches.
+                done_at_once = 0
+                await asyncio.sleep(0)
             try:
                 job = await self.backend.claim(self.queues, self.worker_id, on_wait=self._on_wait)
             except Exception as error:  # the store failed us: log once per outage, pause, retry
@@ -310,9 +324,18 @@ class TaskWorker:
                     jobs += await claim_more(self.queues, self.worker_id, free)
                 except Exception as error:  # the next claim() meets it again if it lasts
                     logger.warning("claiming more jobs failed: %s", error)
-            for job in jobs:
+            for claimed in jobs:
                 self._counts["claimed"] += 1
-                handler = asyncio.ensure_future(self._handle(runner, job))
+                coroutine = self._handle(runner, claimed)
+                if eager:
+                    handler = asyncio.Task(coroutine, loop=loop, eager_start=True)
+                else:
+                    handler = loop.create_task(coroutine)
+                if handler.done():
+                    done_at_once += 1
+                    self._notify()
+                    continue
+                done_at_once = 0
                 self._handlers.add(handler)
                 handler.add_done_callback(functools.partial(self._finished, slot_free))
             self._notify()

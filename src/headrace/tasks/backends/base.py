@@ -34,18 +34,20 @@ from django.conf import settings
 from django.core import checks
 from django.db import connections, transaction
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError
+from django.tasks.base import TaskError, TaskResultStatus
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished
 from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
 from headrace.layers.clock import Clock, SystemClock
+from headrace.layers.memory import InMemoryChannelLayer
 from headrace.tasks.base import DEFAULT_RESULT_TTL, Task, check_arguments, check_key
 from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
 from headrace.tasks.jobs import Job, job_options
-from headrace.tasks.results import TaskResult, build_result, current_owner, finished_message
+from headrace.tasks.results import TaskResult, build_result, current_owner, job_finished_message
+from headrace.tasks.signals import is_heard
 from headrace.tasks.states import JobState
 
 __all__ = ["DEFAULT_PROGRESS_RATE", "HeadraceTaskBackend", "check_job_id", "new_job_id"]
@@ -55,6 +57,11 @@ logger = logging.getLogger("headrace.tasks")
 DEFAULT_PROGRESS_RATE: Final = 10.0
 _OPTION_KEYS: Final = ("eager", "progress_rate", "channel_layer", "clock")
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+_STATUS: Final = {state: state.status for state in JobState}
+#: (task, module path, job options, countdown, expires, checked key); see _profile().
+_Profile = tuple[Any, str, dict[str, Any], Any, Any, str | None]
 
 
 def new_job_id() -> str:
@@ -70,10 +77,6 @@ def check_job_id(job_id: object) -> str:
             f"a task id must be 1 to 80 ASCII letters, digits, '.', '_' or '-', got {job_id!r}"
         )
     return job_id
-
-
-def _when(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _seconds(name: str, value: object) -> float:
@@ -124,6 +127,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.worker_id = get_random_string(32)
         self._tasks_by_path: dict[str, Any] = {}
+        self._profiles: dict[int, _Profile] = {}
         # The loop (and its layer) of a worker running in this process, for messages sent
         # from other threads; see publish().
         self._home: tuple[asyncio.AbstractEventLoop, Any | None] | None = None
@@ -300,12 +304,10 @@ class HeadraceTaskBackend(BaseTaskBackend):
                 f"{task.module_path} belongs to backend {task.backend!r}, not {self.alias!r}"
             )
         json_args, json_kwargs = check_arguments(task, args, kwargs)
+        _, path, options, task_countdown, task_expires, key = self._profile(task)
         now = self.clock.time()
         due = now
-        if countdown is None:
-            countdown = getattr(task, "countdown", None)
-        else:
-            countdown = _seconds("countdown", countdown)
+        countdown = task_countdown if countdown is None else _seconds("countdown", countdown)
         if eta is not None:
             due = _timestamp("eta", eta)
         elif task.run_after is not None:
@@ -313,7 +315,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         elif countdown is not None:
             due = now + float(countdown)
         if expires is None:
-            expires = getattr(task, "expires", None)
+            expires = task_expires
         expires_at = (
             None
             if expires is None
@@ -321,10 +323,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
             if isinstance(expires, datetime)
             else now + _seconds("expires", expires)
         )
-        key = getattr(task, "key", None)
         job = Job(
             id=new_job_id() if job_id is None else check_job_id(job_id),
-            task_path=task.module_path,
+            task_path=path,
             args=json_args,
             kwargs=json_kwargs,
             queue=task.queue_name,
@@ -333,15 +334,36 @@ class HeadraceTaskBackend(BaseTaskBackend):
             enqueued_at=now,
             due_at=due,
             expires_at=expires_at,
-            key=None if key is None else check_key(key),
+            key=key,
             owner=current_owner() if owner is False else owner,  # type: ignore[arg-type]
-            options=job_options(task),
+            options=options,
         )
         stored, created = self.put_job(job, task)
         result = self.to_result(stored, task)
-        if created:
+        if created and is_heard(task_enqueued, logging.DEBUG):
             task_enqueued.send(type(self), task_result=result)
         return result
+
+    def _profile(self, task: Any) -> _Profile:
+        """What a job takes from its Task object (a frozen value), kept per object: its path,
+        :func:`~headrace.tasks.jobs.job_options` (one dict shared by the task's jobs, which
+        nothing changes), and its ``countdown``, ``expires`` and checked ``key``."""
+        found = self._profiles.get(id(task))
+        if found is not None and found[0] is task:
+            return found
+        key = getattr(task, "key", None)
+        profile = (
+            task,
+            task.module_path,
+            job_options(task),
+            getattr(task, "countdown", None),
+            getattr(task, "expires", None),
+            None if key is None else check_key(key),
+        )
+        if len(self._profiles) >= 256:  # using() makes a Task per call: stay small
+            self._profiles.clear()
+        self._profiles[id(task)] = profile
+        return profile
 
     def enqueue_on_commit(
         self, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any], *, using: str = "default"
@@ -408,15 +430,21 @@ class HeadraceTaskBackend(BaseTaskBackend):
                 task = self.resolve_task(job.task_path)
             except UnknownTask:
                 task = self._placeholder(job)
+        state = job.state
+        started, finished, attempted = job.started_at, job.finished_at, job.last_attempted_at
         return build_result(
             {
                 "task": task,
                 "id": job.id,
-                "status": job.state.status,
-                "enqueued_at": _when(job.enqueued_at),
-                "started_at": _when(job.started_at),
-                "finished_at": _when(job.finished_at),
-                "last_attempted_at": _when(job.last_attempted_at),
+                "status": _STATUS[state],
+                "enqueued_at": datetime.fromtimestamp(job.enqueued_at, tz=UTC),
+                "started_at": None if started is None else datetime.fromtimestamp(started, tz=UTC),
+                "finished_at": (
+                    None if finished is None else datetime.fromtimestamp(finished, tz=UTC)
+                ),
+                "last_attempted_at": (
+                    None if attempted is None else datetime.fromtimestamp(attempted, tz=UTC)
+                ),
                 "args": list(job.args),
                 "kwargs": dict(job.kwargs),
                 "backend": self.alias,
@@ -425,8 +453,8 @@ class HeadraceTaskBackend(BaseTaskBackend):
                     for e in job.errors
                 ],
                 "worker_ids": list(job.worker_ids),
-                "_return_value": job.return_value if job.state is JobState.SUCCESSFUL else None,
-                "state": job.state,
+                "_return_value": job.return_value if state is JobState.SUCCESSFUL else None,
+                "state": state,
                 "owner": job.owner,
                 "progress": job.progress,
                 "cancel_requested": job.cancel_requested,
@@ -442,11 +470,18 @@ class HeadraceTaskBackend(BaseTaskBackend):
         )
 
     def announce_finished(self, job: Job, result: TaskResult | None = None) -> None:
-        """Send ``task_finished`` and the final group message for a finished job."""
-        if result is None:
-            result = self.to_result(job)
-        task_finished.send(type(self), task_result=result)
-        message = finished_message(result)
+        """Send ``task_finished`` and the final group message for a finished job.
+
+        Without ``result``, the ``TaskResult`` the signal carries is built only when someone
+        would notice the signal (see :func:`~headrace.tasks.signals.is_heard`); the group
+        message is read from ``job``.
+        """
+        level = logging.ERROR if job.state.status == TaskResultStatus.FAILED else logging.INFO
+        if is_heard(task_finished, level):
+            if result is None:
+                result = self.to_result(job)
+            task_finished.send(type(self), task_result=result)
+        message = job_finished_message(job)
         if message is not None:
             self.publish(message)
 
@@ -460,7 +495,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
             running = None
         if home is not None and not home[0].is_closed():
             loop, layer = home
-            if layer is None:  # the worker here has no channel layer: nobody to tell
+            if layer is None or _nobody_listens(layer, group):
                 return
             if running is loop:
                 self._track(loop.create_task(_group_send(layer, group, message)))
@@ -474,7 +509,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         except Exception:
             logger.exception("no channel layer %r for task messages", self.channel_layer_alias)
             return
-        if layer is None:
+        if layer is None or _nobody_listens(layer, group):
             return
         if running is not None:
             self._track(running.create_task(_group_send(layer, group, message)))
@@ -496,6 +531,13 @@ class HeadraceTaskBackend(BaseTaskBackend):
     def result_ttl(self, job: Job) -> float:
         ttl = job.options.get("result_ttl")
         return DEFAULT_RESULT_TTL if ttl is None else float(ttl)
+
+
+def _nobody_listens(layer: Any, group: str) -> bool:
+    """True when ``layer`` is this process's in-memory layer and ``group`` has no member: a
+    message sent there would reach no one (a stream that joins later reads the job's state
+    after joining, see :mod:`headrace.tasks.consumers`). Other layers cannot tell cheaply."""
+    return isinstance(layer, InMemoryChannelLayer) and not layer.has_group_members(group)
 
 
 async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:

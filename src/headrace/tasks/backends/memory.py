@@ -282,15 +282,15 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         on_wait: Callable[[], None] | None = None,
     ) -> Job:
         store = self._store
-        names = frozenset(queues)
-        loop = asyncio.get_running_loop()
+        names = queues if isinstance(queues, list | tuple) else list(queues)
         while True:
             waiter: _Waiter | None = None
             with store.lock:
                 now = store.clock.time()
                 job, expired = self._claim_locked(names, worker_id, now)
                 if job is None:
-                    waiter = _Waiter(loop, loop.create_future(), names)
+                    loop = asyncio.get_running_loop()
+                    waiter = _Waiter(loop, loop.create_future(), frozenset(names))
                     store.waiters.append(waiter)
                     due = store.next_due(names)
             for gone in expired:
