@@ -69,6 +69,7 @@ TASK_TABLES = (
     "headrace_taskdeadletter",
     "headrace_taskworkerheartbeat",
     "headrace_taskscheduleslot",
+    "headrace_taskcounter",
 )
 
 

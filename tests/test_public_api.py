@@ -368,8 +368,10 @@ PUBLIC_API: dict[str, set[str]] = {
         "job",
         "row",
     },
+    "headrace.tasks.backends.database.inspection": {"DatabaseInspector", "fold_results", "tally"},
     "headrace.tasks.backends.database.store": {"Store", "Waiter", "on_loop", "store_for"},
     "headrace.tasks.backends.database.models": {
+        "TaskCounter",
         "TaskDeadLetter",
         "TaskJob",
         "TaskJobResult",
@@ -387,6 +389,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "sources",
     },
     "headrace.models": {
+        "TaskCounter",
         "TaskDeadLetter",
         "TaskJob",
         "TaskJobResult",

@@ -8,6 +8,7 @@ no new app, only ``migrate``.
 from __future__ import annotations
 
 from headrace.tasks.backends.database.models import (
+    TaskCounter,
     TaskDeadLetter,
     TaskJob,
     TaskJobResult,
@@ -16,6 +17,7 @@ from headrace.tasks.backends.database.models import (
 )
 
 __all__ = [
+    "TaskCounter",
     "TaskDeadLetter",
     "TaskJob",
     "TaskJobResult",

@@ -63,7 +63,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from django.core import checks
 from django.db import connections, transaction
@@ -84,6 +84,9 @@ from headrace.tasks.exceptions import (
 )
 from headrace.tasks.jobs import Job
 from headrace.tasks.states import JobState, Move, advance
+
+if TYPE_CHECKING:
+    from headrace.tasks.backends.database.inspection import DatabaseInspector
 
 __all__ = ["DatabaseTaskBackend", "DatabaseTaskStatistics"]
 
@@ -774,8 +777,11 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
 
     def purge(self) -> None:
         """Delete results past their lifetime and heartbeat rows of silent workers."""
+        from headrace.tasks.backends.database.inspection import fold_results
+
         db = self._store.worker
-        db.execute(self._sql.purge_results, {"now": self._now()})
+        # Each result's share of the dashboard's counters moves to headrace_taskcounter.
+        fold_results(db, self.vendor, f"result_expires_at <= {self._sql.now}", {"now": self._now()})
         db.execute(self._sql.purge_workers, {"now": self._now(), "age": 10 * self.lease})
 
     def _beat_forever(self) -> None:
@@ -803,6 +809,13 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                     logger.exception("task heartbeat failed; retrying every %.1f s", interval)
 
     # -- introspection ---------------------------------------------------------------------------
+
+    def inspector(self) -> DatabaseInspector:
+        """What the dashboard and ``/metrics`` read (counters derived from the rows: see
+        :mod:`headrace.tasks.backends.database.inspection`)."""
+        from headrace.tasks.backends.database.inspection import DatabaseInspector
+
+        return DatabaseInspector(self)
 
     def statistics(self) -> DatabaseTaskStatistics:
         from headrace.tasks.backends.database.models import TaskDeadLetter, TaskJob

@@ -14,6 +14,7 @@ from django.db.models import Q
 from headrace.tasks.states import JobState
 
 __all__ = [
+    "TaskCounter",
     "TaskDeadLetter",
     "TaskJob",
     "TaskJobResult",
@@ -175,3 +176,26 @@ class TaskScheduleSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entry} @ {self.slot}"
+
+
+class TaskCounter(models.Model):
+    """What purged results had added to the dashboard's counters and histograms (see
+    :mod:`headrace.tasks.backends.database.inspection`): a result's share moves here in the
+    transaction that deletes it, so the counters never go down."""
+
+    name = models.CharField(max_length=40)  #: a counter, or ``<histogram>_bucket_<i>``/``_sum``
+    task_path = models.CharField(max_length=300)
+    queue = models.CharField(max_length=100)
+    value = models.FloatField(default=0.0)
+
+    class Meta:
+        app_label = "headrace"
+        verbose_name = "task counter"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "task_path", "queue"], name="headrace_counter_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.task_path} {self.queue} = {self.value}"
