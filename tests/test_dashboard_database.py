@@ -252,7 +252,6 @@ def _count(found: dict[Any, float], name: str, task: str, queue: str = "default"
     )
 
 
-@pytest.mark.slow
 async def test_metrics_count_from_the_database_also_after_a_restart_and_result_expiry(
     backend: DatabaseTaskBackend,
     clock: ManualClock,
