@@ -165,4 +165,5 @@ class QueueInspection:
         for queue in self.queues:
             self.purge(queue)
             keys = self._store.queue_keys(queue)
-            self._store.clients()[self._store.client_index(queue)].delete(keys.stats)
+            client = self._store.clients()[self._store.client_index(queue)]
+            client.delete(keys.stats, keys.counts, keys.hist, keys.workers)
