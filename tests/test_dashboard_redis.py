@@ -26,7 +26,7 @@ from headrace.tasks.states import JobState
 from headrace.tasks.worker import TaskWorker
 from headrace.testing import WebsocketCommunicator
 from tests.dashboardapp import tasks
-from tests.task_backends import redis
+from tests.task_backends import TASK_BACKENDS
 
 WAIT = 10.0
 ADD, EXPLODE, RETRIED, HANG = (
@@ -39,10 +39,11 @@ def clock() -> ManualClock:
     return ManualClock(1_000_000.0)
 
 
-@pytest.fixture
-def config(clock: ManualClock) -> Iterator[dict[str, Any]]:
-    """A fresh key prefix on the session's redis-server; a dead letter after one lost lease."""
-    made = redis(clock, max_deliveries=1, lease=30)
+@pytest.fixture(params=["redis", "redis-cluster"])
+def config(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[dict[str, Any]]:
+    """A fresh key prefix on the session's redis-server, or on its Redis Cluster (every key the
+    scripts count in must share the queue's slot); a dead letter after one lost lease."""
+    made = TASK_BACKENDS[request.param](clock, max_deliveries=1, lease=30)
     with override_settings(TASKS=made, ROOT_URLCONF="tests.dashboardapp.urls"):
         yield made
         backend = task_backends["default"]
