@@ -524,7 +524,17 @@ PUBLIC_API: dict[str, set[str]] = {
         "sync_clients",
         "text_of",
     },
+    "headrace.tasks.backends.redis.monitor": {
+        "SCAN_LIMIT",
+        "STALE_WORKER",
+        "RedisInspector",
+        "beacon",
+        "prune_worker_records",
+        "worker_records",
+        "write_worker_records",
+    },
     "headrace.tasks.backends.redis.layout": {
+        "HISTOGRAM_BOUNDS",
         "JOB_FIELDS",
         "QueueKeys",
         "check_queue_name",

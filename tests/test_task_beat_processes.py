@@ -1,6 +1,7 @@
 """``manage.py runbeat`` and ``manage.py runworker --beat`` as real processes: on the
 in-memory backend (each process fires into its own memory), and three of them sharing
-PostgreSQL through the database backend. They wait on log lines, bounded."""
+PostgreSQL (the database backend) or a redis-server the session starts (the Redis backend),
+the leader killed twice. They wait on log lines, bounded."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+import redis
 from django.db import connections
 
 from tests.progrock.processes import ROOT, kill, stop, wait_for_line
+from tests.redis_servers import servers
 
 WAIT = 30
 
@@ -63,29 +66,33 @@ def test_runworker_needs_something_to_run() -> None:
         call_command("runworker")
 
 
-# -- three schedulers on PostgreSQL --------------------------------------------------------------
+# -- three schedulers sharing a store: PostgreSQL (database backend) and Redis ------------------
 
 FIRED = re.compile(r"fired slot \S+ as job (beat\.second\.\w+)")
+LAST_FIRED = re.compile(r"last fired: (\S+)")
+
+
+def settings_env(store: dict[str, str]) -> dict[str, str]:
+    """The environment of a ``manage.py`` process on ``tests.beat_settings`` and ``store``
+    (``HEADRACE_PG_*`` or ``HEADRACE_TEST_REDIS``/``_PREFIX``, read by the settings)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.beat_settings",
+        "PYTHONPATH": str(ROOT),
+        **store,
+    }
 
 
 class Scheduler:
-    """A ``runbeat`` process on the test's PostgreSQL database, its log in a file."""
+    """A ``runbeat`` process on the test's shared store, its log in a file."""
 
-    def __init__(self, database: dict[str, Any], log: Path) -> None:
+    def __init__(self, store: dict[str, str], log: Path) -> None:
         self.log = log
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.beat_settings",
-            "HEADRACE_PG_NAME": database["NAME"],
-            "HEADRACE_PG_HOST": database["HOST"],
-            "HEADRACE_PG_PORT": str(database["PORT"]),
-            "PYTHONPATH": str(ROOT),
-        }
         with log.open("w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "django", "runbeat"],
                 cwd=ROOT,
-                env=env,
+                env=settings_env(store),
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
@@ -104,16 +111,15 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_three_schedulers_on_postgresql_with_the_leader_killed_twice_fire_each_slot_once(
-    task_postgres: str, tmp_path: Path
-) -> None:
-    """The issue's test: a 1-second interval job for 20 s, three ``runbeat`` processes; the
-    one that fired the latest slot is SIGKILLed (twice) and replaced. Each slot is enqueued
-    exactly once, with no gap."""
-    database = connections[task_postgres].settings_dict
-    schedulers = [Scheduler(database, tmp_path / f"beat-{n}.log") for n in range(3)]
+def slot_time(job_id: str) -> datetime:
+    return datetime.strptime(job_id.rsplit(".", 1)[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def kill_the_leader_twice(store: dict[str, str], tmp_path: Path) -> Counter[str]:
+    """The issue's run: a 1-second interval job for 20 s, three ``runbeat`` processes on
+    ``store``; the one that fired the latest slot is SIGKILLed (twice) and replaced. The job
+    ids the schedulers logged as fired, with how many logged each."""
+    schedulers = [Scheduler(store, tmp_path / f"beat-{n}.log") for n in range(3)]
     try:
         for scheduler in schedulers:
             wait_until(lambda s=scheduler: "schedule entry on TASKS" in s.text(), "a start")
@@ -123,7 +129,7 @@ def test_three_schedulers_on_postgresql_with_the_leader_killed_twice_fire_each_s
             leader = max(schedulers, key=lambda s: max(s.fired(), default=""))
             leader.process.kill()
             leader.process.wait()
-            schedulers.append(Scheduler(database, tmp_path / f"beat-{len(schedulers)}.log"))
+            schedulers.append(Scheduler(store, tmp_path / f"beat-{len(schedulers)}.log"))
         wait_until(lambda: time.monotonic() - started >= 20, "second 20")
         for scheduler in schedulers:
             if scheduler.process.poll() is None:
@@ -137,18 +143,77 @@ def test_three_schedulers_on_postgresql_with_the_leader_killed_twice_fire_each_s
                 scheduler.process.wait()
     killed = [s for s in schedulers if s.process.returncode == -signal.SIGKILL]
     assert len(killed) == 2
-    claimed = Counter(job for s in schedulers for job in s.fired())
-    with connections[task_postgres].cursor() as cursor:
-        cursor.execute("SELECT job_id FROM headrace_taskjob WHERE job_id LIKE 'beat.second.%%'")
-        stored = sorted(row[0] for row in cursor.fetchall())
-    # A scheduler killed between its commit and its log line fired a slot nobody logged;
-    # never may two log the same slot, or the table hold a slot twice.
+    return Counter(job for s in schedulers for job in s.fired())
+
+
+def assert_each_slot_once(claimed: Counter[str], stored: list[str]) -> None:
+    """A scheduler killed between its write and its log line fired a slot nobody logged;
+    never may two log the same slot, or the store hold a slot twice, or a slot be missing."""
     assert [job for job, n in claimed.items() if n > 1] == []
     assert set(claimed) <= set(stored)
     assert len(stored) == len(set(stored))
-    seconds = [
-        datetime.strptime(job.rsplit(".", 1)[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-        for job in stored
-    ]
+    seconds = [slot_time(job).timestamp() for job in sorted(stored)]
     assert seconds == [seconds[0] + n for n in range(len(seconds))]  # no slot missed
     assert len(seconds) >= 15  # about 20 s of slots (the first schedulers start unevenly)
+
+
+def assert_tasks_schedule_shows(store: dict[str, str], last_job: str) -> None:
+    """``manage.py tasks schedule``, a separate process, reads the last fired slot from the
+    store the schedulers shared."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "django", "tasks", "schedule"],
+        cwd=ROOT,
+        env=settings_env(store),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "second\n  task:       tests.taskapp.periodic.tick (TASKS['default'])" in shown.stdout
+    assert LAST_FIRED.findall(shown.stdout) == [slot_time(last_job).isoformat()]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_three_schedulers_on_postgresql_with_the_leader_killed_twice_fire_each_slot_once(
+    task_postgres: str, tmp_path: Path
+) -> None:
+    database = connections[task_postgres].settings_dict
+    store = {
+        "HEADRACE_PG_NAME": database["NAME"],
+        "HEADRACE_PG_HOST": database["HOST"],
+        "HEADRACE_PG_PORT": str(database["PORT"]),
+    }
+    claimed = kill_the_leader_twice(store, tmp_path)
+    with connections[task_postgres].cursor() as cursor:
+        cursor.execute("SELECT job_id FROM headrace_taskjob WHERE job_id LIKE 'beat.second.%%'")
+        stored = [row[0] for row in cursor.fetchall()]
+    assert_each_slot_once(claimed, stored)
+    assert_tasks_schedule_shows(store, max(stored))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_three_schedulers_on_redis_with_the_leader_killed_twice_fire_each_slot_once(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server = servers(request.config).standalone()
+    prefix = f"beat-{uuid.uuid4().hex[:12]}"
+    store = {"HEADRACE_TEST_REDIS": server.url, "HEADRACE_TEST_PREFIX": prefix}
+    claimed = kill_the_leader_twice(store, tmp_path)
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        # Each job is a hash ``<prefix>:{<queue>}:job:<id>``; the enqueue script counts each add.
+        stored = [
+            key.rsplit(":job:", 1)[1]
+            for key in client.scan_iter(match=f"{prefix}:*:job:beat.second.*", count=1000)
+        ]
+        enqueued = sum(
+            int(client.hget(key, "enqueued") or 0)
+            for key in client.scan_iter(match=f"{prefix}:*:stats", count=1000)
+        )
+    finally:
+        client.close()
+    assert_each_slot_once(claimed, stored)
+    assert enqueued == len(stored)  # no slot added twice, even one whose hash was replaced
+    assert_tasks_schedule_shows(store, max(stored))

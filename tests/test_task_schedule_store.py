@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.tasks import task_backends
 
 from headrace.layers import ManualClock
@@ -107,3 +109,20 @@ def test_the_last_fired_slot_outlives_the_job_s_result(store: Any) -> None:
     assert store.get_job(stored.id) is None
     _, added = store.fire_slot(job(SLOT), entry="nightly", slot=SLOT)
     assert not added
+
+
+def test_tasks_schedule_shows_the_last_slot_the_store_fired(
+    store: Any, settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``manage.py tasks schedule`` reads the last fired slot from the backend, so it shows
+    what any scheduler process fired (tests/test_task_beat_processes.py runs it as one)."""
+    settings.TIME_ZONE = "UTC"
+    settings.HEADRACE_TASKS_SCHEDULE = {
+        "nightly": {"task": "tests.taskapp.periodic.tick", "schedule": "0 2 * * *"}
+    }
+    call_command("tasks", "schedule")
+    assert "last fired: never" in capsys.readouterr().out
+    store.fire_slot(job(SLOT), entry="nightly", slot=SLOT)
+    call_command("tasks", "schedule")
+    shown = capsys.readouterr().out
+    assert f"last fired: {datetime.fromtimestamp(SLOT, UTC).isoformat()}\n" in shown

@@ -66,6 +66,13 @@ from headrace.tasks.states import JobState, Move, advance
 
 from .inspection import QueueInspection, QueueStatistics
 from .layout import QueueKeys, check_queue_name
+from .monitor import (
+    RedisInspector,
+    beacon,
+    prune_worker_records,
+    worker_records,
+    write_worker_records,
+)
 from .scripts import CANCEL, CLAIM, CLAIM_ONE, ENQUEUE, MOVE, PROGRESS, RENEW, Script
 from .settings import (
     DEFAULT_LEASE,
@@ -302,6 +309,7 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
                 repr(self.result_ttl(job)),
                 "" if fire is None else fire[0],
                 "" if fire is None else repr(fire[1]),
+                job.task_path,
             ),
         )
         self._store.remember(job.id, job.queue)
@@ -879,6 +887,42 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
                         job_id,
                         self.settings.lease,
                     )
+
+    # -- the dashboard ---------------------------------------------------------------------------
+
+    def inspector(self) -> RedisInspector:
+        """What the dashboard and ``/metrics`` read (see :mod:`.monitor`): counts, counters and
+        workers from Redis, so the same for every process and kept across restarts."""
+        return RedisInspector(self)
+
+    def attach_worker_loop(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
+        """Also start the loop's beacon: its workers' records in ``B workers``."""
+        super().attach_worker_loop(loop, layer)
+        part = self._loop_part()
+        if part.beacon is None or part.beacon.done():
+            try:
+                prune_worker_records(self)
+            except (RedisError, OSError) as error:
+                logger.warning("pruning stale task worker records failed (%s)", error)
+            part.beacon = loop.create_task(
+                supervise(
+                    "writing task worker records",
+                    functools.partial(beacon, self, loop),
+                    logger=logger,
+                )
+            )
+
+    def detach_worker_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop the loop's beacon and write its workers' last records (marked down)."""
+        part = self._store.loops.get(loop)
+        if part is not None and part.beacon is not None:
+            part.beacon.cancel()
+            part.beacon = None
+        try:
+            write_worker_records(self, worker_records(self, loop))
+        except (RedisError, OSError) as error:
+            logger.warning("writing the stopped task workers' records failed (%s)", error)
+        super().detach_worker_loop(loop)
 
     # -- checks and introspection ----------------------------------------------------------------
 

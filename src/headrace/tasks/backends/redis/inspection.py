@@ -151,13 +151,10 @@ class QueueInspection:
             for job_id in self.job_ids(queue, state):
                 deleted += int(client.delete(keys.job(job_id)))
         client.delete(keys.ready, keys.delayed, keys.leases, keys.dead, keys.done, keys.wake)
-        cursor = 0
-        while True:
-            cursor, found = client.scan(cursor, match=keys.base + "key:*", count=500)
-            if found:
-                client.delete(*found)
-            if not cursor:
-                break
+        # scan_iter, not scan: a cluster client scans every node (SCAN's cursor is per node).
+        found = list(client.scan_iter(match=keys.base + "key:*", count=500))
+        for start in range(0, len(found), 500):
+            client.delete(*found[start : start + 500])
         return deleted
 
     def flush(self) -> None:
@@ -165,4 +162,5 @@ class QueueInspection:
         for queue in self.queues:
             self.purge(queue)
             keys = self._store.queue_keys(queue)
-            self._store.clients()[self._store.client_index(queue)].delete(keys.stats)
+            client = self._store.clients()[self._store.client_index(queue)]
+            client.delete(keys.stats, keys.counts, keys.hist, keys.workers)

@@ -24,6 +24,15 @@ key                           type     holds
 ``B done``                    zset     finished jobs; score = when their result expires
 ``B wake``                    list     a token per enqueue; idle workers block on it (BLPOP)
 ``B fired``                   hash     schedule entry -> the last slot beat fired for it (kept)
+``B counts``                  hash     ``<counter>|<task path>`` -> count, the dashboard's
+                                       counters by task (enqueued, started, succeeded, failed,
+                                       retried, redelivered, dead, cancelled), kept
+``B hist``                    hash     ``<runtime|queue_wait>|<task path>|<i>`` -> observations
+                                       in bucket ``i`` of :data:`HISTOGRAM_BOUNDS` (not
+                                       cumulative; ``i`` = len for +Inf), and ``...|sum``
+``B workers``                 hash     worker id -> JSON (host, pid, queues, concurrency, jobs
+                                       in hand, last heartbeat, up) of each worker serving the
+                                       queue; written by the worker's beacon, pruned when stale
 ``B stats``                   hash     counters (enqueued, claimed, succeeded, failed, retried,
                                        cancelled, expired, lost, dead, returned, stale_acks) and
                                        the ``seq`` and ``token`` sequences
@@ -48,6 +57,7 @@ from typing import Final
 from headrace.exceptions import ConfigurationError
 
 __all__ = [
+    "HISTOGRAM_BOUNDS",
     "JOB_FIELDS",
     "QueueKeys",
     "check_queue_name",
@@ -59,16 +69,24 @@ _QUEUE_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Priorities are -100..100; the ready score leaves 2**44 sequence numbers per priority.
 _SEQ_SPAN: Final = 2**44
 
+#: Upper bounds (seconds) of the ``B hist`` buckets: the dashboard's ``HISTOGRAM_BUCKETS``
+#: (kept here so the task package needs nothing of the dashboard; a test checks they agree).
+HISTOGRAM_BOUNDS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
 #: The fields of a ``job:<id>`` hash: ``id``, ``spec`` (JSON of what never changes: task path,
 #: arguments, queue, priority, owner, key, options), ``state``, ``enq``, ``due``, ``exp``
 #: (expires_at), ``started``, ``finished``, ``last`` (last attempt), ``workers`` (worker ids,
 #: newline-separated), ``errors`` (JSON list), ``result`` (JSON), ``retries``, ``deliv``
 #: (deliveries lost to a dead worker), ``cancel`` ("1" once requested), ``progress`` (JSON),
 #: ``ttl`` (result_ttl), ``rexp`` (result expiry), ``token`` (the current lease's), ``prio``,
-#: ``kkey`` (its idempotency key's Redis key).
+#: ``kkey`` (its idempotency key's Redis key), ``task`` (its task path, for the counters),
+#: ``back`` ("1" while it waits after a worker gave it back: its next start is a redelivery).
 JOB_FIELDS: Final = (
     "id", "spec", "state", "enq", "due", "exp", "started", "finished", "last", "workers", "errors",
     "result", "retries", "deliv", "cancel", "progress", "ttl", "rexp", "token", "prio", "kkey",
+    "task", "back",
 )  # fmt: skip
 
 
@@ -97,15 +115,18 @@ class QueueKeys:
 
     __slots__ = (
         "base",
+        "counts",
         "dead",
         "delayed",
         "done",
         "fired",
+        "hist",
         "leases",
         "queue",
         "ready",
         "stats",
         "wake",
+        "workers",
     )
 
     def __init__(self, prefix: str, queue: str) -> None:
@@ -119,6 +140,9 @@ class QueueKeys:
         self.wake = base + "wake"
         self.stats = base + "stats"
         self.fired = base + "fired"
+        self.counts = base + "counts"
+        self.hist = base + "hist"
+        self.workers = base + "workers"
 
     def job(self, job_id: str) -> str:
         return f"{self.base}job:{job_id}"

@@ -10,7 +10,8 @@ second Cluster slot.
 ``now`` (ARGV[1] everywhere) is empty in production: the script reads the server's ``TIME``.
 
 Every moving script takes the same seven KEYS: ``B ready``, ``B delayed``, ``B leases``,
-``B wake``, ``B stats``, ``B dead``, ``B done``; and ARGV[2] = ``B``.
+``B wake``, ``B stats``, ``B dead``, ``B done``; and ARGV[2] = ``B``. They also count in
+``B counts`` and ``B hist`` (built from ``B``, same hash tag; see :mod:`.monitor`).
 
 ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none), KEYS[10]
          ``B fired`` (schedule entry -> last slot fired).
@@ -18,6 +19,7 @@ ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none),
          [8] "1" if it has a key, [9] result ttl (s), [10] schedule entry ("" if none),
          [11] its slot: with an entry, the job is added only if the slot is later than the
          entry's last fired slot, which it then becomes (beat's ``fire_slot``).
+         [12] the task path (kept in the job hash for the per-task counters).
          -> {1, id, now} stored; {0, id} the id, or the live job holding the key, exists
          (or the slot was fired already).
 CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries, [6] how many (the worker's
@@ -45,6 +47,8 @@ import hashlib
 from typing import Final
 
 from headrace.tasks.states import FINISHED, MOVES
+
+from .layout import HISTOGRAM_BOUNDS
 
 __all__ = [
     "CANCEL",
@@ -76,7 +80,11 @@ def _lua_moves() -> str:
         by_state.setdefault(state.value, []).append(f"{move.value}='{target.value}'")
     rows = ", ".join(f"{state}={{{', '.join(moves)}}}" for state, moves in by_state.items())
     finished = ", ".join(f"{state.value}=true" for state in sorted(FINISHED, key=str))
-    return f"local MOVES = {{{rows}}}\nlocal FINISHED = {{{finished}}}\n"
+    buckets = ", ".join(repr(bound) for bound in HISTOGRAM_BOUNDS)
+    return (
+        f"local MOVES = {{{rows}}}\nlocal FINISHED = {{{finished}}}\n"
+        f"local BUCKETS = {{{buckets}}}\n"
+    )
 
 
 _PRELUDE: Final = (
@@ -91,6 +99,29 @@ end
 local B = ARGV[2]
 local K_READY, K_DELAYED, K_LEASES, K_WAKE, K_STATS, K_DEAD, K_DONE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+-- Per-task counters and histograms (what the dashboard and /metrics read, see .counting).
+local function task_of(job)
+  local task = redis.call('HGET', job, 'task')
+  if task then return task end
+  local ok, spec = pcall(cjson.decode, redis.call('HGET', job, 'spec') or '')
+  if ok and type(spec) == 'table' and type(spec.task_path) == 'string' then
+    return spec.task_path
+  end
+  return '?'
+end
+local function count(job, name)
+  redis.call('HINCRBY', B .. 'counts', name .. '|' .. task_of(job), 1)
+end
+local function observe(job, name, seconds)
+  if seconds < 0 then seconds = 0 end
+  local index = #BUCKETS
+  for i, bound in ipairs(BUCKETS) do
+    if seconds <= bound then index = i - 1 break end
+  end
+  local field = name .. '|' .. task_of(job) .. '|'
+  redis.call('HINCRBY', B .. 'hist', field .. index, 1)
+  redis.call('HINCRBYFLOAT', B .. 'hist', field .. 'sum', fmt(seconds))
+end
 local function add_error(job, path, text)
   local e = cjson.encode({exception_class_path=path, traceback=text})
   local errors = redis.call('HGET', job, 'errors')
@@ -118,6 +149,7 @@ local function schedule(job, id, now, due)
   end
 end
 local function finish(job, id, state, now, dead)
+  local was = redis.call('HGET', job, 'state')
   redis.call('ZREM', K_READY, id)
   redis.call('ZREM', K_DELAYED, id)
   redis.call('ZREM', K_LEASES, id)
@@ -136,6 +168,11 @@ local function finish(job, id, state, now, dead)
     redis.call('PEXPIRE', job, math.max(1, math.ceil(ttl * 1000)))
   end
   redis.call('HINCRBY', K_STATS, string.lower(state), 1)
+  if state == 'SUCCESSFUL' then count(job, 'succeeded')
+  else count(job, string.lower(state)) end
+  if dead then count(job, 'dead') end
+  local last = tonumber(redis.call('HGET', job, 'last') or '')
+  if was == 'RUNNING' and last then observe(job, 'runtime', now - last) end
 end
 local function claimed(job, id, now, worker, lease)
   local token = redis.call('HINCRBY', K_STATS, 'token', 1)
@@ -147,6 +184,12 @@ local function claimed(job, id, now, worker, lease)
     'token', token, 'workers', workers)
   redis.call('ZADD', K_LEASES, now + lease, id)
   redis.call('HINCRBY', K_STATS, 'claimed', 1)
+  count(job, 'started')
+  if redis.call('HGET', job, 'back') == '1' then
+    count(job, 'redelivered')
+    redis.call('HSET', job, 'back', '0')
+  end
+  observe(job, 'queue_wait', now - (tonumber(redis.call('HGET', job, 'due') or '') or now))
   return token
 end
 """
@@ -175,10 +218,11 @@ if ARGV[8] == '1' then
   redis.call('HSET', job, 'kkey', KEYS[9])
 end
 redis.call('HSET', job, 'id', id, 'spec', ARGV[4], 'enq', fmt(now), 'prio', ARGV[5], 'retries', '0',
-  'deliv', '0', 'errors', '[]', 'workers', '', 'cancel', '0', 'ttl', ARGV[9])
+  'deliv', '0', 'errors', '[]', 'workers', '', 'cancel', '0', 'ttl', ARGV[9], 'task', ARGV[12])
 if ARGV[7] ~= '' then redis.call('HSET', job, 'exp', fmt(now + tonumber(ARGV[7]))) end
 schedule(job, id, now, now + tonumber(ARGV[6]))
 redis.call('HINCRBY', K_STATS, 'enqueued', 1)
+count(job, 'enqueued')
 return {1, id, fmt(now)}
 """,
 )
@@ -202,6 +246,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 
       'headrace.tasks.exceptions.WorkerLost: worker ' .. last .. ' stopped renewing its ' ..
       'lease (delivery ' .. deliveries .. ' of at most ' .. max_deliveries .. ')\n')
     redis.call('HINCRBY', K_STATS, 'lost', 1)
+    redis.call('HSET', job, 'back', '1')
     if deliveries >= max_deliveries then
       finish(job, id, MOVES.RUNNING.fail, now, true)
       expired[#expired + 1] = id
@@ -284,8 +329,15 @@ if not target then return {-2, state} end
 if #ARGV >= 9 then redis.call('HSET', job, unpack(ARGV, 9)) end
 if target == 'READY' then
   schedule(job, id, now, now + tonumber(ARGV[6]))
-  if move == 'lose' then redis.call('HINCRBY', K_STATS, 'returned', 1)
-  else redis.call('HINCRBY', K_STATS, 'retried', 1) end
+  if move == 'lose' then
+    redis.call('HINCRBY', K_STATS, 'returned', 1)
+    redis.call('HSET', job, 'back', '1')
+  else
+    redis.call('HINCRBY', K_STATS, 'retried', 1)
+    count(job, 'retried')
+    local last = tonumber(redis.call('HGET', job, 'last') or '')
+    if last then observe(job, 'runtime', now - last) end
+  end
 elseif target == 'RUNNING' then
   local new = claimed(job, id, now, ARGV[8], tonumber(ARGV[7]))
   return {1, redis.call('HGETALL', job), tostring(new)}

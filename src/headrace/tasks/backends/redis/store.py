@@ -62,6 +62,8 @@ class LoopPart:
     def __init__(self, topology: Topology) -> None:
         self.connections = topology.connect()
         self.heartbeat: asyncio.Task[None] | None = None
+        #: Writes this loop's task workers' records (see :mod:`.monitor`).
+        self.beacon: asyncio.Task[None] | None = None
         self.closer: AsyncGenerator[None, None] | None = None
         self.starter: asyncio.Task[None] | None = None
         self.acks: list[Ack] = []
@@ -75,6 +77,8 @@ class LoopPart:
     async def aclose(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.cancel()
+        if self.beacon is not None:
+            self.beacon.cancel()
         for listener in self.listeners.values():
             listener.cancel()
         if self.acks and self.send_acks is not None:
