@@ -348,6 +348,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "DEFAULT_PROGRESS_RATE",
         "HeadraceTaskBackend",
         "check_job_id",
+        "headrace_backend",
         "new_job_id",
     },
     "headrace.tasks.backends.memory": {"MemoryTaskBackend", "MemoryTaskStatistics"},

@@ -54,7 +54,7 @@ from django.utils.module_loading import import_string
 
 from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
-from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.backends.base import HeadraceTaskBackend, headrace_backend
 from headrace.tasks.base import check_arguments
 from headrace.tasks.jobs import Job, job_options
 from headrace.tasks.schedules import (
@@ -320,24 +320,6 @@ class BeatStatistics:
     outages: int  #: times firing started failing (see headrace.backoff)
 
 
-def _backend(backend: str | HeadraceTaskBackend) -> HeadraceTaskBackend:
-    if isinstance(backend, HeadraceTaskBackend):
-        return backend
-    from django.tasks import task_backends
-    from django.tasks.exceptions import InvalidTaskBackend
-
-    try:
-        found = task_backends[backend]
-    except InvalidTaskBackend as error:
-        raise ConfigurationError(f"no task backend {backend!r} in TASKS: {error}") from error
-    if not isinstance(found, HeadraceTaskBackend):
-        raise ConfigurationError(
-            f"TASKS[{backend!r}] is {type(found).__module__}.{type(found).__qualname__}; the "
-            "scheduler runs on headrace backends (headrace.tasks.backends.*)"
-        )
-    return found
-
-
 class Beat:
     """Fire the schedule entries whose tasks use ``backend`` (default: every such entry of
     the settings), each slot once whatever number of Beats run (see the module docstring).
@@ -356,7 +338,7 @@ class Beat:
         grace: float = DEFAULT_GRACE,
         max_sleep: float = MAX_SLEEP,
     ) -> None:
-        self.backend = _backend(backend)
+        self.backend = headrace_backend(backend, needs="the scheduler runs on")
         if not isinstance(self.backend, ScheduleStore):
             raise ConfigurationError(
                 f"TASKS[{self.backend.alias!r}] ({type(self.backend).__qualname__}) cannot "

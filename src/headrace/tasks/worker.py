@@ -30,7 +30,7 @@ from django.utils.crypto import get_random_string
 from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
 from headrace.settings import limits
-from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.backends.base import HeadraceTaskBackend, headrace_backend
 from headrace.tasks.exceptions import LeaseLost
 from headrace.tasks.jobs import Job
 from headrace.tasks.policy import DEFAULT_JITTER
@@ -77,24 +77,6 @@ class TaskWorkerStatistics:
     outages: int  #: times claiming from the store started failing (see headrace.backoff)
 
 
-def _backend(backend: str | HeadraceTaskBackend) -> HeadraceTaskBackend:
-    if isinstance(backend, HeadraceTaskBackend):
-        return backend
-    from django.tasks import task_backends
-    from django.tasks.exceptions import InvalidTaskBackend
-
-    try:
-        found = task_backends[backend]
-    except InvalidTaskBackend as error:
-        raise ConfigurationError(f"no task backend {backend!r} in TASKS: {error}") from error
-    if not isinstance(found, HeadraceTaskBackend):
-        raise ConfigurationError(
-            f"TASKS[{backend!r}] is {type(found).__module__}.{type(found).__qualname__}; a "
-            "headrace worker runs headrace backends (headrace.tasks.backends.*)"
-        )
-    return found
-
-
 #: The task workers of this process that have started (held weakly); see task_workers().
 _started_workers: weakref.WeakSet[TaskWorker] = weakref.WeakSet()
 
@@ -122,7 +104,7 @@ class TaskWorker:
         layer: Any = None,
         jitter: Any = DEFAULT_JITTER,
     ) -> None:
-        self.backend = _backend(backend)
+        self.backend = headrace_backend(backend, needs="a headrace worker runs")
         if self.backend.eager:
             raise ConfigurationError(
                 f"TASKS[{self.backend.alias!r}] is eager (jobs run inside enqueue); a worker "

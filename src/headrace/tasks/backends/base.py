@@ -50,7 +50,13 @@ from headrace.tasks.results import TaskResult, build_result, current_owner, job_
 from headrace.tasks.signals import is_heard
 from headrace.tasks.states import JobState
 
-__all__ = ["DEFAULT_PROGRESS_RATE", "HeadraceTaskBackend", "check_job_id", "new_job_id"]
+__all__ = [
+    "DEFAULT_PROGRESS_RATE",
+    "HeadraceTaskBackend",
+    "check_job_id",
+    "headrace_backend",
+    "new_job_id",
+]
 
 logger = logging.getLogger("headrace.tasks")
 
@@ -552,3 +558,27 @@ def _in_atomic_block() -> bool:
         return any(c.in_atomic_block for c in connections.all(initialized_only=True))
     except Exception:  # pragma: no cover - a broken database configuration
         return False
+
+
+def headrace_backend(backend: str | HeadraceTaskBackend, *, needs: str) -> HeadraceTaskBackend:
+    """``backend`` itself, or the ``TASKS`` alias it names, which must be a headrace backend.
+
+    ``needs`` ends the error's sentence before "headrace backends" ("the scheduler runs on").
+    """
+    if isinstance(backend, HeadraceTaskBackend):
+        return backend
+    from django.tasks import task_backends
+    from django.tasks.exceptions import InvalidTaskBackend
+
+    from headrace.exceptions import ConfigurationError
+
+    try:
+        found = task_backends[backend]
+    except InvalidTaskBackend as error:
+        raise ConfigurationError(f"no task backend {backend!r} in TASKS: {error}") from error
+    if not isinstance(found, HeadraceTaskBackend):
+        raise ConfigurationError(
+            f"TASKS[{backend!r}] is {type(found).__module__}.{type(found).__qualname__}; "
+            f"{needs} headrace backends (headrace.tasks.backends.*)"
+        )
+    return found
