@@ -213,6 +213,7 @@ PUBLIC_API: dict[str, set[str]] = {
     },
     "headrace.process": {
         "EVENT_LOOPS",
+        "call_on_loop",
         "cancel_and_wait",
         "configure_logging",
         "event_loop_factory",

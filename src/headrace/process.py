@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_LOOPS",
+    "call_on_loop",
     "cancel_and_wait",
     "configure_logging",
     "event_loop_factory",
@@ -67,6 +68,21 @@ def event_loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEvent
             ) from error
         return None
     return uvloop.new_event_loop
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run ``callback`` on ``loop``: at once when called from that loop, else from any thread
+    at its next turn; nothing when the loop is closed (what it would stop has ended)."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        callback()
+    else:
+        loop.call_soon_threadsafe(callback)
 
 
 def freeze_startup_objects() -> bool:

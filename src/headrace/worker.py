@@ -52,6 +52,7 @@ from headrace.exceptions import ConfigurationError
 from headrace.layers import BaseChannelLayer, Clock, capabilities_of, get_channel_layer
 from headrace.layers.registry import DEFAULT_CHANNEL_LAYER
 from headrace.layers.rules import check_channel_name, is_process_channel
+from headrace.process import call_on_loop
 from headrace.settings import limits
 from headrace.types import ASGIApp, Message
 
@@ -284,16 +285,7 @@ class Worker:
             self._stop_requested = True
             self._stop_now = self._stop_now or now
             return
-        if loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._stop(now)
-        else:
-            loop.call_soon_threadsafe(self._stop, now)
+        call_on_loop(loop, functools.partial(self._stop, now))
 
     def _stop(self, now: bool) -> None:
         if self.state in (WorkerState.NEW, WorkerState.RUNNING):

@@ -54,6 +54,7 @@ from django.utils.module_loading import import_string
 
 from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
+from headrace.process import call_on_loop
 from headrace.tasks.backends.base import HeadraceTaskBackend, headrace_backend
 from headrace.tasks.base import check_arguments
 from headrace.tasks.jobs import Job, job_options
@@ -495,16 +496,7 @@ class Beat:
         if loop is None:
             self._stop_requested = True
             return
-        if loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._stop()
-        else:
-            loop.call_soon_threadsafe(self._stop)
+        call_on_loop(loop, self._stop)
 
     def _stop(self) -> None:
         if self.state in (WorkerState.NEW, WorkerState.RUNNING):

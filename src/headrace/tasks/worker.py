@@ -29,6 +29,7 @@ from django.utils.crypto import get_random_string
 
 from headrace.backoff import Backoff
 from headrace.exceptions import ConfigurationError
+from headrace.process import call_on_loop
 from headrace.settings import limits
 from headrace.tasks.backends.base import HeadraceTaskBackend, headrace_backend
 from headrace.tasks.exceptions import LeaseLost
@@ -168,16 +169,7 @@ class TaskWorker:
             self._stop_requested = True
             self._stop_now = self._stop_now or now
             return
-        if loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._stop(now)
-        else:
-            loop.call_soon_threadsafe(self._stop, now)
+        call_on_loop(loop, functools.partial(self._stop, now))
 
     def _stop(self, now: bool) -> None:
         if self.state in (WorkerState.NEW, WorkerState.RUNNING):
