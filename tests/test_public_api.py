@@ -348,9 +348,11 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.backends.base": {
         "DEFAULT_PROGRESS_RATE",
         "HeadraceTaskBackend",
+        "Waiter",
         "check_job_id",
         "headrace_backend",
         "new_job_id",
+        "wake_future",
     },
     "headrace.tasks.backends.memory": {"MemoryTaskBackend", "MemoryTaskStatistics"},
     "headrace.tasks.backends.database": {"DatabaseTaskBackend", "DatabaseTaskStatistics"},

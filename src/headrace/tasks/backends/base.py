@@ -53,9 +53,11 @@ from headrace.tasks.states import JobState
 __all__ = [
     "DEFAULT_PROGRESS_RATE",
     "HeadraceTaskBackend",
+    "Waiter",
     "check_job_id",
     "headrace_backend",
     "new_job_id",
+    "wake_future",
 ]
 
 logger = logging.getLogger("headrace.tasks")
@@ -582,3 +584,32 @@ def headrace_backend(backend: str | HeadraceTaskBackend, *, needs: str) -> Headr
             f"{needs} headrace backends (headrace.tasks.backends.*)"
         )
     return found
+
+
+class Waiter:
+    """A worker's idle claim on ``queues``: ``wake()`` resolves its future from any thread."""
+
+    __slots__ = ("future", "loop", "queues")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], queues: frozenset[str]
+    ) -> None:
+        self.loop = loop
+        self.future = future
+        self.queues = queues
+
+    def wake(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            wake_future(self.future)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(wake_future, self.future)
+
+
+def wake_future(future: asyncio.Future[None]) -> None:
+    """Resolve a waiter's future unless it is done already (cancelled, or woken twice)."""
+    if not future.done():
+        future.set_result(None)

@@ -36,7 +36,7 @@ from django.core.signals import setting_changed
 from django.tasks.exceptions import TaskResultDoesNotExist
 
 from headrace.layers.clock import Clock
-from headrace.tasks.backends.base import HeadraceTaskBackend
+from headrace.tasks.backends.base import HeadraceTaskBackend, Waiter, wake_future
 from headrace.tasks.exceptions import TaskCancelled, TaskExpired
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState, Move, advance
@@ -54,32 +54,6 @@ class MemoryTaskStatistics:
     enqueued: int  #: jobs added since the store was made
 
 
-class _Waiter:
-    __slots__ = ("future", "loop", "queues")
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], queues: frozenset[str]
-    ) -> None:
-        self.loop = loop
-        self.future = future
-        self.queues = queues
-
-    def wake(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            _resolve(self.future)
-        elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_resolve, self.future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class _Store:
     """The shared state of one TASKS entry (see the module docstring)."""
 
@@ -93,7 +67,7 @@ class _Store:
         self.entry: dict[str, int] = {}  # job id -> sequence number of its live heap entry
         self.keys: dict[str, str] = {}
         self.expiring: list[tuple[float, str]] = []
-        self.waiters: list[_Waiter] = []
+        self.waiters: list[Waiter] = []
         self.finish_waiters: dict[str, list[_Effect]] = {}
         self.watchers: dict[str, _Effect] = {}
         self.seq = itertools.count()
@@ -284,13 +258,13 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         store = self._store
         names = queues if isinstance(queues, list | tuple) else list(queues)
         while True:
-            waiter: _Waiter | None = None
+            waiter: Waiter | None = None
             with store.lock:
                 now = store.clock.time()
                 job, expired = self._claim_locked(names, worker_id, now)
                 if job is None:
                     loop = asyncio.get_running_loop()
-                    waiter = _Waiter(loop, loop.create_future(), frozenset(names))
+                    waiter = Waiter(loop, loop.create_future(), frozenset(names))
                     store.waiters.append(waiter)
                     due = store.next_due(names)
             for gone in expired:
@@ -402,7 +376,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
         def done() -> None:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(wake_future, future)
 
         if not self._add_finish_waiter(job_id, done):
             return

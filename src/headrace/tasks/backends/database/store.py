@@ -15,38 +15,13 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.db import connections
 
+from headrace.tasks.backends.base import Waiter
 from headrace.tasks.backends.database import sql
 from headrace.tasks.backends.database.connections import OwnConnection, connect_postgres
 
 __all__ = ["Store", "Waiter", "on_loop", "store_for"]
 
 logger = logging.getLogger("headrace.tasks")
-
-
-class Waiter:
-    __slots__ = ("future", "loop", "queues")
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], queues: frozenset[str]
-    ) -> None:
-        self.loop = loop
-        self.future = future
-        self.queues = queues
-
-    def wake(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            _resolve(self.future)
-        elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_resolve, self.future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def on_loop() -> bool:
