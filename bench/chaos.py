@@ -15,13 +15,20 @@ processes; then it runs:
   message reached every client again;
 * ``runworker``: a worker with 20 jobs in hand is sent SIGTERM, then (separately) SIGKILL;
   counts jobs lost (sent, never finished by it or by the worker started after it).
+* ``task-kills``: durable tasks on the Redis task backend; 20,000 tasks that record each run,
+  3 ``runworker --tasks`` processes, one SIGKILLed every 5 s for 3 minutes (round robin) and
+  replaced at once; counts tasks lost (must be 0), run more than once (each must carry a
+  ``WorkerLost`` error), dead-lettered, and the time to drain (see
+  :func:`scenario_task_kills`; about 4 minutes with the defaults).
 
-Prints one JSON document. Bounded versions of ``origins`` and ``connects`` run in ``make test``
-(tests/test_chaos_bounded.py); docs/explanation/reliability.md shows the results.
+Prints one JSON document. Bounded versions of ``origins``, ``connects`` and ``task-kills`` run
+in ``make test`` (tests/test_chaos_bounded.py); docs/explanation/reliability.md shows the
+results.
 
     python bench/chaos.py                            # everything, default sizes
     python bench/chaos.py --scenarios origins,connects --connects 300
     python bench/chaos.py --scenarios redis-kills --clients 50 --kills 2
+    python bench/chaos.py --scenarios task-kills --task-jobs 2000 --kill-for 20
 """
 
 from __future__ import annotations
@@ -532,9 +539,221 @@ def scenario_runworker(
     }
 
 
+#: The ``task-kills`` scenario's worker processes, and each one's concurrency.
+TASK_WORKERS = 3
+TASK_CONCURRENCY = 10
+
+
+def scenario_task_kills(
+    redis_url: str,
+    directory: Path,
+    *,
+    jobs: int,
+    kill_every: float,
+    kill_for: float,
+    lease: float = 3.0,
+    drain_timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Durable tasks on Redis while their workers are SIGKILLed: what ran twice, what was lost.
+
+    ``jobs`` tasks (:func:`bench._chaos_tasks.record`) are enqueued on the Redis task backend
+    first, then :data:`TASK_WORKERS` ``runworker --tasks`` processes start; once they hold a
+    job in every slot, the oldest worker is SIGKILLed every ``kill_every`` seconds for
+    ``kill_for`` seconds and a replacement started at once. Then the survivors drain the queue
+    (at most ``drain_timeout`` seconds) and every job is read back from Redis.
+
+    Each task records its start and its end, then the worker acknowledges. It also sleeps: the
+    pause is chosen so that the work, at full speed, lasts the whole kill window (``kill_for *
+    workers * concurrency / jobs`` seconds; 0.27 s with the defaults). No-op tasks would drain
+    20,000 jobs in seconds and the later kills would hit idle workers, proving nothing; with
+    the pause every kill takes a worker with all its slots busy (claims, runs and
+    acknowledgements in progress), and the capacity the kills cost makes the backlog outlast
+    the window. The lease is short (3 s; production's default is 30 s) so that the jobs of a
+    killed worker come back within the run, and long enough that a worker slowed by a loaded
+    machine keeps its leases (``stale_acks`` counts it if not).
+
+    Expected: 0 lost (every job SUCCESSFUL or dead-lettered); the jobs run more than once are
+    those in hand at a kill, and each carries one ``WorkerLost`` error per extra run.
+    """
+    from bench._chaos_tasks import FINISHED, STARTED, record
+    from bench._chaos_tasks_settings import task_backend
+    from redis import Redis as Client
+
+    from headrace.tasks.backends.redis import RedisTaskBackend
+
+    worker_lost = "headrace.tasks.exceptions.WorkerLost"
+    backend = RedisTaskBackend("default", task_backend(redis_url, lease))
+    client = Client.from_url(redis_url)
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="bench._chaos_tasks_settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        CHAOS_REDIS_URL=redis_url,
+        CHAOS_TASK_LEASE=repr(lease),
+        PYTHONUNBUFFERED="1",
+    )
+    logs: list[Path] = []
+
+    def worker() -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "django", "runworker", "--tasks", "default"]
+        command += ["--concurrency", str(TASK_CONCURRENCY), "--shutdown-timeout", "5"]
+        log = directory / f"task-worker-{len(logs)}.log"
+        logs.append(log)
+        with log.open("wb") as output:
+            return subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+
+    def wait(condition: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    load_before = os.getloadavg()
+    pause = kill_for * TASK_WORKERS * TASK_CONCURRENCY / jobs
+    started_at = time.monotonic()
+    ids = [backend.enqueue(record, (number, pause), {}).id for number in range(jobs)]
+    enqueue_seconds = time.monotonic() - started_at
+
+    running = [worker() for _ in range(TASK_WORKERS)]
+    killed: list[int] = []
+    try:
+        busy = TASK_WORKERS * TASK_CONCURRENCY
+        if not wait(lambda: backend.queue_statistics("default").running >= busy, 60):
+            raise RuntimeError("the task workers never filled their slots")
+        kills_from = time.monotonic()
+        while (len(killed) + 1) * kill_every <= kill_for:
+            time.sleep(max(0.0, kills_from + (len(killed) + 1) * kill_every - time.monotonic()))
+            victim = running.pop(0)  # the oldest: round robin
+            victim.kill()
+            victim.wait(10)
+            killed.append(victim.pid)
+            running.append(worker())
+        kills_ended = time.monotonic()
+
+        def drained() -> bool:
+            stats = backend.queue_statistics("default")
+            return stats.counters["successful"] + stats.dead >= jobs and not (
+                stats.ready or stats.delayed or stats.running
+            )
+
+        finished_in_time = wait(drained, drain_timeout)
+        drain_seconds = time.monotonic() - kills_ended
+    finally:
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+    def runs(key: str) -> dict[int, list[int]]:
+        found: dict[int, list[int]] = collections.defaultdict(list)
+        for entry in client.lrange(key, 0, -1):
+            number, pid = entry.split()
+            found[int(number)].append(int(pid))
+        return found
+
+    starts, ends = runs(STARTED), runs(FINISHED)
+    stats = backend.queue_statistics("default")
+    dead = set(backend.job_ids("default", "dead"))
+    states: collections.Counter[str] = collections.Counter()
+    lost: list[int] = []
+    repeated: list[int] = []
+    repeated_with_worker_lost = 0
+    runs_without_worker_lost = 0  # extra runs beyond the job's WorkerLost errors
+    worker_lost_errors = 0
+    successful_unrecorded = 0  # SUCCESSFUL, yet its task never recorded a start: a bug
+    for number, job_id in enumerate(ids):
+        job = backend.get_job(job_id)
+        state = job.state.value if job is not None else "MISSING"
+        states[state] += 1
+        losses = (
+            0
+            if job is None
+            else sum(1 for error in job.errors if error.exception_class_path == worker_lost)
+        )
+        worker_lost_errors += losses
+        if state != "SUCCESSFUL" and job_id not in dead:
+            lost.append(number)
+        recorded = len(starts.get(number, ()))
+        successful_unrecorded += state == "SUCCESSFUL" and not recorded
+        if recorded > 1:
+            repeated.append(number)
+            repeated_with_worker_lost += losses > 0
+        runs_without_worker_lost += max(0, recorded - 1 - losses)
+    killed_pids = set(killed)
+    in_hand = [
+        sum(1 for number, pids in starts.items() if pid in pids and pid not in ends.get(number, []))
+        for pid in killed
+    ]
+    client.close()
+    return {
+        "jobs": jobs,
+        "workers": TASK_WORKERS,
+        "concurrency": TASK_CONCURRENCY,
+        "task_pause_seconds": round(pause, 3),
+        "lease_seconds": lease,
+        "max_deliveries": 3,
+        "enqueue_seconds": round(enqueue_seconds, 1),
+        "workers_killed": len(killed),
+        "states": dict(states),
+        "successful": states["SUCCESSFUL"],
+        "dead_lettered": len(dead),
+        "lost": len(lost),
+        "lost_sample": lost[:20],
+        "successful_without_a_recorded_run": successful_unrecorded,
+        "ran_more_than_once": len(repeated),
+        "ran_more_than_once_with_worker_lost": repeated_with_worker_lost,
+        "extra_runs_without_a_worker_lost_error": runs_without_worker_lost,
+        "extra_runs": sum(len(pids) - 1 for pids in starts.values() if len(pids) > 1),
+        "extra_runs_after_a_kill": sum(
+            1 for pids in starts.values() for pid in pids[:-1] if pid in killed_pids
+        ),
+        "finished_more_than_once": sum(1 for pids in ends.values() if len(pids) > 1),
+        "worker_lost_errors": worker_lost_errors,
+        "jobs_in_hand_at_each_kill": in_hand,
+        "counters": {
+            name: stats.counters[name] for name in ("enqueued", "claimed", "successful", "lost")
+        }
+        | {"dead": stats.counters["dead"], "stale_acks": stats.counters["stale_acks"]},
+        "drained": finished_in_time,
+        "drain_seconds_after_last_kill": round(drain_seconds, 1),
+        "kill_window_seconds": round(kills_ended - kills_from, 1),
+        "seconds": round(time.monotonic() - started_at, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "worker_logs": worker_log_summary(logs),
+    }
+
+
+def worker_log_summary(logs: list[Path]) -> dict[str, Any]:
+    """What the task workers logged: tracebacks, warnings and errors (a sample of each kind).
+    The start-up check's warning that the bench's Redis keeps nothing on disk (headrace.W110)
+    is expected: this scenario never restarts Redis."""
+    lines = [line for log in logs for line in log.read_text(errors="replace").splitlines()]
+    logged = collections.Counter(
+        level
+        for line in lines
+        for level in ("WARNING", "ERROR", "CRITICAL")
+        if f" {level} " in line
+    )
+    return {
+        "lines": len(lines),
+        "tracebacks": sum(1 for line in lines if line.startswith("Traceback")),
+        "logged": dict(logged),
+        "sample": [line for line in lines if " WARNING " in line or " ERROR " in line][:8],
+    }
+
+
 # -- main -------------------------------------------------------------------------------------
 
-SCENARIOS = ("origins", "connects", "redis-kills", "runworker")
+SCENARIOS = ("origins", "connects", "redis-kills", "runworker", "task-kills")
 
 
 async def run_server_scenarios(redis: Redis, port: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -565,6 +784,9 @@ def main() -> None:
     parser.add_argument("--recover", type=float, default=3.0, help="seconds between outages")
     parser.add_argument("--jobs", type=int, default=600, help="runworker jobs per signal")
     parser.add_argument("--job-ms", type=int, default=100)
+    parser.add_argument("--task-jobs", type=int, default=20_000, help="task-kills: tasks")
+    parser.add_argument("--kill-every", type=float, default=5.0, help="task-kills: seconds")
+    parser.add_argument("--kill-for", type=float, default=180.0, help="task-kills: seconds")
     args = parser.parse_args()
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)
@@ -595,6 +817,18 @@ def main() -> None:
                     )
                     for signum in (signal.SIGTERM, signal.SIGKILL)
                 ]
+            if "task-kills" in args.scenarios:
+                import django
+
+                os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench._chaos_tasks_settings")
+                django.setup()
+                output["task_kills"] = scenario_task_kills(
+                    redis.url,
+                    directory,
+                    jobs=args.task_jobs,
+                    kill_every=args.kill_every,
+                    kill_for=args.kill_for,
+                )
         finally:
             redis.stop()
     output["seconds"] = round(time.monotonic() - started, 1)
