@@ -688,7 +688,7 @@ def scenario_task_kills(
             repeated_with_worker_lost += losses > 0
         runs_without_worker_lost += max(0, recorded - 1 - losses)
     killed_pids = set(killed)
-    in_hand = [
+    cut_off = [  # tasks the victim had started and not finished when it was killed
         sum(1 for number, pids in starts.items() if pid in pids and pid not in ends.get(number, []))
         for pid in killed
     ]
@@ -717,7 +717,7 @@ def scenario_task_kills(
         ),
         "finished_more_than_once": sum(1 for pids in ends.values() if len(pids) > 1),
         "worker_lost_errors": worker_lost_errors,
-        "jobs_in_hand_at_each_kill": in_hand,
+        "tasks_cut_off_at_each_kill": cut_off,
         "counters": {
             name: stats.counters[name] for name in ("enqueued", "claimed", "successful", "lost")
         }
