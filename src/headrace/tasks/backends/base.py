@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from asgiref.sync import async_to_sync
@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core import checks
 from django.db import connections, transaction
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError, TaskResultStatus
+from django.tasks.base import TaskResultStatus
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished
 from django.utils.crypto import get_random_string
@@ -67,14 +67,13 @@ _OPTION_KEYS: Final = ("eager", "progress_rate", "channel_layer", "clock")
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-_STATUS: Final = {state: state.status for state in JobState}
 #: (task, module path, job options, countdown, expires, checked key); see _profile().
 _Profile = tuple[Any, str, dict[str, Any], Any, Any, str | None]
 
 
 def new_job_id() -> str:
-    """32 random hex digits (128 bits; one system call, unlike a per-character draw)."""
-    return secrets.token_hex(16)
+    """32 random hex digits (128 bits from the OS's secure source, one system call)."""
+    return os.urandom(16).hex()
 
 
 def check_job_id(job_id: object) -> str:
@@ -438,36 +437,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
                 task = self.resolve_task(job.task_path)
             except UnknownTask:
                 task = self._placeholder(job)
-        state = job.state
-        started, finished, attempted = job.started_at, job.finished_at, job.last_attempted_at
-        return build_result(
-            {
-                "task": task,
-                "id": job.id,
-                "status": _STATUS[state],
-                "enqueued_at": datetime.fromtimestamp(job.enqueued_at, tz=UTC),
-                "started_at": None if started is None else datetime.fromtimestamp(started, tz=UTC),
-                "finished_at": (
-                    None if finished is None else datetime.fromtimestamp(finished, tz=UTC)
-                ),
-                "last_attempted_at": (
-                    None if attempted is None else datetime.fromtimestamp(attempted, tz=UTC)
-                ),
-                "args": list(job.args),
-                "kwargs": dict(job.kwargs),
-                "backend": self.alias,
-                "errors": [
-                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
-                    for e in job.errors
-                ],
-                "worker_ids": list(job.worker_ids),
-                "_return_value": job.return_value if state is JobState.SUCCESSFUL else None,
-                "state": state,
-                "owner": job.owner,
-                "progress": job.progress,
-                "cancel_requested": job.cancel_requested,
-            }
-        )
+        return build_result(job, task, self.alias)
 
     def _placeholder(self, job: Job) -> Any:
         return Task(
@@ -489,9 +459,21 @@ class HeadraceTaskBackend(BaseTaskBackend):
             if result is None:
                 result = self.to_result(job)
             task_finished.send(type(self), task_result=result)
+        if self._nobody_hears(job.id):
+            return
         message = job_finished_message(job)
         if message is not None:
             self.publish(message)
+
+    def _nobody_hears(self, job_id: str) -> bool:
+        """True when a message to the job's group would surely reach no one: the worker of
+        this process sends with no layer, or with an in-memory one where the group has no
+        member (the message is then not even built)."""
+        home = self._home
+        if home is None or home[0].is_closed():
+            return False
+        layer = home[1]
+        return layer is None or _nobody_listens(layer, progress_group(job_id))
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to the job's progress group, from any thread; never raises."""

@@ -283,6 +283,26 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 with store.lock:
                     store.waiters.remove(waiter)
 
+    async def claim_more(self, queues: Iterable[str], worker_id: str, limit: int) -> list[Job]:
+        """Up to ``limit`` more jobs due now, in one step under the store's lock and without
+        waiting: a worker that has just claimed a job fills its other free slots with them
+        (never more, so other workers of the store still get the rest)."""
+        store = self._store
+        names = queues if isinstance(queues, list | tuple) else list(queues)
+        found: list[Job] = []
+        gone: list[Job] = []
+        with store.lock:
+            now = store.clock.time()
+            while len(found) < limit:
+                job, expired = self._claim_locked(names, worker_id, now)
+                gone += expired
+                if job is None:
+                    break
+                found.append(job)
+        for job in gone:
+            self.announce_finished(job)
+        return found
+
     def claim_job(self, job_id: str, worker_id: str) -> Job | None:
         store = self._store
         with store.lock:
@@ -360,8 +380,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             on_cancel()
 
     def unwatch_job(self, job_id: str) -> None:
-        with self._store.lock:
-            self._store.watchers.pop(job_id, None)
+        self._store.watchers.pop(job_id, None)  # one dict operation: atomic without the lock
 
     def set_progress(self, job_id: str, value: Mapping[str, Any]) -> None:
         store = self._store
