@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Final
+from typing import Any, Final
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -65,12 +65,12 @@ def is_heard(signal: Signal, level: int = logging.INFO) -> bool:
 _known_own: dict[Signal, object] = {}
 
 
-def _is_djangos_own(signal: Signal, entry: object) -> bool:
+def _is_djangos_own(signal: Signal, entry: Any) -> bool:
     own = _DJANGO_RECEIVERS.get(signal)
     if own is None:
         return False
     try:
-        _key, receiver, sender_ref, _is_async = entry  # type: ignore[misc]
+        _key, receiver, sender_ref, _is_async = entry
     except (TypeError, ValueError):  # a Django whose receiver entries look different
         return False
     if isinstance(receiver, weakref.ReferenceType):
