@@ -8,13 +8,13 @@ clock. :func:`job_options` takes from a task the options a job needs once it is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Final
 
 from headrace.tasks.states import JobState
 
-__all__ = ["Job", "JobError", "job_options"]
+__all__ = ["Job", "JobError", "copy_job", "job_copier", "job_options"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +68,9 @@ class Job(_JobSlots):
 
     id: str
     task_path: str  #: dotted path of the module-level Task object
-    args: list[Any]
+    #: A list, or a tuple: the in-memory store keeps a tuple (a tuple of plain values is
+    #: one object fewer for the garbage collector to walk, for as long as a result is kept).
+    args: Sequence[Any]
     kwargs: dict[str, Any]
     queue: str
     priority: int
@@ -98,7 +100,7 @@ class Job(_JobSlots):
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` (what ``dataclasses.replace`` does, without re-running
         ``__init__``: stores call this on every move, so it is on the hot path)."""
-        return _copy_with(self, changes)
+        return copy_job(self, changes)
 
     @property
     def is_live(self) -> bool:
@@ -152,32 +154,44 @@ def _make_init() -> Callable[..., None]:
     return init
 
 
-def _make_copier(names: tuple[str, ...]) -> Callable[[Job, dict[str, Any]], Job]:
-    # A function that copies a job with new values for ``names`` (read from the changes
-    # dict): every other field is copied, each in its own line (a loop costs twice as much).
+def _make_copier(names: tuple[str, ...], *, positional: bool) -> Callable[..., Job]:
+    # A function that copies a job with new values for ``names`` (from a dict of changes, or
+    # positional arguments in that order): every other field is copied, each in its own line
+    # (a loop costs twice as much).
     unknown = sorted(set(names) - _FIELD_SET)
     if unknown:
         raise TypeError(f"Job has no field {', '.join(map(repr, unknown))}")
-    lines = ["def copy_with(j, c):", "    n = new(Slots)"]
-    lines += [
-        f"    n.{name} = c[{name!r}]" if name in names else f"    n.{name} = j.{name}"
-        for name in _FIELDS
-    ]
+    if positional:
+        lines = [f"def copy_with(j, {', '.join(names)}):", "    n = new(Slots)"]
+        new_value = "{name}"
+    else:
+        lines = ["def copy_with(j, c):", "    n = new(Slots)"]
+        new_value = "c[{name!r}]"
+    for name in _FIELDS:
+        value = new_value.format(name=name) if name in names else f"j.{name}"
+        lines.append(f"    n.{name} = {value}")
     namespace: dict[str, Any] = {"Job": Job, "Slots": _JobSlots, "new": object.__new__}
     exec("\n".join([*lines, "    n.__class__ = Job", "    return n"]), namespace)
-    copier: Callable[[Job, dict[str, Any]], Job] = namespace["copy_with"]
+    copier: Callable[..., Job] = namespace["copy_with"]
     return copier
 
 
+def job_copier(*names: str) -> Callable[..., Job]:
+    """A function ``copy(job, *values)``: ``job`` with ``names`` set to ``values`` (in that
+    order). For a store's hot moves, which always change the same fields."""
+    return _make_copier(names, positional=True)
+
+
 #: One copier per set of changed fields, as the stores' moves use them (a few dozen at most).
-_copiers: dict[tuple[str, ...], Callable[[Job, dict[str, Any]], Job]] = {}
+_copiers: dict[tuple[str, ...], Callable[..., Job]] = {}
 
 
-def _copy_with(job: Job, changes: dict[str, Any]) -> Job:
+def copy_job(job: Job, changes: dict[str, Any]) -> Job:
+    """``job`` with ``changes`` (:meth:`Job.evolve` with the dict itself, not a copy of it)."""
     names = tuple(changes)
     copier = _copiers.get(names)
     if copier is None:
-        copier = _make_copier(names)
+        copier = _make_copier(names, positional=False)
         if len(_copiers) >= 256:  # only a caller inventing field sets gets here
             _copiers.clear()
         _copiers[names] = copier

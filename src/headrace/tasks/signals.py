@@ -27,7 +27,7 @@ from django.dispatch import Signal
 from django.tasks import signals as django_signals
 from django.utils.log import RequireDebugFalse, RequireDebugTrue
 
-__all__ = ["is_heard", "record_dropped", "task_retried"]
+__all__ = ["debug_on", "is_heard", "record_dropped", "task_retried"]
 
 task_retried = Signal()
 
@@ -106,7 +106,10 @@ def record_dropped(logger: logging.Logger, level: int) -> bool:
 _debug_setting: list[bool] = []  # settings.DEBUG, read once until the setting changes
 
 
-def _debug() -> bool:
+def debug_on() -> bool:
+    """``settings.DEBUG``, read once and again after ``setting_changed`` says it changed
+    (``override_settings`` does; Django's documentation asks code not to assign settings at
+    run time)."""
     if not _debug_setting:
         _debug_setting.append(bool(settings.DEBUG))
     return _debug_setting[0]
@@ -128,6 +131,6 @@ def _rejects(handler: logging.Handler) -> bool:
         if type(check) not in _PURE_FILTERS:
             return False
         # RequireDebugTrue passes records when DEBUG is on, RequireDebugFalse when it is off.
-        if (type(check) is RequireDebugTrue) is not _debug():
+        if (type(check) is RequireDebugTrue) is not debug_on():
             return True
     return False

@@ -47,7 +47,7 @@ from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
 from headrace.tasks.jobs import Job, job_options
 from headrace.tasks.results import TaskResult, build_result, current_owner, job_finished_message
-from headrace.tasks.signals import is_heard
+from headrace.tasks.signals import debug_on, is_heard
 from headrace.tasks.states import JobState
 
 __all__ = [
@@ -269,7 +269,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
     ) -> TaskResult:
         """Enqueue with per-call options (what ``apply_async`` needs); ``owner=False``: take
         it from :func:`~headrace.tasks.enqueued_by`."""
-        if settings.DEBUG and self.warns_in_transaction and _in_atomic_block():
+        if self.warns_in_transaction and debug_on() and _in_atomic_block():
             logger.warning(
                 "%s was enqueued inside a database transaction: a worker may run it before "
                 "the transaction commits (or after it rolled back); use "
@@ -333,7 +333,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         job = Job(
             id=new_job_id() if job_id is None else check_job_id(job_id),
             task_path=path,
-            args=json_args,
+            args=tuple(json_args),
             kwargs=json_kwargs,
             queue=task.queue_name,
             priority=task.priority,

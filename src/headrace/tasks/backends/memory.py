@@ -38,12 +38,14 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from headrace.layers.clock import Clock
 from headrace.tasks.backends.base import HeadraceTaskBackend, Waiter, wake_future
 from headrace.tasks.exceptions import TaskCancelled, TaskExpired
-from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.jobs import Job, JobError, copy_job, job_copier
 from headrace.tasks.states import JobState, Move, advance
 
 __all__ = ["MemoryTaskBackend", "MemoryTaskStatistics"]
 
 _Effect = Callable[[], None]
+#: A claimed job: ``_claimed(job, state, started_at, last_attempted_at, worker_ids)``.
+_claimed = job_copier("state", "started_at", "last_attempted_at", "worker_ids")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,12 +233,8 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 for effect in waiters:
                     effect()  # thread-safe wake-ups only
                 continue
-            job = job.evolve(
-                state=advance(job.state, Move.CLAIM),
-                started_at=now,
-                last_attempted_at=now,
-                worker_ids=(*job.worker_ids, worker_id),
-            )
+            state = advance(job.state, Move.CLAIM)
+            job = _claimed(job, state, now, now, (*job.worker_ids, worker_id))
             store.jobs[job.id] = job
             return job, expired
 
@@ -328,11 +326,11 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             if job is None:
                 raise TaskResultDoesNotExist(job_id)
             now = store.clock.time()
-            state = advance(job.state, move)
+            state = changes["state"] = advance(job.state, move)
             if state.is_finished:
                 changes["finished_at"] = now
                 changes["result_expires_at"] = now + self.result_ttl(job)
-            job = job.evolve(state=state, **changes)
+            job = copy_job(job, changes)  # (our own dict: the call made it)
             if state is JobState.READY:
                 effects = store.schedule(job, now)
             elif state.is_finished:
