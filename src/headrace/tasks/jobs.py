@@ -8,7 +8,7 @@ clock. :func:`job_options` takes from a task the options a job needs once it is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Final
 
@@ -68,9 +68,7 @@ class Job(_JobSlots):
 
     id: str
     task_path: str  #: dotted path of the module-level Task object
-    #: A list, or a tuple: the in-memory store keeps a tuple (a tuple of plain values is
-    #: one object fewer for the garbage collector to walk, for as long as a result is kept).
-    args: Sequence[Any]
+    args: list[Any]
     kwargs: dict[str, Any]
     queue: str
     priority: int
