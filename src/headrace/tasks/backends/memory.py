@@ -28,7 +28,7 @@ import asyncio
 import heapq
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ class _Store:
     # All methods below run with the lock held; the ones returning effects leave them to be
     # called after it is released.
 
-    def schedule(self, job: Job, now: float) -> list[_Effect]:
+    def schedule(self, job: Job, now: float) -> Sequence[_Effect]:
         seq = next(self.seq)
         self.entry[job.id] = seq
         if job.due_at > now:
@@ -127,7 +127,7 @@ class _Store:
                 del self.jobs[job_id]
                 self.tasks.pop(job_id, None)
 
-    def finish(self, job: Job) -> list[_Effect]:
+    def finish(self, job: Job) -> Sequence[_Effect]:
         """Bookkeeping for a job that has just finished (with its ``result_expires_at``)."""
         assert job.result_expires_at is not None
         self.entry.pop(job.id, None)
@@ -135,7 +135,7 @@ class _Store:
             del self.keys[job.key]
         self.watchers.pop(job.id, None)
         heapq.heappush(self.expiring, (job.result_expires_at, job.id))
-        return self.finish_waiters.pop(job.id, [])
+        return self.finish_waiters.pop(job.id, ())
 
 
 _stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
@@ -320,7 +320,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
     def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
         store = self._store
-        effects: list[_Effect] = []
+        effects: Sequence[_Effect] = ()
         with store.lock:
             job = store.jobs.get(job_id)
             if job is None:
@@ -344,7 +344,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
     def request_cancel(self, job_id: str) -> Job | None:
         store = self._store
-        effects: list[_Effect] = []
+        effects: Sequence[_Effect] = ()
         with store.lock:
             job = store.jobs.get(job_id)
             if job is None or job.is_finished:
