@@ -291,7 +291,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "UnknownTask",
         "WorkerLost",
     },
-    "headrace.tasks.jobs": {"Job", "JobError", "job_options"},
+    "headrace.tasks.jobs": {"Job", "JobError", "copy_job", "job_copier", "job_options"},
     "headrace.tasks.results": {
         "TaskResult",
         "build_result",
@@ -332,7 +332,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "schedule_report",
         "schedule_time_zone",
     },
-    "headrace.tasks.signals": {"is_heard", "record_dropped", "task_retried"},
+    "headrace.tasks.signals": {"debug_on", "is_heard", "record_dropped", "task_retried"},
     "headrace.tasks.worker": {
         "TaskWorker",
         "TaskWorkerStatistics",

@@ -18,6 +18,7 @@ from django.tasks import TaskResultStatus
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils.log import RequireDebugFalse, RequireDebugTrue
 
+from headrace.tasks.backends import base as backends_base
 from headrace.tasks.backends.memory import MemoryTaskBackend
 from headrace.tasks.signals import is_heard, record_dropped, task_retried
 from headrace.tasks.worker import TaskWorker
@@ -232,13 +233,13 @@ async def test_a_job_nobody_watches_builds_only_the_result_enqueue_returns(
 ) -> None:
     strip(django_log_unheard)
     built: list[str] = []
-    to_result = MemoryTaskBackend.to_result
+    build = backends_base.build_result
 
-    def counting(self: MemoryTaskBackend, job: Any, task: Any = None) -> Any:
+    def counting(job: Any, task: Any, alias: str) -> Any:
         built.append(job.state.name)
-        return to_result(self, job, task)
+        return build(job, task, alias)
 
-    monkeypatch.setattr(MemoryTaskBackend, "to_result", counting)
+    monkeypatch.setattr(backends_base, "build_result", counting)  # every TaskResult made
     result = await run_one(backend, tasks.add, 1, 2)
     assert built == ["READY"]
     assert backend.get_result(result.id).return_value == 3

@@ -144,6 +144,17 @@ def test_bad_options_and_queues_fail_the_checks(settings: Any) -> None:
     assert any("QUEUES" in e for e in errors), errors
 
 
+def test_each_backend_problem_is_reported_once(settings: Any) -> None:
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "headrace.tasks.backends.memory.MemoryTaskBackend",
+            "OPTIONS": {"eagre": True},
+        }
+    }
+    errors = _task_errors()
+    assert len([e for e in errors if "unknown OPTIONS key 'eagre'" in e]) == 1, errors
+
+
 def test_an_unimportable_backend_fails_our_check(settings: Any) -> None:
     settings.TASKS = {"default": {"BACKEND": "headrace.tasks.backends.nowhere.Backend"}}
     [error] = check_task_backends()

@@ -55,7 +55,7 @@ class JobControl:
     """The live side of one running attempt: the cancel flag and the progress throttle.
 
     Made by the runner for each attempt; ``send`` delivers a message to the job's group (on
-    the worker's loop) and ``record`` stores the latest progress on the job.
+    the worker's loop) and ``record(job_id, value)`` stores the latest progress on the job.
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class JobControl:
         *,
         clock: Clock,
         interval: float,
-        record: Callable[[Mapping[str, Any]], None],
+        record: Callable[[str, Mapping[str, Any]], None],
         send: Callable[[dict[str, Any]], None],
         loop: asyncio.AbstractEventLoop | None,
         retries: int = 0,
@@ -96,7 +96,7 @@ class JobControl:
             "total": to_json(total, "progress", "total"),
             "info": to_json(dict(info), "progress", "info"),
         }
-        self._record(value)
+        self._record(self.job_id, value)
         loop = self.loop
         if loop is None:
             self._offer(value)

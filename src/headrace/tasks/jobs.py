@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
-from headrace.tasks._slots import slot_setters
 from headrace.tasks.states import JobState
 
-__all__ = ["Job", "JobError", "job_options"]
+__all__ = ["Job", "JobError", "copy_job", "job_copier", "job_options"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,8 +25,47 @@ class JobError:
     traceback: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
+#: Job's fields, in order (the slots of :class:`_JobSlots`).
+_FIELDS: Final = (
+    "id",
+    "task_path",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "backend",
+    "state",
+    "enqueued_at",
+    "due_at",
+    "expires_at",
+    "started_at",
+    "finished_at",
+    "last_attempted_at",
+    "worker_ids",
+    "errors",
+    "return_value",
+    "retries",
+    "key",
+    "owner",
+    "progress",
+    "cancel_requested",
+    "result_expires_at",
+    "options",
+)
+
+
+class _JobSlots:
+    """Where a :class:`Job` keeps its fields. A job is built as one of these, with Python's
+    plain attribute stores (several times cheaper than a frozen class's ``object.__setattr__``
+    or a slot's own ``__set__``), and then becomes a ``Job``: same layout, frozen."""
+
+    __slots__ = _FIELDS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job(_JobSlots):
+    __slots__ = ()
+
     id: str
     task_path: str  #: dotted path of the module-level Task object
     args: list[Any]
@@ -60,11 +98,7 @@ class Job:
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` (what ``dataclasses.replace`` does, without re-running
         ``__init__``: stores call this on every move, so it is on the hot path)."""
-        unknown = changes.keys() - _FIELD_SET
-        if unknown:
-            raise TypeError(f"Job has no field {', '.join(map(repr, sorted(unknown)))}")
-        new: Job = _copy_with(self, changes)
-        return new
+        return copy_job(self, changes)
 
     @property
     def is_live(self) -> bool:
@@ -72,7 +106,13 @@ class Job:
         return not self.state.is_finished
 
 
-_FIELDS = tuple(f.name for f in fields(Job))
+if tuple(f.name for f in fields(Job)) != _FIELDS:  # pragma: no cover - a field was added
+    raise TypeError("Job's fields and _JobSlots.__slots__ differ")
+# The dataclass left each default as a class attribute, which would hide the slot of the same
+# name; the defaults live on in the fields (and in the __init__ below).
+for _name in _FIELDS:
+    if _name in Job.__dict__:
+        delattr(Job, _name)
 _FIELD_SET = frozenset(_FIELDS)
 
 
@@ -84,25 +124,25 @@ class _Factory:
 
 
 def _make_init() -> Callable[..., None]:
-    # Job's own __init__, with the dataclass's signature and defaults, setting each slot
-    # through its descriptor (see headrace.tasks._slots): a job is made per enqueue.
-    namespace: dict[str, Any] = {f"s_{name}": s for name, s in slot_setters(Job, _FIELDS).items()}
+    # Job's own __init__, with the dataclass's signature and defaults: the new value is a
+    # _JobSlots while its fields are stored (see _JobSlots), a Job again at the end.
+    namespace: dict[str, Any] = {"Job": Job, "Slots": _JobSlots, "become": object.__setattr__}
     params = []
-    body = []
+    body = ["    if type(self) is not Job:", "        raise TypeError('Job cannot be subclassed')"]
+    body.append("    become(self, '__class__', Slots)")
     for f in fields(Job):
         if f.default is not MISSING:
             namespace[f"d_{f.name}"] = f.default
             params.append(f"{f.name}=d_{f.name}")
-            body.append(f"    s_{f.name}(self, {f.name})")
+            body.append(f"    self.{f.name} = {f.name}")
         elif f.default_factory is not MISSING:
             namespace[f"f_{f.name}"] = f.default_factory
             params.append(f"{f.name}=_NO_VALUE")
-            body.append(
-                f"    s_{f.name}(self, f_{f.name}() if {f.name} is _NO_VALUE else {f.name})"
-            )
+            body.append(f"    self.{f.name} = f_{f.name}() if {f.name} is _NO_VALUE else {f.name}")
         else:
             params.append(f.name)
-            body.append(f"    s_{f.name}(self, {f.name})")
+            body.append(f"    self.{f.name} = {f.name}")
+    body.append("    self.__class__ = Job")
     namespace["_NO_VALUE"] = _Factory()
     source = f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body)
     exec(source, namespace)
@@ -112,20 +152,51 @@ def _make_init() -> Callable[..., None]:
     return init
 
 
-def _make_copier() -> Callable[[Job, dict[str, Any]], Job]:
-    # One generated function that copies every slot (a loop over names costs twice as much).
-    namespace: dict[str, Any] = {f"s_{name}": s for name, s in slot_setters(Job, _FIELDS).items()}
-    namespace.update({"Job": Job, "new": object.__new__})
-    body = "\n".join(
-        f"    s_{name}(n, c[{name!r}] if {name!r} in c else j.{name})" for name in _FIELDS
-    )
-    exec(f"def copy_with(j, c):\n    n = new(Job)\n{body}\n    return n", namespace)
-    copier: Callable[[Job, dict[str, Any]], Job] = namespace["copy_with"]
+def _make_copier(names: tuple[str, ...], *, positional: bool) -> Callable[..., Job]:
+    # A function that copies a job with new values for ``names`` (from a dict of changes, or
+    # positional arguments in that order): every other field is copied, each in its own line
+    # (a loop costs twice as much).
+    unknown = sorted(set(names) - _FIELD_SET)
+    if unknown:
+        raise TypeError(f"Job has no field {', '.join(map(repr, unknown))}")
+    if positional:
+        lines = [f"def copy_with(j, {', '.join(names)}):", "    n = new(Slots)"]
+        new_value = "{name}"
+    else:
+        lines = ["def copy_with(j, c):", "    n = new(Slots)"]
+        new_value = "c[{name!r}]"
+    for name in _FIELDS:
+        value = new_value.format(name=name) if name in names else f"j.{name}"
+        lines.append(f"    n.{name} = {value}")
+    namespace: dict[str, Any] = {"Job": Job, "Slots": _JobSlots, "new": object.__new__}
+    exec("\n".join([*lines, "    n.__class__ = Job", "    return n"]), namespace)
+    copier: Callable[..., Job] = namespace["copy_with"]
     return copier
 
 
+def job_copier(*names: str) -> Callable[..., Job]:
+    """A function ``copy(job, *values)``: ``job`` with ``names`` set to ``values`` (in that
+    order). For a store's hot moves, which always change the same fields."""
+    return _make_copier(names, positional=True)
+
+
+#: One copier per set of changed fields, as the stores' moves use them (a few dozen at most).
+_copiers: dict[tuple[str, ...], Callable[..., Job]] = {}
+
+
+def copy_job(job: Job, changes: dict[str, Any]) -> Job:
+    """``job`` with ``changes`` (:meth:`Job.evolve` with the dict itself, not a copy of it)."""
+    names = tuple(changes)
+    copier = _copiers.get(names)
+    if copier is None:
+        copier = _make_copier(names, positional=False)
+        if len(_copiers) >= 256:  # only a caller inventing field sets gets here
+            _copiers.clear()
+        _copiers[names] = copier
+    return copier(job, changes)
+
+
 Job.__init__ = _make_init()  # type: ignore[method-assign]
-_copy_with = _make_copier()
 
 _OPTION_FIELDS = (
     "max_retries",

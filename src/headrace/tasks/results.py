@@ -21,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
 
 from django.tasks import TaskResult as DjangoTaskResult
 from django.tasks import TaskResultStatus
+from django.tasks.base import TaskError
 
 from headrace.tasks._slots import slot_setters
-from headrace.tasks.jobs import Job
+from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState
 
 __all__ = [
@@ -103,30 +105,63 @@ class TaskResult(_ResultBase):  # type: ignore[misc]  # frozen at run time
         return self
 
 
-def _make_builder() -> Callable[[dict[str, Any]], TaskResult]:
+#: How each field of a :class:`TaskResult` is read off a stored job ``j`` (see _make_builder).
+_FROM_JOB: Final = {
+    "task": "task",
+    "id": "j.id",
+    "status": "STATUS[j.state]",
+    "enqueued_at": "stamp(j.enqueued_at, UTC)",
+    "started_at": "None if j.started_at is None else stamp(j.started_at, UTC)",
+    "finished_at": "None if j.finished_at is None else stamp(j.finished_at, UTC)",
+    "last_attempted_at": (
+        "None if j.last_attempted_at is None else stamp(j.last_attempted_at, UTC)"
+    ),
+    "args": "list(j.args)",
+    "kwargs": "dict(j.kwargs)",
+    "backend": "backend",
+    "errors": "[error(e) for e in j.errors] if j.errors else []",
+    "worker_ids": "list(j.worker_ids)",
+    "_return_value": "j.return_value if j.state is SUCCESSFUL else None",
+    "state": "j.state",
+    "owner": "j.owner",
+    "progress": "j.progress",
+    "cancel_requested": "j.cancel_requested",
+}
+
+
+def _error(error: JobError) -> TaskError:
+    return TaskError(exception_class_path=error.exception_class_path, traceback=error.traceback)
+
+
+def _make_builder() -> Callable[[Job, Any, str], TaskResult]:
     # Stores hold only JSON, so a result built from a stored job skips Django's
-    # ``__post_init__`` (which normalizes the arguments): one generated function sets the
-    # fields through their slots (see headrace.tasks._slots), taking a field's default when
-    # ``values`` leaves it out.
+    # ``__post_init__`` (which normalizes the arguments): one generated function reads the
+    # job and sets each field through its slot (see headrace.tasks._slots).
     names = tuple(f.name for f in fields(TaskResult))
+    if set(names) != _FROM_JOB.keys():  # pragma: no cover - Django's TaskResult changed
+        raise TypeError(f"TaskResult's fields changed: {sorted(set(names) ^ _FROM_JOB.keys())}")
     namespace: dict[str, Any] = {
         f"s_{name}": s for name, s in slot_setters(TaskResult, names).items()
     }
-    namespace.update({"TaskResult": TaskResult, "new": object.__new__})
-    lines = ["def build(v):", "    r = new(TaskResult)"]
-    for f in fields(TaskResult):
-        if f.default is not MISSING:
-            namespace[f"d_{f.name}"] = f.default
-            value = f"v[{f.name!r}] if {f.name!r} in v else d_{f.name}"
-        else:
-            value = f"v[{f.name!r}]"
-        lines.append(f"    s_{f.name}(r, {value})")
+    namespace.update(
+        {
+            "TaskResult": TaskResult,
+            "new": object.__new__,
+            "stamp": datetime.fromtimestamp,
+            "UTC": UTC,
+            "STATUS": {state: state.status for state in JobState},
+            "SUCCESSFUL": JobState.SUCCESSFUL,
+            "error": _error,
+        }
+    )
+    lines = ["def build(j, task, backend):", "    r = new(TaskResult)"]
+    lines += [f"    s_{name}(r, {_FROM_JOB[name]})" for name in names]
     exec("\n".join([*lines, "    return r"]), namespace)
-    builder: Callable[[dict[str, Any]], TaskResult] = namespace["build"]
+    builder: Callable[[Job, Any, str], TaskResult] = namespace["build"]
     return builder
 
 
-#: Build a :class:`TaskResult` from values that are already JSON (a store's job).
+#: ``build_result(job, task, backend_alias)``: the :class:`TaskResult` of a stored job.
 build_result = _make_builder()
 
 _owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(

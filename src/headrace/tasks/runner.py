@@ -77,16 +77,80 @@ def _record(error: BaseException) -> JobError:
 
 
 class _Attempt:
-    __slots__ = ("control", "job", "outcome", "result", "task", "timed_out")
+    """One attempt of a job: its task, its cancel flag and, made on first need (a context,
+    a progress report), its :class:`JobControl`."""
 
-    def __init__(self, job: Job, task: Any, control: JobControl) -> None:
+    __slots__ = (
+        "_control",
+        "cancelled",
+        "handler",
+        "is_async",
+        "job",
+        "ours",
+        "outcome",
+        "result",
+        "runner",
+        "task",
+        "timed_out",
+    )
+
+    def __init__(self, runner: Runner, job: Job, task: Any) -> None:
+        self.runner = runner
         self.job = job
         self.task = task
         #: The attempt's ``TaskResult``, built on first need (a context, a heard signal).
         self.result: Any = None
-        self.control = control
+        self._control: JobControl | None = None
+        self.cancelled = False  #: cancel() was called, or the timeout passed
         self.timed_out = False
         self.outcome: JobState | None = None  #: the job's state after the attempt
+        self.handler: asyncio.Task[Any] | None = None  #: on a worker's loop: the job's task
+        self.is_async = False
+        self.ours = 0  #: cancellations of the handler this attempt asked for
+
+    @property
+    def control(self) -> JobControl:
+        control = self._control
+        if control is None:
+            control = self._control = self.runner.control_for(self.job)
+            if self.cancelled:  # (a cancel from another thread sets the flag, then reads this)
+                control.request_cancel()
+        return control
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+
+    def request_cancel(self) -> None:
+        self.cancelled = True
+        control = self._control
+        if control is not None:
+            control.request_cancel()
+
+    def interrupt(self) -> None:
+        """Cancel an async job's handler (on the worker's loop)."""
+        handler = self.handler
+        if self.is_async and handler is not None and not handler.done():
+            self.ours += 1
+            handler.cancel()
+
+    def on_cancel(self) -> None:
+        """``cancel()`` was called (any thread)."""
+        self.request_cancel()
+        loop = self.runner.loop
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.interrupt()
+        elif loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.interrupt)
+
+    def on_timeout(self) -> None:
+        self.timed_out = True
+        self.request_cancel()
+        self.interrupt()
 
 
 class Runner:
@@ -121,19 +185,22 @@ class Runner:
             done = backend.move_job(job.id, Move.FAIL, errors=(*job.errors, _record(error)))
             backend.announce_finished(done)
             return None
-        control = JobControl(
+        attempt = _Attempt(self, job, task)
+        if is_heard(task_started):
+            task_started.send(type(backend), task_result=self._result(attempt))
+        return attempt
+
+    def control_for(self, job: Job) -> JobControl:
+        backend = self.backend
+        return JobControl(
             job.id,
             clock=self.clock,
             interval=backend.progress_interval,
-            record=functools.partial(backend.set_progress, job.id),
+            record=backend.set_progress,
             send=backend.publish,
             loop=self.loop,
             retries=job.retries,
         )
-        attempt = _Attempt(job, task, control)
-        if is_heard(task_started):
-            task_started.send(type(backend), task_result=self._result(attempt))
-        return attempt
 
     def _result(self, attempt: _Attempt) -> Any:
         if attempt.result is None:
@@ -164,7 +231,7 @@ class Runner:
         except TypeError as error:
             self._failed(attempt, error, retry=False)
             return
-        if attempt.control.cancel_requested and not attempt.timed_out:
+        if attempt.cancelled and not attempt.timed_out:
             self._cancelled(attempt, TaskCancelled("cancelled while running"))
             return
         job = self.backend.move_job(attempt.job.id, Move.SUCCEED, return_value=value)
@@ -180,7 +247,7 @@ class Runner:
     def _failed(self, attempt: _Attempt, error: BaseException, *, retry: bool = True) -> None:
         """Settle an attempt that raised; call it inside the ``except`` block (Django's
         ``task_finished`` logger reads the exception being handled)."""
-        if attempt.control.cancel_requested and not attempt.timed_out:
+        if attempt.cancelled and not attempt.timed_out:
             self._cancelled(
                 attempt,
                 error
@@ -257,54 +324,31 @@ class Runner:
         attempt = self._begin(job)
         if attempt is None:
             return None
-        loop = asyncio.get_running_loop()
-        handler = asyncio.current_task()
+        handler = attempt.handler = asyncio.current_task()
         assert handler is not None
-        control = attempt.control
-        is_async = _is_coroutine_function(attempt.task.func)
-        ours = 0  # cancellations this runner asked for (cancel(), timeout)
-
-        def interrupt() -> None:
-            nonlocal ours
-            if is_async and not handler.done():
-                ours += 1
-                handler.cancel()
-
-        def on_cancel() -> None:  # any thread
-            control.request_cancel()
-            try:
-                on_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                on_loop = False
-            if on_loop:
-                interrupt()
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(interrupt)
-
-        def on_timeout() -> None:
-            attempt.timed_out = True
-            control.request_cancel()
-            interrupt()
-
+        func = attempt.task.func
+        is_async = attempt.is_async = _is_coroutine_function(func)
         timeout = job.options.get("timeout")
-        timer = self.clock.call_at(self.clock.time() + timeout, on_timeout) if timeout else None
-        self.backend.watch_job(job.id, on_cancel)
+        clock = self.clock
+        timer = clock.call_at(clock.time() + timeout, attempt.on_timeout) if timeout else None
+        backend = self.backend
+        backend.watch_job(job.id, attempt.on_cancel)
         args, kwargs = self._call_args(attempt)
         try:
             try:
                 if is_async:
-                    value = await attempt.task.func(*args, **kwargs)
+                    value = await func(*args, **kwargs)
                 else:
-                    call = functools.partial(_call_sync, attempt.task.func, args, kwargs)
-                    value = await loop.run_in_executor(
+                    call = functools.partial(_call_sync, func, args, kwargs)
+                    value = await asyncio.get_running_loop().run_in_executor(
                         self.executor, contextvars.copy_context().run, call
                     )
             except asyncio.CancelledError:
-                if not ours:
+                if not attempt.ours:
                     raise
-                for _ in range(ours):
+                for _ in range(attempt.ours):
                     handler.uncancel()
-                ours = 0
+                attempt.ours = 0
                 if attempt.timed_out:
                     raise TaskTimeout(f"ran longer than its timeout of {timeout} s") from None
                 raise TaskCancelled("cancelled while running") from None
@@ -318,9 +362,9 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-            self.backend.unwatch_job(job.id)
-            control.close()
-            for _ in range(ours):  # a cancel that arrived after the function returned
+            backend.unwatch_job(job.id)
+            attempt.close()
+            for _ in range(attempt.ours):  # a cancel that arrived after the function returned
                 handler.uncancel()
         return attempt.outcome
 
@@ -357,7 +401,7 @@ class Runner:
             else:
                 self._succeeded(attempt, value)
             finally:
-                attempt.control.close()
+                attempt.close()
 
 
 def _call_sync(func: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Final
+from typing import Any, Final
 
+from django.conf import settings
+from django.core.signals import setting_changed
 from django.dispatch import Signal
 from django.tasks import signals as django_signals
 from django.utils.log import RequireDebugFalse, RequireDebugTrue
 
-__all__ = ["is_heard", "record_dropped", "task_retried"]
+__all__ = ["debug_on", "is_heard", "record_dropped", "task_retried"]
 
 task_retried = Signal()
 
@@ -48,18 +50,32 @@ def is_heard(signal: Signal, level: int = logging.INFO) -> bool:
     receivers = signal.receivers
     if not receivers:
         return False
+    if len(receivers) != 1:
+        return True
+    entry = receivers[0]
+    if _known_own.get(signal) is not entry:  # (each connect makes a new entry)
+        if signal not in _DJANGO_RECEIVERS or not _is_djangos_own(signal, entry):
+            return True
+        _known_own[signal] = entry
+    return not record_dropped(_DJANGO_LOGGER, level)
+
+
+#: The receiver entry of each of Django's task signals last found to be its own logging
+#: receiver (the signals are module-level: holding them is free).
+_known_own: dict[Signal, object] = {}
+
+
+def _is_djangos_own(signal: Signal, entry: Any) -> bool:
     own = _DJANGO_RECEIVERS.get(signal)
-    if own is None or len(receivers) != 1:
-        return True
+    if own is None:
+        return False
     try:
-        _key, receiver, sender_ref, _is_async = receivers[0]
+        _key, receiver, sender_ref, _is_async = entry
     except (TypeError, ValueError):  # a Django whose receiver entries look different
-        return True
+        return False
     if isinstance(receiver, weakref.ReferenceType):
         receiver = receiver()
-    if receiver is not own or sender_ref is not None:
-        return True
-    return not record_dropped(_DJANGO_LOGGER, level)
+    return receiver is own and sender_ref is None
 
 
 def record_dropped(logger: logging.Logger, level: int) -> bool:
@@ -87,6 +103,26 @@ def record_dropped(logger: logging.Logger, level: int) -> bool:
     return not logging.raiseExceptions or logger.manager.emittedNoHandlerWarning
 
 
+_debug_setting: list[bool] = []  # settings.DEBUG, read once until the setting changes
+
+
+def debug_on() -> bool:
+    """``settings.DEBUG``, read once and again after ``setting_changed`` says it changed
+    (``override_settings`` does; Django's documentation asks code not to assign settings at
+    run time)."""
+    if not _debug_setting:
+        _debug_setting.append(bool(settings.DEBUG))
+    return _debug_setting[0]
+
+
+def _forget_debug(*, setting: str, **kwargs: object) -> None:
+    if setting == "DEBUG":
+        _debug_setting.clear()
+
+
+setting_changed.connect(_forget_debug)
+
+
 def _rejects(handler: logging.Handler) -> bool:
     """Whether ``handler``'s filters surely reject every record before any other filter runs."""
     if type(handler).handle is not logging.Handler.handle:
@@ -94,6 +130,7 @@ def _rejects(handler: logging.Handler) -> bool:
     for check in handler.filters:
         if type(check) not in _PURE_FILTERS:
             return False
-        if not check.filter(None):  # type: ignore[arg-type,union-attr]  # ignores the record
+        # RequireDebugTrue passes records when DEBUG is on, RequireDebugFalse when it is off.
+        if (type(check) is RequireDebugTrue) is not debug_on():
             return True
     return False

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from asgiref.sync import async_to_sync
@@ -34,7 +34,7 @@ from django.conf import settings
 from django.core import checks
 from django.db import connections, transaction
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError, TaskResultStatus
+from django.tasks.base import TaskResultStatus
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished
 from django.utils.crypto import get_random_string
@@ -47,7 +47,7 @@ from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
 from headrace.tasks.jobs import Job, job_options
 from headrace.tasks.results import TaskResult, build_result, current_owner, job_finished_message
-from headrace.tasks.signals import is_heard
+from headrace.tasks.signals import debug_on, is_heard
 from headrace.tasks.states import JobState
 
 __all__ = [
@@ -67,14 +67,13 @@ _OPTION_KEYS: Final = ("eager", "progress_rate", "channel_layer", "clock")
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-_STATUS: Final = {state: state.status for state in JobState}
 #: (task, module path, job options, countdown, expires, checked key); see _profile().
 _Profile = tuple[Any, str, dict[str, Any], Any, Any, str | None]
 
 
 def new_job_id() -> str:
-    """32 random hex digits (128 bits; one system call, unlike a per-character draw)."""
-    return secrets.token_hex(16)
+    """32 random hex digits (128 bits from the OS's secure source, one system call)."""
+    return os.urandom(16).hex()
 
 
 def check_job_id(job_id: object) -> str:
@@ -139,6 +138,8 @@ class HeadraceTaskBackend(BaseTaskBackend):
         # The loop (and its layer) of a worker running in this process, for messages sent
         # from other threads; see publish().
         self._home: tuple[asyncio.AbstractEventLoop, Any | None] | None = None
+        # The home layer's has_group_members when it is this process's in-memory layer.
+        self._home_members: Callable[[str], bool] | None = None
         self._sending: set[asyncio.Future[Any]] = set()
 
     # -- store (implemented by each backend) ---------------------------------------------------
@@ -270,7 +271,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
     ) -> TaskResult:
         """Enqueue with per-call options (what ``apply_async`` needs); ``owner=False``: take
         it from :func:`~headrace.tasks.enqueued_by`."""
-        if settings.DEBUG and self.warns_in_transaction and _in_atomic_block():
+        if self.warns_in_transaction and debug_on() and _in_atomic_block():
             logger.warning(
                 "%s was enqueued inside a database transaction: a worker may run it before "
                 "the transaction commits (or after it rolled back); use "
@@ -347,7 +348,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
             options=options,
         )
         stored, created = self.put_job(job, task)
-        result = self.to_result(stored, task)
+        result = build_result(stored, task, self.alias)  # (what to_result does, given a task)
         if created and is_heard(task_enqueued, logging.DEBUG):
             task_enqueued.send(type(self), task_result=result)
         return result
@@ -438,36 +439,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
                 task = self.resolve_task(job.task_path)
             except UnknownTask:
                 task = self._placeholder(job)
-        state = job.state
-        started, finished, attempted = job.started_at, job.finished_at, job.last_attempted_at
-        return build_result(
-            {
-                "task": task,
-                "id": job.id,
-                "status": _STATUS[state],
-                "enqueued_at": datetime.fromtimestamp(job.enqueued_at, tz=UTC),
-                "started_at": None if started is None else datetime.fromtimestamp(started, tz=UTC),
-                "finished_at": (
-                    None if finished is None else datetime.fromtimestamp(finished, tz=UTC)
-                ),
-                "last_attempted_at": (
-                    None if attempted is None else datetime.fromtimestamp(attempted, tz=UTC)
-                ),
-                "args": list(job.args),
-                "kwargs": dict(job.kwargs),
-                "backend": self.alias,
-                "errors": [
-                    TaskError(exception_class_path=e.exception_class_path, traceback=e.traceback)
-                    for e in job.errors
-                ],
-                "worker_ids": list(job.worker_ids),
-                "_return_value": job.return_value if state is JobState.SUCCESSFUL else None,
-                "state": state,
-                "owner": job.owner,
-                "progress": job.progress,
-                "cancel_requested": job.cancel_requested,
-            }
-        )
+        return build_result(job, task, self.alias)
 
     def _placeholder(self, job: Job) -> Any:
         return Task(
@@ -489,9 +461,23 @@ class HeadraceTaskBackend(BaseTaskBackend):
             if result is None:
                 result = self.to_result(job)
             task_finished.send(type(self), task_result=result)
+        if self._nobody_hears(job.id):
+            return
         message = job_finished_message(job)
         if message is not None:
             self.publish(message)
+
+    def _nobody_hears(self, job_id: str) -> bool:
+        """True when a message to the job's group would surely reach no one: the worker of
+        this process sends with no layer, or with an in-memory one where the group has no
+        member (the message is then not even built)."""
+        home = self._home
+        if home is None or home[0].is_closed():
+            return False
+        if home[1] is None:
+            return True
+        has_members = self._home_members
+        return has_members is not None and not has_members(progress_group(job_id))
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to the job's progress group, from any thread; never raises."""
@@ -531,10 +517,14 @@ class HeadraceTaskBackend(BaseTaskBackend):
     def attach_worker_loop(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
         """A worker in this process sends its messages with ``layer`` on ``loop``."""
         self._home = (loop, layer)
+        self._home_members = (
+            layer.has_group_members if isinstance(layer, InMemoryChannelLayer) else None
+        )
 
     def detach_worker_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._home is not None and self._home[0] is loop:
             self._home = None
+            self._home_members = None
 
     def result_ttl(self, job: Job) -> float:
         ttl = job.options.get("result_ttl")

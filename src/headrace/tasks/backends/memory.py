@@ -28,7 +28,7 @@ import asyncio
 import heapq
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,12 +38,14 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from headrace.layers.clock import Clock
 from headrace.tasks.backends.base import HeadraceTaskBackend, Waiter, wake_future
 from headrace.tasks.exceptions import TaskCancelled, TaskExpired
-from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.jobs import Job, JobError, copy_job, job_copier
 from headrace.tasks.states import JobState, Move, advance
 
 __all__ = ["MemoryTaskBackend", "MemoryTaskStatistics"]
 
 _Effect = Callable[[], None]
+#: A claimed job: ``_claimed(job, state, started_at, last_attempted_at, worker_ids)``.
+_claimed = job_copier("state", "started_at", "last_attempted_at", "worker_ids")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +79,7 @@ class _Store:
     # All methods below run with the lock held; the ones returning effects leave them to be
     # called after it is released.
 
-    def schedule(self, job: Job, now: float) -> list[_Effect]:
+    def schedule(self, job: Job, now: float) -> Sequence[_Effect]:
         seq = next(self.seq)
         self.entry[job.id] = seq
         if job.due_at > now:
@@ -125,7 +127,7 @@ class _Store:
                 del self.jobs[job_id]
                 self.tasks.pop(job_id, None)
 
-    def finish(self, job: Job) -> list[_Effect]:
+    def finish(self, job: Job) -> Sequence[_Effect]:
         """Bookkeeping for a job that has just finished (with its ``result_expires_at``)."""
         assert job.result_expires_at is not None
         self.entry.pop(job.id, None)
@@ -133,7 +135,7 @@ class _Store:
             del self.keys[job.key]
         self.watchers.pop(job.id, None)
         heapq.heappush(self.expiring, (job.result_expires_at, job.id))
-        return self.finish_waiters.pop(job.id, [])
+        return self.finish_waiters.pop(job.id, ())
 
 
 _stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
@@ -231,12 +233,8 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 for effect in waiters:
                     effect()  # thread-safe wake-ups only
                 continue
-            job = job.evolve(
-                state=advance(job.state, Move.CLAIM),
-                started_at=now,
-                last_attempted_at=now,
-                worker_ids=(*job.worker_ids, worker_id),
-            )
+            state = advance(job.state, Move.CLAIM)
+            job = _claimed(job, state, now, now, (*job.worker_ids, worker_id))
             store.jobs[job.id] = job
             return job, expired
 
@@ -283,6 +281,26 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 with store.lock:
                     store.waiters.remove(waiter)
 
+    async def claim_more(self, queues: Iterable[str], worker_id: str, limit: int) -> list[Job]:
+        """Up to ``limit`` more jobs due now, in one step under the store's lock and without
+        waiting: a worker that has just claimed a job fills its other free slots with them
+        (never more, so other workers of the store still get the rest)."""
+        store = self._store
+        names = queues if isinstance(queues, list | tuple) else list(queues)
+        found: list[Job] = []
+        gone: list[Job] = []
+        with store.lock:
+            now = store.clock.time()
+            while len(found) < limit:
+                job, expired = self._claim_locked(names, worker_id, now)
+                gone += expired
+                if job is None:
+                    break
+                found.append(job)
+        for job in gone:
+            self.announce_finished(job)
+        return found
+
     def claim_job(self, job_id: str, worker_id: str) -> Job | None:
         store = self._store
         with store.lock:
@@ -302,17 +320,17 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
     def move_job(self, job_id: str, move: Any, **changes: Any) -> Job:
         store = self._store
-        effects: list[_Effect] = []
+        effects: Sequence[_Effect] = ()
         with store.lock:
             job = store.jobs.get(job_id)
             if job is None:
                 raise TaskResultDoesNotExist(job_id)
             now = store.clock.time()
-            state = advance(job.state, move)
+            state = changes["state"] = advance(job.state, move)
             if state.is_finished:
                 changes["finished_at"] = now
                 changes["result_expires_at"] = now + self.result_ttl(job)
-            job = job.evolve(state=state, **changes)
+            job = copy_job(job, changes)  # (our own dict: the call made it)
             if state is JobState.READY:
                 effects = store.schedule(job, now)
             elif state.is_finished:
@@ -326,7 +344,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
 
     def request_cancel(self, job_id: str) -> Job | None:
         store = self._store
-        effects: list[_Effect] = []
+        effects: Sequence[_Effect] = ()
         with store.lock:
             job = store.jobs.get(job_id)
             if job is None or job.is_finished:
@@ -360,8 +378,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             on_cancel()
 
     def unwatch_job(self, job_id: str) -> None:
-        with self._store.lock:
-            self._store.watchers.pop(job_id, None)
+        self._store.watchers.pop(job_id, None)  # one dict operation: atomic without the lock
 
     def set_progress(self, job_id: str, value: Mapping[str, Any]) -> None:
         store = self._store
