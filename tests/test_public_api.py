@@ -363,9 +363,11 @@ PUBLIC_API: dict[str, set[str]] = {
         "OwnConnection",
         "connect_postgres",
     },
+    "headrace.tasks.backends.database.acks": {"Ack", "AckQueue"},
     "headrace.tasks.backends.database.rows": {
         "CHANGE_COLUMNS",
         "change_value",
+        "claim_order",
         "column_value",
         "dumps",
         "error",

@@ -47,7 +47,9 @@ class DjangoExecutor:
 
 class OwnConnection:
     """A connection of the backend's own, shared by threads (one statement at a time),
-    opened from the ``DATABASES`` entry and reopened after an error that broke it."""
+    opened from the ``DATABASES`` entry and reopened after an error that broke it.
+    :meth:`transaction` nests (PostgreSQL: a savepoint; SQLite: the inner one joins the
+    outer one)."""
 
     def __init__(self, alias: str, vendor: str, *, durable: bool) -> None:
         self.alias = alias
@@ -56,6 +58,7 @@ class OwnConnection:
         self.lock = threading.RLock()
         self.conn: Any = None
         self._qmark: dict[str, str] = {}
+        self._depth = 0  # SQLite: transactions open (nested ones join the outer one)
 
     def _connect(self) -> Any:
         wrapper = connections[self.alias]
@@ -113,13 +116,24 @@ class OwnConnection:
                     self._drop_if_broken()
                     raise
                 return
+            if self._depth:  # inside this connection's transaction: part of it
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
 
     def close(self) -> None:
         with self.lock:

@@ -14,7 +14,16 @@ from headrace.tasks.backends.database import sql
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState
 
-__all__ = ["CHANGE_COLUMNS", "change_value", "column_value", "dumps", "error", "job", "row"]
+__all__ = [
+    "CHANGE_COLUMNS",
+    "change_value",
+    "claim_order",
+    "column_value",
+    "dumps",
+    "error",
+    "job",
+    "row",
+]
 
 
 def dumps(value: Any) -> str:
@@ -93,3 +102,12 @@ def change_value(name: str, value: Any) -> Any:
     if name in ("return_value", "progress"):
         return None if value is None else dumps(value)
     return value
+
+
+_PRIORITY: Final = sql.ROW_COLUMNS.index("priority")
+_DUE: Final = sql.ROW_COLUMNS.index("due_at")
+
+
+def claim_order(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The sort key of a claimed row (read with its ``seq`` last): the order of the claim."""
+    return (-values[_PRIORITY], values[_DUE], values[-1])
