@@ -45,7 +45,10 @@ def row(values: tuple[Any, ...]) -> dict[str, Any]:
     row = dict(zip(sql.ROW_COLUMNS, values, strict=False))
     for column in sql.JSON_COLUMNS:
         value = row[column]
-        if isinstance(value, str | bytes):
+        if value.__class__ is str:
+            # Most rows hold empty lists and dicts (no args, no errors yet): no need to parse.
+            row[column] = [] if value == "[]" else {} if value == "{}" else json.loads(value)
+        elif isinstance(value, str | bytes):
             row[column] = json.loads(value)
     return row
 
