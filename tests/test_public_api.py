@@ -362,6 +362,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "Executor",
         "OwnConnection",
         "connect_postgres",
+        "is_disconnect",
     },
     "headrace.tasks.backends.database.acks": {"Ack", "AckQueue"},
     "headrace.tasks.backends.database.rows": {

@@ -615,3 +615,26 @@ async def test_a_failing_ack_write_is_logged_and_retried_and_nothing_is_lost(
         assert "writing task acknowledgements works again" in caplog.text
     assert tasks.add.get_result(result.id).return_value == 5
     assert backend.statistics().held == 0
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # SQLite stores any JSON
+async def test_an_ack_the_database_refuses_is_logged_and_skipped_and_the_others_written(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, _ = two_backends
+    results = [tasks.add.enqueue(i, 0) for i in range(3)]
+    jobs = [await first.claim(QUEUES, "w"), *await first.claim_more(QUEUES, "w", 2)]
+    values = [1, "nul \x00 in jsonb", 3]  # PostgreSQL's jsonb cannot hold U+0000
+    with caplog.at_level("WARNING", logger="headrace.tasks"):
+        for job, value in zip(jobs, values, strict=True):
+            first.move_job(job.id, Move.SUCCEED, return_value=value)
+        stored = [first.get_job(r.id) for r in results]  # writes the batch first
+    assert [(j.state, j.return_value) for j in stored if j is not None] == [
+        (JobState.SUCCESSFUL, 1),
+        (JobState.RUNNING, None),  # its lease lapses and it runs again
+        (JobState.SUCCESSFUL, 3),
+    ]
+    assert f"task {results[1].id}: the database refused this worker's outcome" in caplog.text
+    assert first.statistics().held == 0
+    assert first.statistics().stale_acks == 0

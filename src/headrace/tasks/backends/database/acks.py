@@ -9,7 +9,9 @@ database in the order it did it. Until it is written, an acknowledged job keeps 
 (the heartbeat renews it): if the write fails, it is logged once per outage and tried again
 after a growing pause; if the process dies first, the lease lapses and the job runs again
 (at-least-once, as always). An ack whose lease token no longer matches (the job passed to
-another worker) settles nothing: it is logged and counted in ``statistics().stale_acks``.
+another worker) settles nothing: it is logged and counted in ``statistics().stale_acks``. A
+batch the database refuses (not a connection failure) is written again one ack at a time; an
+ack refused alone is logged and dropped, and its job runs again when its lease lapses.
 
 Only moves the backend can predict are batched: SUCCEED and FAIL of a job claimed by a worker
 (:meth:`~.backend.DatabaseTaskBackend.claim` or ``claim_more``) whose lease is known to be

@@ -80,7 +80,11 @@ from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.backends.database import rows as records
 from headrace.tasks.backends.database import sql
 from headrace.tasks.backends.database.acks import Ack
-from headrace.tasks.backends.database.connections import DjangoExecutor, Executor
+from headrace.tasks.backends.database.connections import (
+    DjangoExecutor,
+    Executor,
+    is_disconnect,
+)
 from headrace.tasks.backends.database.store import Waiter, store_for
 from headrace.tasks.base import DEFAULT_RESULT_TTL
 from headrace.tasks.exceptions import (
@@ -471,9 +475,13 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         try:
             settled = self._write_acks(store.worker, batch)
         except Exception as error:
-            store.acks.failed(loop, batch, error, self._send_acks)
-            return
-        store.acks.succeeded()
+            if is_disconnect(error):
+                store.acks.failed(loop, batch, error, self._send_acks)
+                return
+            # The database refused the batch: write the acks one by one, to skip the bad one.
+            settled, batch = self._write_acks_one_by_one(loop, batch)
+        else:
+            store.acks.succeeded()
         with store.lock:
             for ack in batch:
                 store.held.pop(ack.job_id, None)
@@ -488,6 +496,35 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                 ack.job_id,
                 ack.move.value,
             )
+
+    def _write_acks_one_by_one(
+        self, loop: asyncio.AbstractEventLoop, batch: list[Ack]
+    ) -> tuple[set[str], list[Ack]]:
+        """The settled ids and the acks written or stale. An ack the database refuses (a
+        return value PostgreSQL cannot store, say) is logged and dropped: its job's lease
+        lapses and it runs again (``WorkerLost``), dead-lettered after ``max_deliveries``.
+        If the connection fails meanwhile, the acks left go back in the queue."""
+        store = self._store
+        settled: set[str] = set()
+        done: list[Ack] = []
+        for index, ack in enumerate(batch):
+            try:
+                settled |= self._write_acks(store.worker, [ack])
+            except Exception as error:
+                if is_disconnect(error):
+                    store.acks.failed(loop, batch[index:], error, self._send_acks)
+                    break
+                logger.exception(
+                    "task %s: the database refused this worker's outcome (%s); the job runs "
+                    "again when its lease lapses",
+                    ack.job_id,
+                    ack.move.value,
+                )
+                with store.lock:
+                    store.held.pop(ack.job_id, None)
+                continue
+            done.append(ack)
+        return settled, done
 
     def _write_acks(self, db: Executor, batch: list[Ack]) -> set[str]:
         """Settle ``batch`` in one statement (PostgreSQL) or one transaction (SQLite); the

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from django.db import connections, transaction
 
-__all__ = ["DjangoExecutor", "Executor", "OwnConnection", "connect_postgres"]
+__all__ = ["DjangoExecutor", "Executor", "OwnConnection", "connect_postgres", "is_disconnect"]
 
 _NAMED = re.compile(r"%\((\w+)\)s")
 _TUPLES_OK: Final = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
@@ -141,6 +142,21 @@ class OwnConnection:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether ``error`` says the connection or the server failed (worth trying again), not
+    that the database refused the statement (the same statement would fail again)."""
+    if isinstance(error, OSError):
+        return True
+    import sqlite3
+
+    if isinstance(error, sqlite3.OperationalError):  # locked, busy, I/O
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(
+        error, psycopg.OperationalError | psycopg.InterfaceError
+    )
 
 
 def connect_postgres(wrapper: Any, params: dict[str, Any], *, durable: bool = True) -> Any:
