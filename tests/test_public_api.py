@@ -362,10 +362,13 @@ PUBLIC_API: dict[str, set[str]] = {
         "Executor",
         "OwnConnection",
         "connect_postgres",
+        "is_disconnect",
     },
+    "headrace.tasks.backends.database.acks": {"Ack", "AckQueue"},
     "headrace.tasks.backends.database.rows": {
         "CHANGE_COLUMNS",
         "change_value",
+        "claim_order",
         "column_value",
         "dumps",
         "error",

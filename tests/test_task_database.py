@@ -451,3 +451,190 @@ def test_enqueue_inside_atomic_is_not_warned_about_here(
     with caplog.at_level("WARNING", logger="headrace.tasks"), transaction.atomic(using=database):
         tasks.add.enqueue(1, 1)
     assert "enqueue_on_commit" not in caplog.text
+
+
+# -- claims and acknowledgements in batches ------------------------------------------------------
+
+
+async def test_claim_more_never_returns_more_than_asked(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+) -> None:
+    first, _ = two_backends
+    ids = [tasks.add.enqueue(i, i).id for i in range(5)]
+    urgent = tasks.urgent.enqueue("first").id  # a higher priority: claimed first
+    assert await first.claim_more(QUEUES, "w", 0) == []
+    batch = await first.claim_more(QUEUES, "w", 3)
+    assert [job.id for job in batch] == [urgent, *ids[:2]]  # in claim order
+    assert all(job.state is JobState.RUNNING for job in batch)
+    rest = await first.claim_more(QUEUES, "w", 10)
+    assert [job.id for job in rest] == ids[2:]
+    assert await first.claim_more(QUEUES, "w", 10) == []
+    assert first.statistics().held == 6
+
+
+async def test_a_batch_claim_hands_each_job_to_exactly_one_of_two_competing_workers(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+) -> None:
+    ids = {tasks.add.enqueue(i, i).id for i in range(60)}
+
+    def claim_all(backend: DatabaseTaskBackend, worker_id: str) -> list[str]:
+        async def claims() -> list[str]:  # on a loop of its own: the backend's connection
+            got: list[str] = []
+            while batch := await backend.claim_more(QUEUES, worker_id, 4):
+                assert len(batch) <= 4
+                got += [job.id for job in batch]
+            return got
+
+        return asyncio.run(claims())
+
+    first, second = two_backends  # two stores: two connections, like two processes
+    mine, theirs = await asyncio.gather(
+        asyncio.to_thread(claim_all, first, "a"), asyncio.to_thread(claim_all, second, "b")
+    )
+    assert len(mine) + len(theirs) == len(ids)
+    assert set(mine) | set(theirs) == ids
+    assert not set(mine) & set(theirs)
+
+
+async def test_acks_are_batched_and_written_before_the_loops_next_call(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    database: str,
+) -> None:
+    first, _ = two_backends
+    results = [tasks.add.enqueue(i, 1) for i in range(3)]
+    job = await first.claim(QUEUES, "w")
+    jobs = [job, *await first.claim_more(QUEUES, "w", 5)]
+    assert [j.id for j in jobs] == [r.id for r in results]
+    done = [first.move_job(j.id, Move.SUCCEED, return_value=j.args[0] + 1) for j in jobs]
+    # The jobs as they now are, at once; the database has them after this turn of the loop.
+    assert [(j.state, j.return_value) for j in done] == [
+        (JobState.SUCCESSFUL, i + 1) for i in range(3)
+    ]
+    assert first.statistics().held == 0  # (statistics() reads the database: acks first)
+    for j in jobs:
+        stored = first.get_job(j.id)
+        assert stored is not None
+        assert (stored.state, stored.return_value) == (JobState.SUCCESSFUL, j.args[0] + 1)
+    # An ack alone is written at the end of the turn, without another call from the loop.
+    failing = tasks.add.enqueue(0, 0)
+    claimed = await first.claim(QUEUES, "w")
+    assert claimed.id == failing.id
+    first.move_job(claimed.id, Move.FAIL, errors=(*claimed.errors, _an_error()))
+    await asyncio.sleep(0)
+    stored_row = await asyncio.to_thread(
+        TaskJobResult.objects.using(database).get, job_id=failing.id
+    )
+    assert stored_row.state == JobState.FAILED.value
+    assert [e["exception_class_path"] for e in stored_row.errors] == ["builtins.ValueError"]
+    assert first.statistics().stale_acks == 0
+
+
+async def test_a_batched_ack_keeps_the_progress_the_job_reported(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+) -> None:
+    first, _ = two_backends
+    result = tasks.add.enqueue(1, 1)
+    job = await first.claim(QUEUES, "w")
+    first.set_progress(job.id, {"done": 1})
+    done = first.move_job(job.id, Move.SUCCEED, return_value=2)
+    assert done.progress == {"done": 1}
+    stored = first.get_job(result.id)
+    assert stored is not None
+    assert (stored.state, stored.progress) == (JobState.SUCCESSFUL, {"done": 1})
+
+
+def _an_error() -> Any:
+    from headrace.tasks.jobs import JobError
+
+    return JobError(exception_class_path="builtins.ValueError", traceback="ValueError: no\n")
+
+
+async def test_a_batched_ack_with_a_stale_token_is_ignored_and_counted(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, _ = two_backends
+    result = tasks.add.enqueue(1, 1)
+    job = await first.claim(QUEUES, "w")
+    # The lease passes to another worker behind this process's back (a clock that jumped:
+    # nothing this process could see), so the ack goes into the batch and is found stale there.
+    await asyncio.to_thread(_steal_lease, database, job.id)
+    with caplog.at_level("WARNING", logger="headrace.tasks"):
+        first.move_job(job.id, Move.SUCCEED, return_value=2)
+        stored = first.get_job(job.id)  # writes the ack first
+    assert stored is not None
+    assert stored.state is JobState.RUNNING  # the other worker's attempt, untouched
+    assert first.statistics().stale_acks == 1
+    assert first.statistics().held == 0
+    assert f"task {result.id}: this worker's outcome (succeed) was ignored" in caplog.text
+
+
+def _steal_lease(database: str, job_id: str) -> None:
+    TaskJob.objects.using(database).filter(job_id=job_id).update(
+        lease_token="another", lease_worker="another-worker"
+    )
+
+
+async def test_a_lease_found_lost_is_settled_at_once_and_raises_lease_lost(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    clock: ManualClock,
+) -> None:
+    first, second = two_backends
+    result = tasks.add.enqueue(1, 1)
+    job = await first.claim(QUEUES, "w")
+    clock.advance(LEASE + 1)  # no heartbeat: the lease lapses, the job goes to another worker
+    assert second.maintain() == 1
+    assert second.claim_nowait(QUEUES, "other") is not None
+    with pytest.raises(LeaseLost):
+        first.move_job(job.id, Move.SUCCEED, return_value=2)
+    assert first.statistics().stale_acks == 1
+    assert first.get_job(result.id).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # a connection to kill
+async def test_a_failing_ack_write_is_logged_and_retried_and_nothing_is_lost(
+    database: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.TASKS = {"default": entry(database, poll_interval=60)}  # real clocks: backoff
+    backend = task_backends["default"]
+    assert isinstance(backend, DatabaseTaskBackend)
+    result = tasks.add.enqueue(2, 3)
+    job = await backend.claim(QUEUES, "w")
+    await asyncio.to_thread(_terminate_listener_and, backend._store.worker.conn.info.backend_pid)
+    with caplog.at_level("WARNING", logger="headrace.tasks"):
+        backend.move_job(job.id, Move.SUCCEED, return_value=5)
+        await asyncio.sleep(0)  # the end of the turn: the write fails on the dead connection
+        assert "writing task acknowledgements failed" in caplog.text
+        async with asyncio.timeout(WAIT):  # the retry, after a pause, on a new connection
+            while not await asyncio.to_thread(
+                TaskJobResult.objects.using(database).filter(job_id=result.id).exists
+            ):
+                await asyncio.sleep(0.01)
+        assert "writing task acknowledgements works again" in caplog.text
+    assert tasks.add.get_result(result.id).return_value == 5
+    assert backend.statistics().held == 0
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # SQLite stores any JSON
+async def test_an_ack_the_database_refuses_is_logged_and_skipped_and_the_others_written(
+    two_backends: tuple[DatabaseTaskBackend, DatabaseTaskBackend],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, _ = two_backends
+    results = [tasks.add.enqueue(i, 0) for i in range(3)]
+    jobs = [await first.claim(QUEUES, "w"), *await first.claim_more(QUEUES, "w", 2)]
+    values = [1, "nul \x00 in jsonb", 3]  # PostgreSQL's jsonb cannot hold U+0000
+    with caplog.at_level("WARNING", logger="headrace.tasks"):
+        for job, value in zip(jobs, values, strict=True):
+            first.move_job(job.id, Move.SUCCEED, return_value=value)
+        stored = [first.get_job(r.id) for r in results]  # writes the batch first
+    assert [(j.state, j.return_value) for j in stored if j is not None] == [
+        (JobState.SUCCESSFUL, 1),
+        (JobState.RUNNING, None),  # its lease lapses and it runs again
+        (JobState.SUCCESSFUL, 3),
+    ]
+    assert f"task {results[1].id}: the database refused this worker's outcome" in caplog.text
+    assert first.statistics().held == 0
+    assert first.statistics().stale_acks == 0

@@ -29,8 +29,15 @@ wait on each other's claims. A heartbeat thread renews the leases of the jobs in
 dead-letters it (``FAILED``, and a ``TaskDeadLetter`` row to retry from the admin). Settling a
 job needs the lease token: a worker that wakes up after its lease passed to another gets
 :class:`~headrace.tasks.exceptions.LeaseLost`, its outcome is ignored and counted
-(``statistics().stale_acks``). Workers claim only free slots (no prefetch); delayed jobs are
-rows, never held in worker memory. Times come from the database's clock.
+(``statistics().stale_acks``). Workers claim only free slots (no prefetch): a worker that
+got a job claims up to as many more as it has free slots in one statement (``claim_more``);
+delayed jobs are rows, never held in worker memory. Times come from the database's clock.
+
+**Acknowledgements in batches.** The successes and failures a worker's loop settles in one
+turn are written by one statement at the end of the turn (or before that loop's next call to
+the database, so order is kept); each job keeps its lease until then. A stale one is logged
+and counted there instead of raising; a failed write is logged and retried with backoff. See
+:mod:`headrace.tasks.backends.database.acks`.
 
 **Waking.** On PostgreSQL an idle worker waits on ``LISTEN headrace_tasks``; enqueue and
 requeue statements send ``NOTIFY`` (delivered at commit), a timer wakes it at the next due
@@ -72,8 +79,13 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.backends.database import rows as records
 from headrace.tasks.backends.database import sql
-from headrace.tasks.backends.database.connections import DjangoExecutor, Executor
-from headrace.tasks.backends.database.store import Waiter, on_loop, store_for
+from headrace.tasks.backends.database.acks import Ack
+from headrace.tasks.backends.database.connections import (
+    DjangoExecutor,
+    Executor,
+    is_disconnect,
+)
+from headrace.tasks.backends.database.store import Waiter, store_for
 from headrace.tasks.base import DEFAULT_RESULT_TTL
 from headrace.tasks.exceptions import (
     LeaseLost,
@@ -96,6 +108,8 @@ _OPTION_KEYS: Final = ("database", "lease", "max_deliveries", "poll_interval")
 DEFAULT_LEASE: Final = 30.0
 DEFAULT_MAX_DELIVERIES: Final = 3
 _PURGE_EVERY: Final = 60.0  # seconds between purges of expired results and silent workers
+_BATCHED_MOVES: Final = frozenset((Move.SUCCEED, Move.FAIL))
+_BATCHED_CHANGES: Final = frozenset(("return_value", "errors"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,10 +218,16 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         return None if self._uses_db_clock else self.clock.time()
 
     def _db(self, *, worker: bool = False) -> Executor:
-        """Django's connection from sync code; the backend's own on an event loop."""
-        if on_loop():
-            return self._store.worker if worker else self._store.client
-        return DjangoExecutor(self.database)
+        """Django's connection from sync code; the backend's own on an event loop (after
+        writing the loop's pending acks: what a loop does reaches the database in order)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return DjangoExecutor(self.database)
+        store = self._store
+        if loop in store.acks.pending:
+            self._send_acks(loop)
+        return store.worker if worker else store.client
 
     def _run(self, db: Executor, statement: str, **params: Any) -> list[dict[str, Any]]:
         params.setdefault("now", self._now())
@@ -274,22 +294,38 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         return records.job(rows[0], self.alias) if rows else None
 
     def claim_nowait(self, queues: Iterable[str], worker_id: str) -> Job | None:
-        statement, params = self._sql.claim(list(queues))
+        jobs = self._claim(list(queues), worker_id, 1, batched=False)
+        return jobs[0] if jobs else None
+
+    async def claim_more(self, queues: Iterable[str], worker_id: str, limit: int) -> list[Job]:
+        """Up to ``limit`` more jobs due now, in one statement, without waiting: a worker
+        that just claimed a job asks for as many as it has free slots left (never more, so
+        nothing is hoarded)."""
+        if limit < 1:
+            return []
+        return self._claim(list(dict.fromkeys(queues)), worker_id, limit, batched=True)
+
+    def _claim(self, queues: list[str], worker_id: str, limit: int, *, batched: bool) -> list[Job]:
+        """Claim up to ``limit`` due jobs under one lease token, in claim order. ``batched``:
+        a worker's claim, whose success or failure may be acknowledged in a batch."""
+        statement, params = self._sql.claim(queues, limit)
         token = secrets.token_hex(16)
-        rows = self._run(
-            self._db(worker=True),
-            statement,
-            worker=worker_id,
-            token=token,
-            lease=self.lease,
-            **params,
-        )
-        if not rows:
-            return None
-        job = records.job(rows[0], self.alias)
-        with self._store.lock:
-            self._store.held[job.id] = (token, worker_id)
-        return job
+        db = self._db(worker=True)
+        params.update(now=self._now(), worker=worker_id, token=token, lease=self.lease)
+        found = db.execute(statement, params)
+        if not found:
+            return []
+        if len(found) > 1:
+            found.sort(key=records.claim_order)
+        jobs = [records.job(records.row(values), self.alias) for values in found]
+        store = self._store
+        deadline = self.clock.time() + self.lease
+        with store.lock:
+            for job in jobs:
+                store.held[job.id] = (token, worker_id)
+                if batched:
+                    store.claimed[job.id] = (job, deadline)
+        return jobs
 
     async def claim(
         self,
@@ -310,9 +346,9 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             timers: list[Any] = []
             try:
                 store.ensure_listener()
-                job = self.claim_nowait(names, worker_id)
-                if job is not None:
-                    return job
+                jobs = self._claim(names, worker_id, 1, batched=True)
+                if jobs:
+                    return jobs[0]
                 if self._maintenance_due() and self.maintain(names):
                     continue  # jobs were put back: claim again at once
                 due = self._next_due(names)
@@ -372,17 +408,32 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         ]
         if unknown:
             raise TypeError(f"move_job cannot change {', '.join(unknown)}")
-        with self._store.lock:
-            held = self._store.held.get(job_id)
+        store = self._store
+        with store.lock:
+            held = store.held.get(job_id)
+            claimed = store.claimed.pop(job_id, None)
+        if (
+            claimed is not None
+            and move in _BATCHED_MOVES
+            and changes.keys() <= _BATCHED_CHANGES
+            and self.clock.time() < claimed[1] - self.lease / 3  # the lease is surely good
+            and held is not None
+        ):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                return self._ack(loop, claimed[0], held[0], move, changes)
         if held is not None and JobState.RUNNING in sql.sources(move):
-            rows = self._settle(job_id, move, held[0], changes)
+            rows = self._settle(self._db(worker=True), job_id, move, held[0], changes)
             if not rows:
                 return self._stale(job_id, move, True)
         else:
             rows = self._move_unleased(job_id, move, changes)
-        with self._store.lock:
-            self._store.held.pop(job_id, None)
-            self._store.pending_cancels.discard(job_id)
+        with store.lock:
+            store.held.pop(job_id, None)
+            store.pending_cancels.discard(job_id)
         job = records.job(rows[0], self.alias)
         if job.is_finished:
             self._store.finished(job_id)
@@ -390,12 +441,125 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             self._store.wake(job.queue)
         return job
 
+    def _ack(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        claimed: Job,
+        token: str,
+        move: Move,
+        changes: Mapping[str, Any],
+    ) -> Job:
+        """Settle a job this worker claimed in the loop's next batch (see :mod:`.acks`); the
+        job as it now is, at once."""
+        target = advance(claimed.state, move)
+        now = self.clock.time()
+        ack = Ack(job_id=claimed.id, token=token, move=move, state=target, changes=changes)
+        store = self._store
+        store.acks.add(loop, ack, self._send_acks)
+        with store.lock:
+            store.pending_cancels.discard(claimed.id)
+        return claimed.evolve(
+            state=target,
+            finished_at=now,
+            result_expires_at=now + self.result_ttl(claimed),
+            **changes,
+        )
+
+    def _send_acks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the acks ``loop`` queued (at the end of its turn, or before its next call
+        to the database); a failure is logged and retried with backoff (see :mod:`.acks`)."""
+        store = self._store
+        batch = store.acks.take(loop)
+        if not batch:
+            return
+        try:
+            settled = self._write_acks(store.worker, batch)
+        except Exception as error:
+            if is_disconnect(error):
+                store.acks.failed(loop, batch, error, self._send_acks)
+                return
+            # The database refused the batch: write the acks one by one, to skip the bad one.
+            settled, batch = self._write_acks_one_by_one(loop, batch)
+        else:
+            store.acks.succeeded()
+        with store.lock:
+            for ack in batch:
+                store.held.pop(ack.job_id, None)
+        for ack in batch:
+            if ack.job_id in settled:
+                store.finished(ack.job_id)
+                continue
+            store.stale_acks += 1
+            logger.warning(
+                "task %s: this worker's outcome (%s) was ignored: its lease lapsed and the job "
+                "passed to another attempt",
+                ack.job_id,
+                ack.move.value,
+            )
+
+    def _write_acks_one_by_one(
+        self, loop: asyncio.AbstractEventLoop, batch: list[Ack]
+    ) -> tuple[set[str], list[Ack]]:
+        """The settled ids and the acks written or stale. An ack the database refuses (a
+        return value PostgreSQL cannot store, say) is logged and dropped: its job's lease
+        lapses and it runs again (``WorkerLost``), dead-lettered after ``max_deliveries``.
+        If the connection fails meanwhile, the acks left go back in the queue."""
+        store = self._store
+        settled: set[str] = set()
+        done: list[Ack] = []
+        for index, ack in enumerate(batch):
+            try:
+                settled |= self._write_acks(store.worker, [ack])
+            except Exception as error:
+                if is_disconnect(error):
+                    store.acks.failed(loop, batch[index:], error, self._send_acks)
+                    break
+                logger.exception(
+                    "task %s: the database refused this worker's outcome (%s); the job runs "
+                    "again when its lease lapses",
+                    ack.job_id,
+                    ack.move.value,
+                )
+                with store.lock:
+                    store.held.pop(ack.job_id, None)
+                continue
+            done.append(ack)
+        return settled, done
+
+    def _write_acks(self, db: Executor, batch: list[Ack]) -> set[str]:
+        """Settle ``batch`` in one statement (PostgreSQL) or one transaction (SQLite); the
+        ids of the jobs settled (the others had lost their lease)."""
+        if self.vendor == "postgresql":
+            params: dict[str, Any] = {
+                "now": self._now(),
+                "ttl": DEFAULT_RESULT_TTL,
+                "ids": [ack.job_id for ack in batch],
+                "tokens": [ack.token for ack in batch],
+                "states": [ack.state.value for ack in batch],
+                "values": [
+                    records.change_value("return_value", ack.changes.get("return_value"))
+                    for ack in batch
+                ],
+                "errors": [
+                    records.change_value("errors", ack.changes["errors"])
+                    if "errors" in ack.changes
+                    else None
+                    for ack in batch
+                ],
+            }
+            return {job_id for (job_id,) in db.execute(self._sql.settle_batch, params)}  # type: ignore[attr-defined]
+        settled = set()
+        with db.transaction():
+            for ack in batch:
+                if self._settle(db, ack.job_id, ack.move, ack.token, ack.changes):
+                    settled.add(ack.job_id)
+        return settled
+
     def _settle(
-        self, job_id: str, move: Move, token: str, changes: Mapping[str, Any]
+        self, db: Executor, job_id: str, move: Move, token: str, changes: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         """A worker ends its attempt: the move out of RUNNING, if its lease still holds."""
         target = advance(JobState.RUNNING, move)
-        db = self._db(worker=True)
         params: dict[str, Any] = {"job_id": job_id, "token": token, "state": target.value}
         keys = tuple(sorted(name for name in changes if name != "due_at"))
         for name in keys:
@@ -459,6 +623,7 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
         was never this worker's (InvalidTransition when the table forbids the move)."""
         with self._store.lock:
             self._store.held.pop(job_id, None)
+            self._store.claimed.pop(job_id, None)
         current = self.get_job(job_id)
         if current is None:
             raise TaskResultDoesNotExist(job_id)
@@ -558,9 +723,15 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             self._store.watchers.pop(job_id, None)
 
     def set_progress(self, job_id: str, value: Mapping[str, Any]) -> None:
+        progress = dict(value)
         self._db(worker=True).execute(
-            self._sql.set_progress, {"job_id": job_id, "progress": records.dumps(dict(value))}
+            self._sql.set_progress, {"job_id": job_id, "progress": records.dumps(progress)}
         )
+        store = self._store
+        with store.lock:  # a batched ack returns the job as claimed, with this change
+            claimed = store.claimed.get(job_id)
+            if claimed is not None:
+                store.claimed[job_id] = (claimed[0].evolve(progress=progress), claimed[1])
 
     async def wait_finished(self, job_id: str, timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -665,6 +836,17 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
     def detach_worker_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         super().detach_worker_loop(loop)
         store = self._store
+        self._send_acks(loop)  # the loop stops: now or never
+        left = store.acks.take(loop)
+        if left:
+            logger.error(
+                "%d task acknowledgements could not be written before the worker stopped; "
+                "those jobs run again when their leases lapse",
+                len(left),
+            )
+            with store.lock:
+                for ack in left:
+                    store.held.pop(ack.job_id, None)
         with store.lock:
             idle = [w for w in store.workers if not any(h == w for _, h in store.held.values())]
         for worker_id in idle:
@@ -687,9 +869,20 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             workers = sorted({w for _, w in held.values()} | set(store.workers))
         if not workers:
             return
+        deadline = self.clock.time() + self.lease  # (taken before: the database's is later)
         statement, params = self._sql.renew(workers)
         rows = store.worker.execute(statement, {"now": self._now(), "lease": self.lease, **params})
         renewed = {job_id: (token, bool(cancel)) for job_id, token, cancel in rows}
+        with store.lock:
+            for job_id, (token, _) in held.items():
+                claimed = store.claimed.get(job_id)
+                if claimed is None:
+                    continue
+                found = renewed.get(job_id)
+                if found is None or found[0] != token:
+                    del store.claimed[job_id]  # its settlement must not be batched now
+                else:
+                    store.claimed[job_id] = (claimed[0], deadline)
         for job_id, (token, _) in held.items():
             found = renewed.get(job_id)
             if found is None or found[0] != token:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from django.db import connections, transaction
 
-__all__ = ["DjangoExecutor", "Executor", "OwnConnection", "connect_postgres"]
+__all__ = ["DjangoExecutor", "Executor", "OwnConnection", "connect_postgres", "is_disconnect"]
 
 _NAMED = re.compile(r"%\((\w+)\)s")
 _TUPLES_OK: Final = 2  # psycopg.pq.ExecStatus.TUPLES_OK: the statement returned rows
@@ -47,7 +48,9 @@ class DjangoExecutor:
 
 class OwnConnection:
     """A connection of the backend's own, shared by threads (one statement at a time),
-    opened from the ``DATABASES`` entry and reopened after an error that broke it."""
+    opened from the ``DATABASES`` entry and reopened after an error that broke it.
+    :meth:`transaction` nests (PostgreSQL: a savepoint; SQLite: the inner one joins the
+    outer one)."""
 
     def __init__(self, alias: str, vendor: str, *, durable: bool) -> None:
         self.alias = alias
@@ -56,6 +59,7 @@ class OwnConnection:
         self.lock = threading.RLock()
         self.conn: Any = None
         self._qmark: dict[str, str] = {}
+        self._depth = 0  # SQLite: transactions open (nested ones join the outer one)
 
     def _connect(self) -> Any:
         wrapper = connections[self.alias]
@@ -113,13 +117,24 @@ class OwnConnection:
                     self._drop_if_broken()
                     raise
                 return
+            if self._depth:  # inside this connection's transaction: part of it
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
 
     def close(self) -> None:
         with self.lock:
@@ -127,6 +142,21 @@ class OwnConnection:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether ``error`` says the connection or the server failed (worth trying again), not
+    that the database refused the statement (the same statement would fail again)."""
+    if isinstance(error, OSError):
+        return True
+    import sqlite3
+
+    if isinstance(error, sqlite3.OperationalError):  # locked, busy, I/O
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(
+        error, psycopg.OperationalError | psycopg.InterfaceError
+    )
 
 
 def connect_postgres(wrapper: Any, params: dict[str, Any], *, durable: bool = True) -> Any:

@@ -14,7 +14,16 @@ from headrace.tasks.backends.database import sql
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState
 
-__all__ = ["CHANGE_COLUMNS", "change_value", "column_value", "dumps", "error", "job", "row"]
+__all__ = [
+    "CHANGE_COLUMNS",
+    "change_value",
+    "claim_order",
+    "column_value",
+    "dumps",
+    "error",
+    "job",
+    "row",
+]
 
 
 def dumps(value: Any) -> str:
@@ -36,7 +45,10 @@ def row(values: tuple[Any, ...]) -> dict[str, Any]:
     row = dict(zip(sql.ROW_COLUMNS, values, strict=False))
     for column in sql.JSON_COLUMNS:
         value = row[column]
-        if isinstance(value, str | bytes):
+        if value.__class__ is str:
+            # Most rows hold empty lists and dicts (no args, no errors yet): no need to parse.
+            row[column] = [] if value == "[]" else {} if value == "{}" else json.loads(value)
+        elif isinstance(value, str | bytes):
             row[column] = json.loads(value)
     return row
 
@@ -93,3 +105,12 @@ def change_value(name: str, value: Any) -> Any:
     if name in ("return_value", "progress"):
         return None if value is None else dumps(value)
     return value
+
+
+_PRIORITY: Final = sql.ROW_COLUMNS.index("priority")
+_DUE: Final = sql.ROW_COLUMNS.index("due_at")
+
+
+def claim_order(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The sort key of a claimed row (read with its ``seq`` last): the order of the claim."""
+    return (-values[_PRIORITY], values[_DUE], values[-1])

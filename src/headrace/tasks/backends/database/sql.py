@@ -39,10 +39,12 @@ statement that moves a job names the state it moves it from (:func:`sources`), s
 table forbids matches no row. Leaving RUNNING also needs the lease token the claim wrote.
 
 On PostgreSQL each hot statement is one round trip: a claim is one ``UPDATE`` whose subquery
-takes the best due row ``FOR UPDATE SKIP LOCKED`` (the lease is written in the same
-transaction, the statement's own); finishing is one ``DELETE ... RETURNING`` feeding an
-``INSERT`` into the results; enqueue and requeue send ``NOTIFY headrace_tasks, 'q<queue>'``
-in their own statement, so the notification goes out when (and only if) the row commits.
+takes the best ``n`` due rows ``FOR UPDATE SKIP LOCKED`` (the lease is written in the same
+transaction, the statement's own; ``n`` is the worker's free slots); finishing is one
+``DELETE ... RETURNING`` feeding an ``INSERT`` into the results, for one job or for a batch
+(:attr:`PostgresDialect.settle_batch`: parallel arrays, one element per job); enqueue and
+requeue send ``NOTIFY headrace_tasks, 'q<queue>'`` in their own statement, so the
+notification goes out when (and only if) the row commits.
 """
 
 from __future__ import annotations
@@ -243,7 +245,10 @@ class Dialect:
 
     false = "FALSE"
 
-    def claim(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
+    def claim(self, queues: list[str], limit: int = 1) -> tuple[str, dict[str, Any]]:
+        """Claim the best ``limit`` due rows of ``queues`` (``worker``, ``token`` and
+        ``lease`` to be added); each row read comes with its ``seq`` last, for the claim
+        order."""
         raise NotImplementedError
 
     def next_due(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
@@ -346,10 +351,28 @@ class PostgresDialect(Dialect):
     def __init__(self) -> None:
         super().__init__()
         self.notify_cancel = f"SELECT pg_notify('{NOTIFY_CHANNEL}', 'c' || %(job_id)s)"
+        self._claims: dict[tuple[bool, int], str] = {}
+        self._insert = f"WITH ins AS ({super().insert()}) SELECT ins.*{self.wake} FROM ins"
+        self.settle_batch = self._settle_batch()
+
+    def insert(self) -> str:
+        return self._insert
+
+    def claim(self, queues: list[str], limit: int = 1) -> tuple[str, dict[str, Any]]:
+        many = len(queues) > 1
+        statement = self._claims.get((many, limit))
+        if statement is None:
+            statement = self._claims[many, limit] = self._claim(many, limit)
+        return statement, {"q": list(queues) if many else queues[0]}
+
+    def _claim(self, many: bool, limit: int) -> str:
+        """Claim up to ``limit`` rows (written into the text: a LIMIT parameter would leave
+        the planner guessing once psycopg prepares the statement)."""
         ready = (
             "j.state = 'READY' AND j.queue = {queue} AND j.due_at <= {now} "
             "AND (j.expires_at IS NULL OR j.expires_at > {now}) "
-            "ORDER BY j.priority DESC, j.due_at, j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED"
+            f"ORDER BY j.priority DESC, j.due_at, j.seq LIMIT {int(limit)} "
+            "FOR UPDATE OF j SKIP LOCKED"
         )
         update = (
             f"UPDATE {JOB} j SET state = 'RUNNING', started_at = {self.now}, "
@@ -357,32 +380,49 @@ class PostgresDialect(Dialect):
             "worker_ids = j.worker_ids || jsonb_build_array(%(worker)s::text), "
             "lease_token = %(token)s, lease_worker = %(worker)s::text, "
             f"lease_expires_at = {self.now} + %(lease)s FROM picked "
-            f"WHERE j.seq = picked.seq RETURNING {self.live_columns}"
+            f"WHERE j.seq = picked.seq RETURNING {self.live_columns}, j.seq"
         )
-        # One queue: the ready index gives the rows in claim order; LIMIT 1 reads one.
-        self._claim_one = (
-            f"WITH picked AS (SELECT j.seq FROM {JOB} j WHERE "
-            + ready.format(queue="%(q)s", now=self.now)
-            + f") {update}"
-        )
-        # Several: the best row of each queue (each locked, or skipped if locked), then the
+        if not many:
+            # One queue: the ready index gives the rows in claim order; LIMIT n reads n.
+            return (
+                f"WITH picked AS (SELECT j.seq FROM {JOB} j WHERE "
+                + ready.format(queue="%(q)s", now=self.now)
+                + f") {update}"
+            )
+        # Several: the best rows of each queue (each locked, or skipped if locked), then the
         # best of those.
-        self._claim_many = (
+        return (
             "WITH picked AS (SELECT c.seq FROM unnest(%(q)s::text[]) AS q(name) "
             f"CROSS JOIN LATERAL (SELECT j.seq, j.priority, j.due_at FROM {JOB} j WHERE "
             + ready.format(queue="q.name", now=self.now)
-            + ") c ORDER BY c.priority DESC, c.due_at, c.seq LIMIT 1) "
+            + f") c ORDER BY c.priority DESC, c.due_at, c.seq LIMIT {int(limit)}) "
             + update
         )
-        self._insert = f"WITH ins AS ({super().insert()}) SELECT ins.*{self.wake} FROM ins"
 
-    def insert(self) -> str:
-        return self._insert
-
-    def claim(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
-        if len(queues) == 1:
-            return self._claim_one, {"q": queues[0]}
-        return self._claim_many, {"q": list(queues)}
+    def _settle_batch(self) -> str:
+        """Finish many RUNNING jobs in one statement: the parallel arrays ``ids``, ``tokens``,
+        ``states`` and ``values`` / ``errors`` (JSON texts; NULL keeps the row's errors).
+        Returns the ids of the jobs settled: a job missing from them had lost its lease."""
+        picked = [
+            "a.state"
+            if column == "state"
+            else "COALESCE(a.errors::jsonb, d.errors)"
+            if column == "errors"
+            else f"d.{column}"
+            for column in JOB_COLUMNS
+        ]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c != "job_id")
+        return (
+            f"WITH n AS (SELECT {self.now} AS t), a AS (SELECT * FROM unnest(%(ids)s::text[], "
+            "%(tokens)s::text[], %(states)s::text[], %(values)s::text[], %(errors)s::text[]) "
+            "AS a(job_id, token, state, return_value, errors)), "
+            f"d AS (DELETE FROM {JOB} j USING a WHERE j.job_id = a.job_id "
+            "AND j.state = 'RUNNING' AND j.lease_token = a.token RETURNING j.*) "
+            f"INSERT INTO {RESULT} ({', '.join(ROW_COLUMNS)}) SELECT {', '.join(picked)}, n.t, "
+            "n.t + COALESCE((d.options->>'result_ttl')::float8, %(ttl)s), "
+            "a.return_value::jsonb FROM d JOIN a ON a.job_id = d.job_id, n "
+            f"ON CONFLICT (job_id) DO UPDATE SET {updates} RETURNING job_id"
+        )
 
     def finish(self, keys: tuple[str, ...]) -> str:
         """RUNNING -> a finished state with ``keys`` set, in one statement."""
@@ -425,17 +465,17 @@ class SqliteDialect(Dialect):
         placeholders = ", ".join(f"%({n})s" for n in names) or "NULL"
         return f"{column} IN ({placeholders})", dict(zip(names, values, strict=True))
 
-    def claim(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
+    def claim(self, queues: list[str], limit: int = 1) -> tuple[str, dict[str, Any]]:
         where, params = self.among("queue", "q", queues)
         return (
             f"UPDATE {JOB} SET state = 'RUNNING', started_at = n.t, last_attempted_at = n.t, "
             f"worker_ids = json_insert(worker_ids, '$[#]', %(worker)s), "
             "lease_token = %(token)s, lease_worker = %(worker)s, "
             f"lease_expires_at = n.t + %(lease)s FROM (SELECT {self.now} AS t) n "
-            f"WHERE seq = (SELECT seq FROM {JOB} WHERE state = 'READY' AND {where} "
+            f"WHERE seq IN (SELECT seq FROM {JOB} WHERE state = 'READY' AND {where} "
             f"AND due_at <= {self.now} AND (expires_at IS NULL OR expires_at > {self.now}) "
-            "ORDER BY priority DESC, due_at, seq LIMIT 1) "
-            f"RETURNING {self.returning_live}"
+            f"ORDER BY priority DESC, due_at, seq LIMIT {int(limit)}) "
+            f"RETURNING {self.returning_live}, seq"
         ), params
 
 

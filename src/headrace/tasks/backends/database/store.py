@@ -17,7 +17,9 @@ from django.db import connections
 
 from headrace.tasks.backends.base import Waiter
 from headrace.tasks.backends.database import sql
+from headrace.tasks.backends.database.acks import AckQueue
 from headrace.tasks.backends.database.connections import OwnConnection, connect_postgres
+from headrace.tasks.jobs import Job
 
 __all__ = ["Store", "Waiter", "on_loop", "store_for"]
 
@@ -44,6 +46,11 @@ class Store:
         self.worker = OwnConnection(database, vendor, durable=False)
         self.lock = threading.Lock()
         self.held: dict[str, tuple[str, str]] = {}  # job id -> (lease token, worker id)
+        # Held jobs a worker claimed, whose settlement may be batched: job id -> (the job as
+        # claimed, when its lease runs out on the backend's clock, as far as this process
+        # knows; renewals move it on, a lease found lost drops the entry).
+        self.claimed: dict[str, tuple[Job, float]] = {}
+        self.acks = AckQueue()
         self.workers: dict[str, list[str]] = {}  # worker id -> queues, workers of this process
         self.waiters: list[Waiter] = []
         self.watchers: dict[str, Callable[[], None]] = {}
