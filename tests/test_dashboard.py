@@ -149,7 +149,7 @@ def test_retry_and_purge_refuse_a_live_job_and_work_on_a_finished_one(
     job = inspector.job(again)
     assert job is not None
     assert job.id != result.id
-    assert (job.args, job.priority, job.state) == ([2, 2], 7, JobState.READY)
+    assert (list(job.args), job.priority, job.state) == ([2, 2], 7, JobState.READY)
     assert inspector.purge(result.id) is True
     assert inspector.job(result.id) is None
     assert inspector.purge(result.id) is False

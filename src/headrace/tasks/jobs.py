@@ -8,7 +8,7 @@ clock. :func:`job_options` takes from a task the options a job needs once it is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Final
 
@@ -68,7 +68,9 @@ class Job(_JobSlots):
 
     id: str
     task_path: str  #: dotted path of the module-level Task object
-    args: list[Any]
+    #: The in-memory store keeps a tuple (one object fewer for the garbage collector to
+    #: walk for as long as the result is kept); stores that decode JSON give a list.
+    args: Sequence[Any]
     kwargs: dict[str, Any]
     queue: str
     priority: int

@@ -335,7 +335,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         job = Job(
             id=new_job_id() if job_id is None else check_job_id(job_id),
             task_path=path,
-            args=json_args,
+            args=tuple(json_args),  # (see Job.args)
             kwargs=json_kwargs,
             queue=task.queue_name,
             priority=task.priority,
