@@ -81,13 +81,29 @@ class _Store:
 
     def schedule(self, job: Job, now: float) -> Sequence[_Effect]:
         seq = next(self.seq)
+        queue = job.queue
         self.entry[job.id] = seq
         if job.due_at > now:
-            heapq.heappush(self.delayed.setdefault(job.queue, []), (job.due_at, seq, job.id))
-            # A waiting worker re-arms its timer for the earlier due time.
-            return [w.wake for w in self.waiters if job.queue in w.queues]
-        heapq.heappush(self.ready.setdefault(job.queue, []), (-job.priority, seq, job.id))
-        return [w.wake for w in self.waiters if job.queue in w.queues]
+            # (A waiting worker woken below re-arms its timer for the earlier due time.)
+            delayed = self.delayed.get(queue)
+            if delayed is None:
+                delayed = self.delayed[queue] = []
+            heapq.heappush(delayed, (job.due_at, seq, job.id))
+        else:
+            ready = self.ready.get(queue)
+            if ready is None:
+                ready = self.ready[queue] = []
+            heapq.heappush(ready, (-job.priority, seq, job.id))
+        return self.wake(queue) if self.waiters else ()
+
+    def wake(self, queue: str) -> list[_Effect]:
+        """The wake-ups of the workers waiting on ``queue``, each taken off the list: one
+        wake-up per wait (a burst of enqueues does not wake the same worker again and again;
+        it claims them all when it runs)."""
+        woken = [w for w in self.waiters if queue in w.queues]
+        if woken:
+            self.waiters = [w for w in self.waiters if w not in woken]
+        return [w.wake for w in woken]
 
     def promote(self, queue: str, now: float) -> None:
         heap = self.delayed.get(queue)
@@ -98,7 +114,10 @@ class _Store:
             job = self.jobs[job_id]
             new = next(self.seq)
             self.entry[job_id] = new
-            heapq.heappush(self.ready.setdefault(queue, []), (-job.priority, new, job_id))
+            ready = self.ready.get(queue)
+            if ready is None:
+                ready = self.ready[queue] = []
+            heapq.heappush(ready, (-job.priority, new, job_id))
 
     def top(self, queue: str) -> tuple[int, int, str] | None:
         heap = self.ready.get(queue)
@@ -170,7 +189,8 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         store = self._store
         with store.lock:
             now = store.clock.time()
-            store.purge(now)
+            if store.expiring and store.expiring[0][0] <= now:
+                store.purge(now)
             existing = store.jobs.get(job.id)
             if existing is not None:
                 return existing, False
@@ -279,7 +299,8 @@ class MemoryTaskBackend(HeadraceTaskBackend):
                 if timer is not None:
                     timer.cancel()
                 with store.lock:
-                    store.waiters.remove(waiter)
+                    if waiter in store.waiters:  # (a wake-up took it off already)
+                        store.waiters.remove(waiter)
 
     async def claim_more(self, queues: Iterable[str], worker_id: str, limit: int) -> list[Job]:
         """Up to ``limit`` more jobs due now, in one step under the store's lock and without
