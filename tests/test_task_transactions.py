@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -125,6 +128,28 @@ async def test_eager_aenqueue_runs_the_job(eager: Any) -> None:
     assert result.return_value == 7
     result = await tasks.where_async.aenqueue()
     assert result.return_value == 1
+
+
+async def test_an_eager_async_job_is_interrupted_by_a_cancel_from_another_thread(
+    eager: Any,
+) -> None:
+    tasks.ASYNC_GATES["eager-cancel"] = asyncio.Event()  # never set: only a cancel ends it
+    backend = task_backends["default"]
+
+    def cancel_once_running() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            running = [j for j in backend._store.jobs.values() if j.state is JobState.RUNNING]
+            if running:
+                backend.cancel(running[0].id)
+                return
+            time.sleep(0.01)
+
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    result = await asyncio.wait_for(tasks.slow_async.aenqueue("eager-cancel"), 10)
+    canceller.join()
+    assert result.state is JobState.CANCELLED
 
 
 def test_a_return_value_that_is_not_json_fails_the_job(eager: Any) -> None:

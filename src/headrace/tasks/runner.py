@@ -86,6 +86,7 @@ class _Attempt:
         "handler",
         "is_async",
         "job",
+        "loop",
         "ours",
         "outcome",
         "result",
@@ -104,7 +105,8 @@ class _Attempt:
         self.cancelled = False  #: cancel() was called, or the timeout passed
         self.timed_out = False
         self.outcome: JobState | None = None  #: the job's state after the attempt
-        self.handler: asyncio.Task[Any] | None = None  #: on a worker's loop: the job's task
+        self.handler: asyncio.Task[Any] | None = None  #: on a loop: the job's task
+        self.loop: asyncio.AbstractEventLoop | None = None  #: the loop it runs on
         self.is_async = False
         self.ours = 0  #: cancellations of the handler this attempt asked for
 
@@ -137,7 +139,7 @@ class _Attempt:
     def on_cancel(self) -> None:
         """``cancel()`` was called (any thread)."""
         self.request_cancel()
-        loop = self.runner.loop
+        loop = self.loop
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
@@ -326,6 +328,7 @@ class Runner:
             return None
         handler = attempt.handler = asyncio.current_task()
         assert handler is not None
+        attempt.loop = handler.get_loop()
         func = attempt.task.func
         is_async = attempt.is_async = _is_coroutine_function(func)
         timeout = job.options.get("timeout")
