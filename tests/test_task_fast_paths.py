@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +22,7 @@ from headrace.layers import InMemoryChannelLayer, ManualClock
 from headrace.layers.groups import Membership
 from headrace.tasks import progress_group
 from headrace.tasks.backends.memory import MemoryTaskBackend
-from headrace.tasks.jobs import Job
+from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState
 from headrace.tasks.worker import TaskWorker
 from tests.task_backends import memory
@@ -191,3 +192,12 @@ def test_a_job_is_frozen_and_copies_keep_every_other_field() -> None:
     assert job.state is JobState.READY
     with pytest.raises(TypeError, match="Job has no field 'colour'"):
         job.evolve(colour="red")
+
+
+def test_a_job_survives_copy_and_deepcopy() -> None:
+    job = Job(**REQUIRED, retries=2, errors=(JobError(exception_class_path="a.B", traceback="t"),))
+    for twin in (copy.copy(job), copy.deepcopy(job)):
+        assert twin == job
+        assert type(twin) is Job
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            twin.retries = 3  # type: ignore[misc]

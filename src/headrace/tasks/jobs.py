@@ -107,6 +107,14 @@ class Job(_JobSlots):
         """Waiting or running (what an idempotency key protects)."""
         return not self.state.is_finished
 
+    # copy.copy and copy.deepcopy (a frozen value refuses their plain attribute stores)
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in _FIELDS])
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(_FIELDS, state, strict=True):
+            object.__setattr__(self, name, value)
+
 
 if tuple(f.name for f in fields(Job)) != _FIELDS:  # pragma: no cover - a field was added
     raise TypeError("Job's fields and _JobSlots.__slots__ differ")
