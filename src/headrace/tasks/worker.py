@@ -298,16 +298,15 @@ class TaskWorker:
                     jobs += await claim_more(self.queues, self.worker_id, free)
                 except Exception as error:  # the next claim() meets it again if it lasts
                     logger.warning("claiming more jobs failed: %s", error)
+            self._counts["claimed"] += len(jobs)
             for claimed in jobs:
-                self._counts["claimed"] += 1
                 coroutine = self._handle(runner, claimed)
                 if eager:
                     handler = asyncio.Task(coroutine, loop=loop, eager_start=True)
                 else:
                     handler = loop.create_task(coroutine)
-                if handler.done():
+                if handler.done():  # (the notify after the batch tells wait_idle())
                     done_at_once += 1
-                    self._notify()
                     continue
                 done_at_once = 0
                 self._handlers.add(handler)

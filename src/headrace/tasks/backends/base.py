@@ -71,6 +71,10 @@ _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 _Profile = tuple[Any, str, dict[str, Any], Any, Any, str | None]
 
 
+#: The states Django's ``status`` calls FAILED (task_finished is then logged at ERROR).
+_FAILED_STATES: Final = frozenset(s for s in JobState if s.status == TaskResultStatus.FAILED)
+
+
 def new_job_id() -> str:
     """32 random hex digits (128 bits from the OS's secure source, one system call)."""
     return os.urandom(16).hex()
@@ -456,7 +460,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         would notice the signal (see :func:`~headrace.tasks.signals.is_heard`); the group
         message is read from ``job``.
         """
-        level = logging.ERROR if job.state.status == TaskResultStatus.FAILED else logging.INFO
+        level = logging.ERROR if job.state in _FAILED_STATES else logging.INFO
         if is_heard(task_finished, level):
             if result is None:
                 result = self.to_result(job)

@@ -37,6 +37,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from headrace.layers.clock import Clock
 from headrace.tasks.backends.base import HeadraceTaskBackend, Waiter, wake_future
+from headrace.tasks.base import DEFAULT_RESULT_TTL
 from headrace.tasks.exceptions import TaskCancelled, TaskExpired
 from headrace.tasks.jobs import Job, JobError, copy_job, job_copier
 from headrace.tasks.states import JobState, Move, advance
@@ -349,8 +350,9 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             now = store.clock.time()
             state = changes["state"] = advance(job.state, move)
             if state.is_finished:
+                ttl = job.options.get("result_ttl")  # (what result_ttl() reads)
                 changes["finished_at"] = now
-                changes["result_expires_at"] = now + self.result_ttl(job)
+                changes["result_expires_at"] = now + (DEFAULT_RESULT_TTL if ttl is None else ttl)
             job = copy_job(job, changes)  # (our own dict: the call made it)
             if state is JobState.READY:
                 effects = store.schedule(job, now)
