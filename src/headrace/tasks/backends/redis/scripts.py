@@ -11,7 +11,9 @@ second Cluster slot.
 
 Every moving script takes the same seven KEYS: ``B ready``, ``B delayed``, ``B leases``,
 ``B wake``, ``B stats``, ``B dead``, ``B done``; and ARGV[2] = ``B``. They also count in
-``B counts`` and ``B hist`` (built from ``B``, same hash tag; see :mod:`.monitor`).
+``B counts`` and ``B hist`` (built from ``B``, same hash tag; see :mod:`.monitor`): counter
+increments are tallied while a script runs and written at its end, one ``HINCRBY`` per
+counter however many jobs it moved.
 
 ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none), KEYS[10]
          ``B fired`` (schedule entry -> last slot fired).
@@ -25,7 +27,8 @@ ENQUEUE  KEYS[8] job hash, KEYS[9] idempotency key (the job hash again if none),
 CLAIM    ARGV[3] worker id, [4] lease (s), [5] max_deliveries, [6] how many (the worker's
          free slots). Returns lapsed leases (WorkerLost; dead-lettered after
          max_deliveries), moves due delayed jobs to ready, then pops the best ready jobs
-         (expired ones fail unrun). -> {1, {token, job fields, ...}, finished ids} or {0,
+         (expired ones fail unrun). -> {1, {token, job values, ...}, finished ids} (the
+         values of :data:`.layout.READ_FIELDS`, in that order) or {0,
          seconds until the next due job or lapse ("" if none), finished ids}; finished ids
          are the jobs it expired or dead-lettered (the caller announces them).
 CLAIM_ONE  KEYS[8] job. ARGV[3] id, [4] worker id, [5] lease: claim this READY job now
@@ -34,6 +37,10 @@ MOVE     KEYS[8] job. ARGV[3] id, [4] move, [5] lease token ("" = none held), [6
          for a move to READY, [7] lease (s) for a claim, [8] worker id, [9...] field, value
          pairs to set. -> {1, fields[, token]}; {-1} no such job; {-2, state} illegal move;
          {-3, state} stale token (ignored and counted in ``stale_acks``).
+ACK      ARGV[3...] per job: id, move (succeed or fail), lease token, n, then n field, value
+         pairs to set: settle the jobs a worker finished, in one call. -> a flat list, two
+         items per job: 1, "" done; -1, "" no such job; -2, state illegal move; -3, state
+         stale token (ignored and counted in ``stale_acks``).
 CANCEL   KEYS[8] job. ARGV[3] id. A READY job is CANCELLED now; a RUNNING one gets
          ``cancel=1`` (its worker's heartbeat sees it). -> {1, fields} or {-1}.
 RENEW    KEYS[1] leases, [2] stats. ARGV[2] B, [3] lease (s), then id, token pairs: push each
