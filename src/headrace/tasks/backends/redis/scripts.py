@@ -90,9 +90,10 @@ def _lua_moves() -> str:
     finished = ", ".join(f"{state.value}=true" for state in sorted(FINISHED, key=str))
     buckets = ", ".join(repr(bound) for bound in HISTOGRAM_BOUNDS)
     read = ", ".join(f"'{name}'" for name in READ_FIELDS)
+    index = ", ".join(f"{name}={i}" for i, name in enumerate(READ_FIELDS, 1))
     return (
         f"local MOVES = {{{rows}}}\nlocal FINISHED = {{{finished}}}\n"
-        f"local BUCKETS = {{{buckets}}}\nlocal READ = {{{read}}}\n"
+        f"local BUCKETS = {{{buckets}}}\nlocal READ = {{{read}}}\nlocal R = {{{index}}}\n"
     )
 
 
@@ -181,12 +182,16 @@ local function schedule(job, id, now, due)
     redis.call('LTRIM', K_WAKE, 0, 99)
   end
 end
-local function finish(job, id, state, now, dead)
-  local f = redis.call('HMGET', job, 'state', 'kkey', 'ttl', 'last', 'task')
+-- Finish a job. ``f``: its FINISHING fields if the caller read them; ``later``: tables
+-- ``unlease`` and ``done`` to which a batch's ZREM and ZADD are left (written together).
+local FINISHING = {'state', 'kkey', 'ttl', 'last', 'task'}
+local function finish(job, id, state, now, dead, f, later)
+  f = f or redis.call('HMGET', job, unpack(FINISHING))
   local was, kkey, task = f[1], f[2], task_of(job, f[5])
   -- A RUNNING job is in the leases only; any other in ready or delayed.
   if was == 'RUNNING' then
-    redis.call('ZREM', K_LEASES, id)
+    if later then later.unlease[#later.unlease + 1] = id
+    else redis.call('ZREM', K_LEASES, id) end
   else
     redis.call('ZREM', K_READY, id)
     redis.call('ZREM', K_DELAYED, id)
@@ -203,7 +208,10 @@ local function finish(job, id, state, now, dead)
     local ttl = tonumber(f[3] or '86400') or 86400
     redis.call('HSET', job, 'state', state, 'finished', fmt(now), 'token', '',
       'rexp', fmt(now + ttl))
-    redis.call('ZADD', K_DONE, now + ttl, id)
+    if later then
+      later.done[#later.done + 1] = now + ttl
+      later.done[#later.done + 1] = id
+    else redis.call('ZADD', K_DONE, now + ttl, id) end
     redis.call('PEXPIRE', job, math.max(1, math.ceil(ttl * 1000)))
   end
   bump(K_STATS, string.lower(state), 1)
@@ -213,14 +221,13 @@ local function finish(job, id, state, now, dead)
   local last = tonumber(f[4] or '')
   if was == 'RUNNING' and last then observe(task, 'runtime', now - last) end
 end
--- Make a READY job RUNNING under a new lease; ``f`` holds its fields ``workers``, ``back``,
--- ``due``, ``task`` (CLAIMING below, read by the caller). The lease's ZADD is the caller's.
-local CLAIMING = {'workers', 'back', 'due', 'task'}
-local function claimed(job, now, worker, token, f)
-  local workers = f[1]
+-- Make a READY job RUNNING under a new lease, given its fields ``workers``, ``back``,
+-- ``due``, ``task`` (read by the caller); its worker ids after. The lease's ZADD is the
+-- caller's.
+local function claimed(job, now, worker, token, workers, back, due, task)
   if workers and workers ~= '' then workers = workers .. '\n' .. worker else workers = worker end
-  local task = task_of(job, f[4])
-  if f[2] == '1' then
+  task = task_of(job, task)
+  if back == '1' then
     count(task, 'redelivered')
     redis.call('HSET', job, 'state', 'RUNNING', 'started', fmt(now), 'last', fmt(now),
       'token', token, 'workers', workers, 'back', '0')
@@ -230,14 +237,16 @@ local function claimed(job, now, worker, token, f)
   end
   bump(K_STATS, 'claimed', 1)
   count(task, 'started')
-  observe(task, 'queue_wait', now - (tonumber(f[3] or '') or now))
+  observe(task, 'queue_wait', now - (tonumber(due or '') or now))
+  return workers
 end
 -- Claim one READY job (out of ready or delayed): a token and a lease of its own.
 local function claim_one(job, id, now, worker, lease)
   local token = redis.call('HINCRBY', K_STATS, 'token', 1)
   redis.call('ZREM', K_READY, id)
   redis.call('ZREM', K_DELAYED, id)
-  claimed(job, now, worker, token, redis.call('HMGET', job, unpack(CLAIMING)))
+  local f = redis.call('HMGET', job, 'workers', 'back', 'due', 'task')
+  claimed(job, now, worker, token, f[1], f[2], f[3], f[4])
   redis.call('ZADD', K_LEASES, now + lease, id)
   return token
 end
@@ -333,9 +342,10 @@ while #taken < 2 * wanted do
     token = token + 1
     local id = top[p]
     local job = B .. 'job:' .. id
-    local f = redis.call('HMGET', job, 'state', 'exp', unpack(CLAIMING))
-    if f[1] == 'READY' then
-      local exp = tonumber(f[2] or '')
+    local f = redis.call('HMGET', job, 'back', 'task', unpack(READ))
+    local v = {unpack(f, 3)}  -- its READ values, returned as they are once claimed
+    if v[R.state] == 'READY' then
+      local exp = tonumber(v[R.exp] or '')
       if exp and exp <= now then
         add_error(job, 'headrace.tasks.exceptions.TaskExpired',
           'headrace.tasks.exceptions.TaskExpired: expired before a worker took it\n')
@@ -343,11 +353,12 @@ while #taken < 2 * wanted do
         bump(K_STATS, 'expired', 1)
         expired[#expired + 1] = id
       else
-        claimed(job, now, worker, token, {f[3], f[4], f[5], f[6]})
+        v[R.workers] = claimed(job, now, worker, token, v[R.workers], f[1], v[R.due], f[2])
+        v[R.state], v[R.started], v[R.last] = 'RUNNING', fmt(now), fmt(now)
         leases[#leases + 1] = now + lease
         leases[#leases + 1] = id
         taken[#taken + 1] = tostring(token)
-        taken[#taken + 1] = redis.call('HMGET', job, unpack(READ))
+        taken[#taken + 1] = v
       end
     end
   end
@@ -424,18 +435,19 @@ ACK: Final = _moving(
     r"""
 local now = clock(ARGV[1])
 local codes = {}
+local later = {unlease = {}, done = {}}
 local i = 3
 while i <= #ARGV do
   local id, move, token, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local first, last = i + 4, i + 3 + 2 * n
   i = last + 1
   local job = B .. 'job:' .. id
-  local found = redis.call('HMGET', job, 'state', 'token')
-  local state = found[1]
+  local f = redis.call('HMGET', job, 'token', unpack(FINISHING))
+  local state = f[2]
   if not state then
     codes[#codes + 1] = -1
     codes[#codes + 1] = ''
-  elseif token ~= '' and found[2] ~= token then
+  elseif token ~= '' and f[1] ~= token then
     bump(K_STATS, 'stale_acks', 1)
     codes[#codes + 1] = -3
     codes[#codes + 1] = state
@@ -445,12 +457,24 @@ while i <= #ARGV do
       codes[#codes + 1] = -2
       codes[#codes + 1] = state
     else
-      if n > 0 then redis.call('HSET', job, unpack(ARGV, first, last)) end
-      finish(job, id, target, now, false)
+      local read = {unpack(f, 2)}
+      if n > 0 then
+        redis.call('HSET', job, unpack(ARGV, first, last))
+        for p = first, last, 2 do  -- a field FINISHING read that the ack changes
+          if ARGV[p] == 'last' then read[4] = ARGV[p + 1] end
+        end
+      end
+      finish(job, id, target, now, false, read, later)
       codes[#codes + 1] = 1
       codes[#codes + 1] = ''
     end
   end
+end
+for p = 1, #later.unlease, 400 do
+  redis.call('ZREM', K_LEASES, unpack(later.unlease, p, math.min(p + 399, #later.unlease)))
+end
+for p = 1, #later.done, 400 do
+  redis.call('ZADD', K_DONE, unpack(later.done, p, math.min(p + 399, #later.done)))
 end
 return codes
 """,
