@@ -3,8 +3,8 @@ private ``redis-server`` (no persistence) started for the run, in the same run.
 
 Figures (each worker is a separate process, as in production):
 
-- ``drain``: ``--jobs`` no-op tasks are enqueued first, then the worker process(es) start
-  (headrace's are started before, and held stopped while the jobs go in, so that no
+- ``drain``: the worker process(es) start on an empty queue and are held stopped (SIGSTOP)
+  once up while ``--jobs`` no-op tasks are enqueued, then go on together (so that no
   process's start-up falls in the measure, even with three); tasks completed per second from
   the first completion to the last, and the CPU the worker process(es) and redis-server
   spent per job in that time (``/proc``; steadier than rates on a shared machine). Every
@@ -173,32 +173,34 @@ def _enqueuers() -> dict[str, Callable[[], None]]:
 
 
 def drain(server: PrivateRedis, name: str, jobs: int, processes: int = 1) -> dict[str, Any]:
-    """Enqueue ``jobs``, then start the workers; completions per second once they run."""
+    """Start the workers, hold them while ``jobs`` go in, then let them run: completions
+    (and CPU) per second from the first completion to the last."""
     client = server.client
     client.flushdb()
     enqueue = _enqueuers()[name]
     system = "headrace" if name.startswith("headrace") else name
-    workers: list[subprocess.Popen[bytes]] = []
-    if system == "headrace":
-        # Start-up left out for every process, not only the first: the workers start on an
-        # empty queue, are stopped (SIGSTOP) once each has written its record, and go on
-        # (SIGCONT) together once the jobs are in.
-        workers = [_start(system, server.url) for _ in range(processes)]
-        records = "bench-tasks:{default}:workers"
-        _wait(lambda: client.hlen(records) >= processes, f"{name} workers to start", 60)
-        time.sleep(0.5)  # past start-up, into their blocking wait
+    # Start-up is left out for every system and every process: the workers start on an
+    # empty queue; once up (headrace: each has written its worker record; a peer: it ran one
+    # warm-up job) they are stopped (SIGSTOP), the jobs go in, and they go on (SIGCONT)
+    # together.
+    workers = [_start(system, server.url) for _ in range(processes)]
+    try:
+        if system == "headrace":
+            records = "bench-tasks:{default}:workers"
+            _wait(lambda: client.hlen(records) >= processes, f"{name} workers to start", 60)
+        else:
+            enqueue()
+            _wait(lambda: int(client.get("bench:done") or 0) >= 1, f"{name} to start", 60)
+        time.sleep(0.5)  # past start-up, into their wait for work
         for worker in workers:
             os.killpg(worker.pid, signal.SIGSTOP)
-    started = time.perf_counter()
-    for _ in range(jobs):
-        enqueue()
-    enqueue_rate = jobs / (time.perf_counter() - started)
-    if workers:
+        client.delete("bench:done")
+        started = time.perf_counter()
+        for _ in range(jobs):
+            enqueue()
+        enqueue_rate = jobs / (time.perf_counter() - started)
         for worker in workers:
             os.killpg(worker.pid, signal.SIGCONT)
-    else:
-        workers = [_start(system, server.url) for _ in range(processes)]
-    try:
 
         def done() -> int:
             return int(client.get("bench:done") or 0)
