@@ -100,7 +100,11 @@ def _lua_moves() -> str:
 _PRELUDE: Final = (
     _lua_moves()
     + r"""
-local function fmt(x) return string.format('%.17g', x) end
+local fmt_x, fmt_s  -- the last number formatted: a batch formats the same ``now`` often
+local function fmt(x)
+  if x ~= fmt_x then fmt_x, fmt_s = x, string.format('%.17g', x) end
+  return fmt_s
+end
 local function clock(given)
   if given ~= '' then return tonumber(given) end
   local t = redis.call('TIME')
@@ -143,8 +147,17 @@ local function task_of(job, task)
   end
   return '?'
 end
+local K_COUNTS, K_HIST = B .. 'counts', B .. 'hist'
+local FIELDS = {}  -- name -> task -> '<name>|<task>', made once per script call
+local function field_of(name, task)
+  local by_task = FIELDS[name]
+  if not by_task then by_task = {} FIELDS[name] = by_task end
+  local found = by_task[task]
+  if not found then found = name .. '|' .. task by_task[task] = found end
+  return found
+end
 local function count(task, name)
-  bump(B .. 'counts', name .. '|' .. task, 1)
+  bump(K_COUNTS, field_of(name, task), 1)
 end
 local function observe(task, name, seconds)
   if seconds < 0 then seconds = 0 end
@@ -152,9 +165,9 @@ local function observe(task, name, seconds)
   for i, bound in ipairs(BUCKETS) do
     if seconds <= bound then index = i - 1 break end
   end
-  local field = name .. '|' .. task .. '|'
-  bump(B .. 'hist', field .. index, 1)
-  bump_float(B .. 'hist', field .. 'sum', seconds)
+  local field = field_of(name, task)
+  bump(K_HIST, field_of(field, index), 1)
+  bump_float(K_HIST, field_of(field, 'sum'), seconds)
 end
 local function add_error(job, path, text)
   local e = cjson.encode({exception_class_path=path, traceback=text})

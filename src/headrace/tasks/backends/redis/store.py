@@ -306,8 +306,8 @@ def encode_changes(changes: Mapping[str, Any], now: float) -> tuple[list[str], f
                 for e in value
             ]
             pairs += ["errors", json.dumps(errors)]
-        elif name == "return_value":
-            pairs += ["result", json.dumps(value)]
+        elif name == "return_value":  # most tasks return None: no need to ask json
+            pairs += ["result", "null" if value is None else json.dumps(value)]
         elif name == "retries":
             pairs += ["retries", str(int(value))]
         elif name == "due_at":
