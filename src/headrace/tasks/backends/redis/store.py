@@ -52,7 +52,7 @@ logger = logging.getLogger("headrace.tasks")
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 _TIMES: Final = {"started_at": "started", "finished_at": "finished", "last_attempted_at": "last"}
 
-#: A queued acknowledgement: (queue, job id, KEYS and ARGV of the MOVE script).
+#: A queued acknowledgement: (queue, job id, its part of the ACK script's ARGV).
 Ack = tuple[str, str, tuple[Any, ...]]
 
 
