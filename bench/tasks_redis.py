@@ -3,10 +3,13 @@ private ``redis-server`` (no persistence) started for the run, in the same run.
 
 Figures (each worker is a separate process, as in production):
 
-- ``drain``: ``--jobs`` no-op tasks are enqueued first, then the worker process(es) start;
-  tasks completed per second from the first completion to the last (process start-up left
-  out). Every system's task does the same one ``INCR`` so completions can be counted. One
-  worker process each: headrace with an async task (on the worker's loop) and a sync one (on
+- ``drain``: the worker process(es) start on an empty queue and are held stopped (SIGSTOP)
+  once up while ``--jobs`` no-op tasks are enqueued, then go on together (so that no
+  process's start-up falls in the measure, even with three); tasks completed per second from
+  the first completion to the last, and the CPU the worker process(es) and redis-server
+  spent per job in that time (``/proc``; steadier than rates on a shared machine). Every
+  system's task does the same one ``INCR`` so completions can be counted. One worker
+  process each: headrace with an async task (on the worker's loop) and a sync one (on
   its thread pool), Celery (``--pool threads --concurrency 8``, ``task_acks_late``),
   Dramatiq (1 process, 8 threads; its Redis broker acknowledges after the run) and Huey (8
   threads). Then headrace with 3 worker processes.
@@ -131,6 +134,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(session: int | None = None, pid: int | None = None) -> float:
+    """User + system CPU seconds of one process, or of every process in a session (the
+    peers fork their workers; each worker is started in a session of its own)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat") if pid is None else [Path(f"/proc/{pid}/stat")]:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended in between
+        if pid is not None or int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
 def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -153,32 +173,60 @@ def _enqueuers() -> dict[str, Callable[[], None]]:
 
 
 def drain(server: PrivateRedis, name: str, jobs: int, processes: int = 1) -> dict[str, Any]:
-    """Enqueue ``jobs``, then start the workers; completions per second once they run."""
+    """Start the workers, hold them while ``jobs`` go in, then let them run: completions
+    (and CPU) per second from the first completion to the last."""
     client = server.client
     client.flushdb()
     enqueue = _enqueuers()[name]
-    started = time.perf_counter()
-    for _ in range(jobs):
-        enqueue()
-    enqueue_rate = jobs / (time.perf_counter() - started)
     system = "headrace" if name.startswith("headrace") else name
+    # Start-up is left out for every system and every process: the workers start on an
+    # empty queue; once up (headrace: each has written its worker record; a peer: it ran one
+    # warm-up job) they are stopped (SIGSTOP), the jobs go in, and they go on (SIGCONT)
+    # together.
     workers = [_start(system, server.url) for _ in range(processes)]
     try:
+        if system == "headrace":
+            records = "bench-tasks:{default}:workers"
+            _wait(lambda: client.hlen(records) >= processes, f"{name} workers to start", 60)
+        else:
+            enqueue()
+            _wait(lambda: int(client.get("bench:done") or 0) >= 1, f"{name} to start", 60)
+        time.sleep(0.5)  # past start-up, into their wait for work
+        for worker in workers:
+            os.killpg(worker.pid, signal.SIGSTOP)
+        client.delete("bench:done")
+        started = time.perf_counter()
+        for _ in range(jobs):
+            enqueue()
+        enqueue_rate = jobs / (time.perf_counter() - started)
+        for worker in workers:
+            os.killpg(worker.pid, signal.SIGCONT)
 
         def done() -> int:
             return int(client.get("bench:done") or 0)
 
+        def cpu() -> tuple[float, float]:
+            workers_cpu = sum(_cpu_seconds(session=worker.pid) for worker in workers)
+            return workers_cpu, _cpu_seconds(pid=server.process.pid)
+
         _wait(lambda: done() >= 1, f"{name} to start", 60)
-        first, at = done(), time.perf_counter()
+        first, at, cpu_at = done(), time.perf_counter(), cpu()
         _wait(lambda: done() >= jobs, f"{name} to finish {jobs} jobs", 600)
         elapsed = time.perf_counter() - at
+        cpu_end = cpu()
     finally:
         for worker in workers:
             _stop(worker)
+    counted = jobs - first
+    worker_cpu, redis_cpu = (end - start for end, start in zip(cpu_end, cpu_at, strict=True))
     return {
-        "per_s": round((jobs - first) / elapsed),
+        "per_s": round(counted / elapsed),
         "enqueue_per_s": round(enqueue_rate),
         "processes": processes,
+        # CPU per job (microseconds), less swayed by other load than the rate: the worker
+        # process(es), and the redis-server (which also serves the INCR every task does).
+        "worker_us_per_job": round(worker_cpu / counted * 1e6),
+        "redis_us_per_job": round(redis_cpu / counted * 1e6),
     }
 
 
@@ -285,6 +333,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             for name, found in runs.items()
         }
         out["drain_runs"] = {name: [r["per_s"] for r in found] for name, found in runs.items()}
+        for figure in ("worker_us_per_job", "redis_us_per_job"):
+            out[figure] = {
+                name: round(statistics.median(r[figure] for r in found))
+                for name, found in runs.items()
+            }
         out["enqueue_per_s"] = {
             name: round(statistics.median(r["enqueue_per_s"] for r in found))
             for name, found in runs.items()

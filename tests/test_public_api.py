@@ -523,6 +523,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "encode_changes",
         "fields_of",
         "job_from_fields",
+        "job_from_values",
         "never_sent",
         "number_of",
         "resolve",
@@ -543,12 +544,14 @@ PUBLIC_API: dict[str, set[str]] = {
     "headrace.tasks.backends.redis.layout": {
         "HISTOGRAM_BOUNDS",
         "JOB_FIELDS",
+        "READ_FIELDS",
         "QueueKeys",
         "check_queue_name",
         "queue_base",
         "ready_score",
     },
     "headrace.tasks.backends.redis.scripts": {
+        "ACK",
         "CANCEL",
         "CLAIM",
         "CLAIM_ONE",

@@ -289,6 +289,71 @@ async def test_workers_claim_only_their_free_slots(
     assert sum(w.statistics().claimed for w in workers) == 10
 
 
+async def test_one_acknowledgement_call_settles_a_loop_turns_jobs_each_on_its_own(
+    settings: Any, server: RedisServer, mark: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop turn's acknowledgements go to Redis as one script call; inside it each job is
+    settled or refused on its own: a stale lease token is ignored and counted, a job Redis
+    no longer has is logged, and neither stops the others."""
+    from headrace.tasks.states import Move
+
+    backend = use_redis(settings, server, mark)
+    client = server.client()
+    keys = backend._store.queue_keys("default")
+    for label in ("kept", "handed-on", "purged", "failed"):
+        tasks.record.enqueue(label)
+    jobs = await backend.claim_more(["default"], "w1", 4)
+    assert [job.args for job in jobs] == [["kept"], ["handed-on"], ["purged"], ["failed"]]
+    kept, handed_on, purged, failed = jobs
+    client.hset(keys.job(handed_on.id), "token", "another worker's")
+    client.delete(keys.job(purged.id))
+    for job in (kept, handed_on, purged):
+        backend.move_job(job.id, Move.SUCCEED, return_value={"label": job.args[0]})
+    backend.move_job(failed.id, Move.FAIL, errors=())
+    await asyncio.sleep(0)  # the end of the turn: the acknowledgements go
+    done = backend.get_job(kept.id)
+    assert done is not None
+    assert (done.state, done.return_value) == (JobState.SUCCESSFUL, {"label": "kept"})
+    assert done.result_expires_at is not None
+    assert backend.get_job(failed.id).state is JobState.FAILED  # type: ignore[union-attr]
+    assert backend.get_job(handed_on.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    assert backend.get_job(purged.id) is None
+    assert backend.statistics().stale_acks == 1
+    counters = backend.queue_statistics("default").counters
+    assert (counters["stale_acks"], counters["successful"], counters["failed"]) == (1, 1, 1)
+    assert f"task {handed_on.id}: this worker's result was ignored" in caplog.text
+    assert f"task {purged.id} finished, but Redis no longer has it" in caplog.text
+    assert client.zscore(keys.leases, kept.id) is None
+    assert client.zscore(keys.done, kept.id) is not None
+
+
+@pytest.mark.slow
+async def test_acknowledgements_that_met_an_outage_are_sent_once_redis_is_back(
+    settings: Any, request: pytest.FixtureRequest, mark: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from headrace.tasks.states import Move
+
+    own = servers(request.config).new("--appendonly", "yes", name="tasks-ack-outage")
+    backend = use_redis(settings, own, mark, connect_timeout=0.3)
+    for label in ("one", "two"):
+        tasks.record.enqueue(label)
+    jobs = await backend.claim_more(["default"], "w1", 2)
+    assert len(jobs) == 2
+    own.stop()
+    for job in jobs:
+        backend.move_job(job.id, Move.SUCCEED, return_value=job.args[0])
+    await asyncio.sleep(0)  # the end of the turn: sending them fails; they wait
+    assert backend._store.ack_backoff.outages == 1
+    assert "acknowledging tasks on Redis" in caplog.text
+    own.start()  # with its data (append-only file)
+    for job in jobs:  # a store call sends the waiting acknowledgements first
+        found = backend.get_job(job.id)
+        assert found is not None
+        assert (found.state, found.return_value) == (JobState.SUCCESSFUL, job.args[0])
+    assert backend.statistics().stale_acks == 0
+    assert not backend._store.ack_backoff.failing
+
+
 def test_a_lapsed_lease_returns_the_job_then_dead_letters_it_with_a_finished_signal(
     settings: Any, server: RedisServer, mark: str
 ) -> None:

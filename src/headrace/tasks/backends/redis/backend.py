@@ -73,7 +73,7 @@ from .monitor import (
     worker_records,
     write_worker_records,
 )
-from .scripts import CANCEL, CLAIM, CLAIM_ONE, ENQUEUE, MOVE, PROGRESS, RENEW, Script
+from .scripts import ACK, CANCEL, CLAIM, CLAIM_ONE, ENQUEUE, MOVE, PROGRESS, RENEW, Script
 from .settings import (
     DEFAULT_LEASE,
     DEFAULT_MAX_DELIVERIES,
@@ -90,6 +90,7 @@ from .store import (
     encode_changes,
     fields_of,
     job_from_fields,
+    job_from_values,
     never_sent,
     number_of,
     resolve,
@@ -365,8 +366,7 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
             taken = reply[1]
             jobs: list[Job] = []
             for index in range(0, len(taken), 2):
-                fields = fields_of(taken[index + 1])
-                job = job_from_fields(fields["id"], fields)
+                job = job_from_values(taken[index + 1])
                 store.leases[job.id] = (queue, text_of(taken[index]))
                 store.claimed[job.id] = job
                 store.remember(job.id, queue)
@@ -610,28 +610,16 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
         claimed = store.claimed.pop(job_id)
         store.leases.pop(job_id, None)
         store.gone.discard(job_id)
-        keys = store.queue_keys(queue)
-        pairs, _ = encode_changes(changes, self._local_now())
         now = self._local_now()
+        pairs, _ = encode_changes(changes, now)
         local = claimed.evolve(
             state=advance(claimed.state, move),
             finished_at=now,
             result_expires_at=now + self.result_ttl(claimed),
             **changes,
         )
-        command = (
-            *keys.common,
-            keys.job(job_id),
-            self._now(),
-            keys.base,
-            job_id,
-            move.value,
-            token,
-            "0",
-            repr(self.settings.lease),
-            self.worker_id,
-            *pairs,
-        )
+        # The ACK script's part for this job: id, move, token, number of field pairs, pairs.
+        command = (job_id, move.value, token, len(pairs) // 2, *pairs)
         part.acks.append((queue, job_id, command))
         if len(part.acks) == 1:
             part.send_acks = self._send_acks
@@ -640,80 +628,71 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
         return local
 
     def _send_acks(self, part: LoopPart) -> None:
-        """Send the acknowledgements queued in this loop turn, one pipeline per server (a
-        callback at the end of the turn; any store call before it sends them first, so
+        """Send the acknowledgements queued in this loop turn, one ACK script call per queue
+        (a callback at the end of the turn; any store call before it sends them first, so
         everything this process does reaches Redis in order). A connection failure is logged
         once per outage and retried after a pause; the jobs' leases keep them safe meanwhile
         (were this process to die first, they would run again elsewhere)."""
         store = self._store
         batch, part.acks = part.acks, []
-        if not batch:
-            return
-        try:
-            replies = self._pipeline(batch)
-        except (RedisError, OSError) as error:
-            part.acks[:0] = batch
-            backoff = store.ack_backoff
-            if not backoff.failing:
-                logger.warning("%s failed (%s); retrying", backoff.what, error)
-                backoff.outages += 1
-            backoff.failing = True
-            backoff.failures += 1
-            pause = backoff.next_pause()
-            asyncio.get_running_loop().call_later(pause, self._send_acks, part)
-            return
-        store.ack_backoff.succeeded()
-        for (_queue, job_id, _), reply in zip(batch, replies, strict=True):
-            code = int(reply[0]) if not isinstance(reply, Exception) else None
-            if code == -3:
-                store.stale_acks += 1
-                logger.warning(
-                    "task %s: this worker's result was ignored: its lease lapsed and the job "
-                    "was handed on (it is %s now)",
-                    job_id,
-                    text_of(reply[1]),
-                )
-            elif code == -1:
-                logger.warning(
-                    "task %s finished, but Redis no longer has it (purged, or Redis lost its "
-                    "data): its result is dropped",
-                    job_id,
-                )
-            elif code != 1:
-                logger.error("acknowledging task %s failed: %r", job_id, reply)
+        by_queue: dict[str, list[Ack]] = {}
+        for ack in batch:
+            by_queue.setdefault(ack[0], []).append(ack)
+        groups = list(by_queue.values())
+        for number, acks in enumerate(groups):
+            try:
+                replies = self._send_ack_group(acks)
+            except (*CONNECTION_ERRORS, ReadOnlyError) as error:
+                # This queue's acks and the rest go again after a pause (one that did land
+                # before its reply was lost comes back stale, and is logged so).
+                part.acks[:0] = [ack for rest in groups[number:] for ack in rest]
+                backoff = store.ack_backoff
+                if not backoff.failing:
+                    logger.warning("%s failed (%s); retrying", backoff.what, error)
+                    backoff.outages += 1
+                backoff.failing = True
+                backoff.failures += 1
+                pause = backoff.next_pause()
+                asyncio.get_running_loop().call_later(pause, self._send_acks, part)
+                return
+            except RedisError as error:  # the script failed: sending it again would too
+                for _, job_id, _ in acks:
+                    logger.error("acknowledging task %s failed: %r", job_id, error)
+                continue
+            for (_queue, job_id, _), (code, state) in zip(acks, replies, strict=True):
+                if code == -3:
+                    store.stale_acks += 1
+                    logger.warning(
+                        "task %s: this worker's result was ignored: its lease lapsed and the "
+                        "job was handed on (it is %s now)",
+                        job_id,
+                        text_of(state),
+                    )
+                elif code == -1:
+                    logger.warning(
+                        "task %s finished, but Redis no longer has it (purged, or Redis lost "
+                        "its data): its result is dropped",
+                        job_id,
+                    )
+                elif code != 1:
+                    logger.error("acknowledging task %s failed: it is %s", job_id, text_of(state))
+        if batch:
+            store.ack_backoff.succeeded()
 
-    def _pipeline(self, batch: list[Ack]) -> list[Any]:
-        by_client: dict[int, list[int]] = {}
-        for index, (queue, _, _) in enumerate(batch):
-            by_client.setdefault(self._store.client_index(queue), []).append(index)
-        replies: list[Any] = [None] * len(batch)
-        nkeys = 8  # the seven keys every moving script takes, and the job's
-        clients = self._store.clients()
-        for client_index, indexes in by_client.items():
-            client = clients[client_index]
-            results: list[Any] = []
-            for attempt in range(2):
-                if self.settings.cluster:  # a cluster client pipelines no scripts
-                    results = []
-                    for index in indexes:
-                        try:
-                            results.append(client.evalsha(MOVE.sha, nkeys, *batch[index][2]))
-                        except NoScriptError as error:
-                            results.append(error)
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for index in indexes:
-                        pipe.evalsha(MOVE.sha, nkeys, *batch[index][2])
-                    results = pipe.execute(raise_on_error=False)
-                if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
-                    client.script_load(MOVE.source)
-                    continue
-                break
-            for index, result in zip(indexes, results, strict=True):
-                if isinstance(result, CONNECTION_ERRORS):
-                    raise result
-                replies[index] = result
-        return replies
+    def _send_ack_group(self, acks: list[Ack]) -> list[tuple[int, Any]]:
+        """One ACK script call for the acks of one queue: a ``(code, state)`` reply each."""
+        queue = acks[0][0]
+        keys = self._store.queue_keys(queue)
+        client = self._store.clients()[self._store.client_index(queue)]
+        args: list[Any] = [self._now(), keys.base]
+        for _, _, part in acks:
+            args += part
+        nkeys = len(keys.common)
+        try:
+            codes = client.evalsha(ACK.sha, nkeys, *keys.common, *args)
+        except NoScriptError:
+            codes = client.eval(ACK.source, nkeys, *keys.common, *args)
+        return [(int(codes[i]), codes[i + 1]) for i in range(0, len(codes), 2)]
 
     def _send_acks_first(self) -> None:
         """Before another store call from the worker's loop: send this turn's acks."""

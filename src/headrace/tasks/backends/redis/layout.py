@@ -59,6 +59,7 @@ from headrace.exceptions import ConfigurationError
 __all__ = [
     "HISTOGRAM_BOUNDS",
     "JOB_FIELDS",
+    "READ_FIELDS",
     "QueueKeys",
     "check_queue_name",
     "queue_base",
@@ -87,6 +88,13 @@ JOB_FIELDS: Final = (
     "id", "spec", "state", "enq", "due", "exp", "started", "finished", "last", "workers", "errors",
     "result", "retries", "deliv", "cancel", "progress", "ttl", "rexp", "token", "prio", "kkey",
     "task", "back",
+)  # fmt: skip
+
+#: The fields a :class:`~headrace.tasks.jobs.Job` is built from, in the order the claim
+#: script returns them (``HMGET``: values only, no names to send back and decode).
+READ_FIELDS: Final = (
+    "id", "spec", "state", "enq", "due", "exp", "started", "finished", "last", "workers",
+    "errors", "result", "retries", "progress", "cancel", "rexp",
 )  # fmt: skip
 
 

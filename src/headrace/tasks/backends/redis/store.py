@@ -25,7 +25,7 @@ from headrace.layers.redis.topology import Topology
 from headrace.tasks.jobs import Job, JobError
 from headrace.tasks.states import JobState
 
-from .layout import QueueKeys
+from .layout import READ_FIELDS, QueueKeys
 from .settings import RedisTaskSettings
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "encode_changes",
     "fields_of",
     "job_from_fields",
+    "job_from_values",
     "never_sent",
     "number_of",
     "resolve",
@@ -51,7 +52,7 @@ logger = logging.getLogger("headrace.tasks")
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 _TIMES: Final = {"started_at": "started", "finished_at": "finished", "last_attempted_at": "last"}
 
-#: A queued acknowledgement: (queue, job id, KEYS and ARGV of the MOVE script).
+#: A queued acknowledgement: (queue, job id, its part of the ACK script's ARGV).
 Ack = tuple[str, str, tuple[Any, ...]]
 
 
@@ -244,34 +245,54 @@ def number_of(fields: Mapping[str, str], name: str) -> float | None:
 
 def job_from_fields(job_id: str, fields: Mapping[str, str]) -> Job:
     """A :class:`Job` from a ``job:<id>`` hash (see :data:`.layout.JOB_FIELDS`)."""
-    spec = json.loads(fields["spec"])
-    workers = fields.get("workers", "")
-    result = fields.get("result")
-    progress = fields.get("progress")
+    return job_from_values([job_id, *map(fields.get, READ_FIELDS[1:])])
+
+
+#: ``json.loads`` without its checks of the argument (a claim decodes a spec per job).
+_decode_json: Final = json.JSONDecoder().decode
+_NO_ERRORS: Final = (b"[]", "[]")
+_ONE: Final = (b"1", "1")
+
+
+def _number(value: bytes | str | None) -> float | None:
+    return float(value) if value else None
+
+
+def job_from_values(values: Sequence[bytes | str | None]) -> Job:
+    """A :class:`Job` from a job's :data:`.layout.READ_FIELDS` values, in that order, as
+    Redis returns them (bytes; numbers and JSON are parsed from the bytes as they are)."""
+    (
+        job_id, spec_json, state, enqueued, due, expires, started, finished, last, workers,
+        errors, result, retries, progress, cancel, result_expires,
+    ) = values  # fmt: skip
+    spec = _decode_json(text_of(spec_json))
+    workers = text_of(workers) if workers else ""
     return Job(
-        id=job_id,
+        id=text_of(job_id),
         task_path=spec["task_path"],
         args=spec["args"],
         kwargs=spec["kwargs"],
         queue=spec["queue"],
         priority=spec["priority"],
         backend=spec["backend"],
-        state=JobState(fields["state"]),
-        enqueued_at=float(fields["enq"]),
-        due_at=float(fields.get("due") or fields["enq"]),
-        expires_at=number_of(fields, "exp"),
-        started_at=number_of(fields, "started"),
-        finished_at=number_of(fields, "finished"),
-        last_attempted_at=number_of(fields, "last"),
+        state=JobState(text_of(state)),
+        enqueued_at=float(enqueued),  # type: ignore[arg-type]
+        due_at=float(due or enqueued),  # type: ignore[arg-type]
+        expires_at=_number(expires),
+        started_at=_number(started),
+        finished_at=_number(finished),
+        last_attempted_at=_number(last),
         worker_ids=tuple(workers.split("\n")) if workers else (),
-        errors=tuple(JobError(**error) for error in json.loads(fields.get("errors") or "[]")),
+        errors=()
+        if not errors or errors in _NO_ERRORS
+        else tuple(JobError(**error) for error in json.loads(errors)),
         return_value=json.loads(result) if result else None,
-        retries=int(fields.get("retries") or 0),
+        retries=int(retries or 0),
         key=spec.get("key"),
         owner=spec.get("owner"),
         progress=json.loads(progress) if progress else None,
-        cancel_requested=fields.get("cancel") == "1",
-        result_expires_at=number_of(fields, "rexp"),
+        cancel_requested=cancel in _ONE,
+        result_expires_at=_number(result_expires),
         options=spec.get("options") or {},
     )
 
@@ -287,8 +308,8 @@ def encode_changes(changes: Mapping[str, Any], now: float) -> tuple[list[str], f
                 for e in value
             ]
             pairs += ["errors", json.dumps(errors)]
-        elif name == "return_value":
-            pairs += ["result", json.dumps(value)]
+        elif name == "return_value":  # most tasks return None: no need to ask json
+            pairs += ["result", "null" if value is None else json.dumps(value)]
         elif name == "retries":
             pairs += ["retries", str(int(value))]
         elif name == "due_at":
