@@ -615,6 +615,27 @@ async def test_a_result_shows_the_task_as_enqueued_with_using(worker: TaskWorker
     assert fetched.task.timeout == 9
 
 
+async def test_each_job_keeps_the_options_it_was_enqueued_with(worker: TaskWorker) -> None:
+    base = tasks.record
+    results = [
+        base.enqueue("plain"),
+        base.using(timeout=9).enqueue("nine"),
+        base.using(timeout=7, priority=3).enqueue("seven"),
+        base.using(timeout=9).enqueue("nine again"),
+        base.enqueue("plain again"),
+    ]
+    for result in results:
+        await asyncio.wait_for(result.wait(), WAIT)
+    seen = [base.get_result(result.id).task for result in results]
+    assert [(task.timeout, task.priority) for task in seen] == [
+        (base.timeout, base.priority),
+        (9, base.priority),
+        (7, 3),
+        (9, base.priority),
+        (base.timeout, base.priority),
+    ]
+
+
 async def test_wait_gives_up_after_its_timeout(
     backend: HeadraceTaskBackend, make_worker: MakeWorker
 ) -> None:

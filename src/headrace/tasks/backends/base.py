@@ -138,6 +138,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.worker_id = get_random_string(32)
         self._tasks_by_path: dict[str, Any] = {}
+        self._as_enqueued: dict[tuple[Any, ...], Any] = {}  # see task_for_job()
         self._profiles: dict[int, _Profile] = {}
         # The loop (and its layer) of a worker running in this process, for messages sent
         # from other threads; see publish().
@@ -434,13 +435,50 @@ class HeadraceTaskBackend(BaseTaskBackend):
         return task
 
     def task_for_job(self, job: Job) -> Any:
-        """The Task object to run ``job`` with (:class:`UnknownTask` if none)."""
-        return self.resolve_task(job.task_path)
+        """The Task object to run ``job`` with, as it was enqueued: a worker in another process
+        resolves the task by its path, and what ``using()`` changed (priority, queue, options)
+        travels with the job. :class:`UnknownTask` when the path names no task. Remembered per
+        path, priority, queue and options (a few per task)."""
+        options = job.options
+        key: tuple[Any, ...] | None
+        try:
+            key = (job.task_path, job.priority, job.queue, *options.items())
+            found = self._as_enqueued.get(key)
+        except TypeError:  # an option value that cannot be a dict key: work it out each time
+            key, found = None, None
+        if found is not None:
+            return found
+        base = self.resolve_task(job.task_path)
+        changes = {
+            name: value for name, value in options.items() if getattr(base, name, value) != value
+        }
+        if job.priority != base.priority:
+            changes["priority"] = job.priority
+        if job.queue != base.queue_name:
+            changes["queue_name"] = job.queue
+        task = base
+        if changes:
+            try:
+                task = base.using(**changes)
+            except (TypeError, ValueError, InvalidTask) as error:
+                logger.warning(
+                    "task %s: its stored options %r cannot be applied to %s (%s); running it "
+                    "with the task's own",
+                    job.id,
+                    changes,
+                    job.task_path,
+                    error,
+                )
+        if key is not None:
+            if len(self._as_enqueued) >= 256:
+                self._as_enqueued.clear()
+            self._as_enqueued[key] = task
+        return task
 
     def to_result(self, job: Job, task: Any = None) -> TaskResult:
         if task is None:
             try:
-                task = self.resolve_task(job.task_path)
+                task = self.task_for_job(job)
             except UnknownTask:
                 task = self._placeholder(job)
         return build_result(job, task, self.alias)

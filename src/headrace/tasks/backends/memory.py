@@ -215,14 +215,9 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             store.purge(store.clock.time())
             return store.jobs.get(job_id)
 
-    def to_result(self, job: Job, task: Any = None) -> Any:
-        if task is None:
-            task = self._store.tasks.get(job.id)
-        return super().to_result(job, task)
-
     def task_for_job(self, job: Job) -> Any:
-        task = self._store.tasks.get(job.id)
-        return task if task is not None else self.resolve_task(job.task_path)
+        task = self._store.tasks.get(job.id)  # the very object it was enqueued with
+        return task if task is not None else super().task_for_job(job)
 
     def _claim_locked(
         self, queues: Iterable[str], worker_id: str, now: float

@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.core import checks
 from django.db import connections, transaction
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.exceptions import TaskResultDoesNotExist
 
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.backends.database import rows as records
@@ -91,7 +91,6 @@ from headrace.tasks.exceptions import (
     LeaseLost,
     TaskCancelled,
     TaskExpired,
-    UnknownTask,
     WorkerLost,
 )
 from headrace.tasks.jobs import Job
@@ -179,37 +178,6 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
                 )
             )
         return messages
-
-    # -- tasks as enqueued ------------------------------------------------------------------------
-
-    def task_for_job(self, job: Job) -> Any:
-        """The job's task with the options it was enqueued with (``using()`` is not stored,
-        but its effect is: priority, queue and the options of the row)."""
-        task = self.resolve_task(job.task_path)
-        changes: dict[str, Any] = {
-            name: value
-            for name, value in job.options.items()
-            if value is not None and getattr(task, name, value) != value
-        }
-        if task.priority != job.priority:
-            changes["priority"] = job.priority
-        if task.queue_name != job.queue:
-            changes["queue_name"] = job.queue
-        if not changes:
-            return task
-        try:
-            return task.using(**changes)
-        except (TypeError, ValueError, InvalidTask) as error:
-            logger.warning("task %s: options %r not applied (%s)", job.id, changes, error)
-            return task
-
-    def to_result(self, job: Job, task: Any = None) -> Any:
-        if task is None:
-            try:
-                task = self.task_for_job(job)
-            except UnknownTask:
-                task = None
-        return super().to_result(job, task)
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 from headrace.backoff import Backoff, pause_for, supervise
 from headrace.exceptions import ConfigurationError, HeadraceError
 from headrace.tasks.backends.base import HeadraceTaskBackend
-from headrace.tasks.exceptions import LeaseLost, UnknownTask
+from headrace.tasks.exceptions import LeaseLost
 from headrace.tasks.jobs import Job
 from headrace.tasks.states import JobState, Move, advance
 
@@ -215,37 +215,6 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
             part.closer = close_with_loop(part)
             part.starter = loop.create_task(start_generator(part.closer))
         return part
-
-    # -- the task of a stored job ---------------------------------------------------------------
-
-    def task_for_job(self, job: Job) -> Any:
-        """The job's task as it was enqueued: its ``using()`` changes (priority, queue,
-        options) travel with the job, since another process resolves the task by its path."""
-        base = self.resolve_task(job.task_path)
-        changes = {
-            name: value
-            for name, value in job.options.items()
-            if getattr(base, name, value) != value
-        }
-        if job.priority != base.priority:
-            changes["priority"] = job.priority
-        if job.queue != base.queue_name:
-            changes["queue_name"] = job.queue
-        if not changes:
-            return base
-        try:
-            return base.using(**changes)
-        except (TypeError, ValueError) as error:  # a Django task without Celery options
-            logger.debug("task %s: stored options not applied (%s)", job.id, error)
-            return base
-
-    def to_result(self, job: Job, task: Any = None) -> Any:
-        if task is None:
-            try:
-                task = self.task_for_job(job)
-            except UnknownTask:
-                task = None
-        return super().to_result(job, task)
 
     # -- store -------------------------------------------------------------------------------------
 
