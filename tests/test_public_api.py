@@ -219,6 +219,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "event_loop_factory",
         "freeze_startup_objects",
         "report_failure",
+        "running_loop",
         "serve_until_signalled",
     },
     "headrace.unserved": {

@@ -45,6 +45,7 @@ __all__ = [
     "event_loop_factory",
     "freeze_startup_objects",
     "report_failure",
+    "running_loop",
     "serve_until_signalled",
 ]
 
@@ -70,16 +71,21 @@ def event_loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEvent
     return uvloop.new_event_loop
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None (``asyncio.get_running_loop()`` raises
+    instead)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
     """Run ``callback`` on ``loop``: at once when called from that loop, else from any thread
     at its next turn; nothing when the loop is closed (what it would stop has ended)."""
     if loop.is_closed():
         return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if running_loop() is loop:
         callback()
     else:
         loop.call_soon_threadsafe(callback)

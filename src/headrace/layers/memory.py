@@ -34,6 +34,7 @@ from headrace.layers.codec import decode
 from headrace.layers.config import Capabilities, LayerConfig
 from headrace.layers.groups import Membership
 from headrace.layers.schedule import DelaySchedule
+from headrace.process import running_loop
 
 __all__ = ["InMemoryChannelLayer"]
 
@@ -182,11 +183,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if waiter.done():
             return False
         loop = waiter.get_loop()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:
+        if loop is running_loop():
             waiter.set_result(message)
             self._handing.add(waiter)
             return True

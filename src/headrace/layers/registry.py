@@ -32,6 +32,7 @@ from headrace import DEFAULT_CHANNEL_LAYER
 from headrace.exceptions import ConfigurationError
 from headrace.layers.base import BaseChannelLayer
 from headrace.layers.config import LayerConfig
+from headrace.process import running_loop
 
 __all__ = [
     "DEFAULT_CHANNEL_LAYER",
@@ -172,10 +173,7 @@ class ChannelLayerManager:
             layer = self._shared.get(alias)
             if layer is not None:
                 return layer
-            try:
-                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
+            loop = running_loop()
             cache = self._outside_loop if loop is None else self._per_loop.setdefault(loop, {})
             layer = cache.get(alias)
             if layer is None:

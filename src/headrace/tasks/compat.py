@@ -29,6 +29,7 @@ task's exception class when it can be imported (else
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from inspect import iscoroutinefunction
@@ -44,6 +45,8 @@ from headrace.tasks.schedules import crontab
 from headrace.tasks.states import JobState
 
 __all__ = ["AsyncResult", "CeleryTask", "Request", "crontab", "shared_task"]
+
+logger = logging.getLogger("headrace.tasks")
 
 # Celery options that change nothing here: accepted so that decorators port unchanged.
 _IGNORED: Final = ("name", "ignore_result", "acks_late", "track_started", "typing", "serializer")
@@ -161,8 +164,8 @@ def _rebuild(error: Any) -> BaseException:
         cls = import_string(error.exception_class_path)
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls(message)
-    except Exception:
-        pass
+    except Exception as failure:  # not importable here, or its __init__ wants other arguments
+        logger.debug("raising %s as HeadraceTaskError: %s", error.exception_class_path, failure)
     return HeadraceTaskError(f"{error.exception_class_path}: {message}")
 
 

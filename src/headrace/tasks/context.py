@@ -22,6 +22,7 @@ replaced it or the job finished first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.tasks import TaskContext as DjangoTaskContext
 
+from headrace.process import call_on_loop
 from headrace.tasks.base import to_json
 from headrace.tasks.exceptions import Retry
 
@@ -101,14 +103,7 @@ class JobControl:
         if loop is None:
             self._offer(value)
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._offer(value)
-        else:
-            loop.call_soon_threadsafe(self._offer, value)
+        call_on_loop(loop, functools.partial(self._offer, value))
 
     def _offer(self, value: dict[str, Any]) -> None:
         if self._closed:

@@ -32,6 +32,7 @@ from django.tasks.base import TaskError
 from django.tasks.signals import task_started
 
 from headrace.db import close_old_connections_unless_suspended
+from headrace.process import call_on_loop
 from headrace.tasks.base import to_json
 from headrace.tasks.context import JobControl, TaskContext
 from headrace.tasks.exceptions import TaskCancelled, TaskTimeout, UnknownTask
@@ -139,15 +140,8 @@ class _Attempt:
     def on_cancel(self) -> None:
         """``cancel()`` was called (any thread)."""
         self.request_cancel()
-        loop = self.loop
-        try:
-            on_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            self.interrupt()
-        elif loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.interrupt)
+        if self.loop is not None:
+            call_on_loop(self.loop, self.interrupt)
 
     def on_timeout(self) -> None:
         self.timed_out = True

@@ -61,6 +61,7 @@ from headrace.layers.redis.sender import NormalGroups
 from headrace.layers.redis.shared import Counts, Params, RedisLayerStatistics
 from headrace.layers.redis.topology import Topology
 from headrace.layers.redis.wire import Message, translate
+from headrace.process import running_loop
 
 __all__ = ["RedisChannelLayer"]
 
@@ -318,9 +319,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def close(self) -> None:
         """Close this event loop's connections and readers. Queued messages stay in Redis."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return
         parts = self._states.pop(loop, None)
         if parts is None:

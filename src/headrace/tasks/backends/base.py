@@ -42,6 +42,7 @@ from django.utils.module_loading import import_string
 
 from headrace.layers.clock import Clock, SystemClock
 from headrace.layers.memory import InMemoryChannelLayer
+from headrace.process import call_on_loop, running_loop
 from headrace.tasks.base import DEFAULT_RESULT_TTL, Task, check_arguments, check_key
 from headrace.tasks.context import progress_group
 from headrace.tasks.exceptions import UnknownTask
@@ -525,10 +526,7 @@ class HeadraceTaskBackend(BaseTaskBackend):
         """Send ``message`` to the job's progress group, from any thread; never raises."""
         group = progress_group(message["id"])
         home = self._home
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         if home is not None and not home[0].is_closed():
             loop, layer = home
             if layer is None or _nobody_listens(layer, group):
@@ -631,14 +629,10 @@ class Waiter:
         self.queues = queues
 
     def wake(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            wake_future(self.future)
-        elif not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(wake_future, self.future)
+        call_on_loop(self.loop, self._resolve)
+
+    def _resolve(self) -> None:
+        wake_future(self.future)
 
 
 def wake_future(future: asyncio.Future[None]) -> None:

@@ -76,6 +76,7 @@ from django.core import checks
 from django.db import connections, transaction
 from django.tasks.exceptions import TaskResultDoesNotExist
 
+from headrace.process import running_loop
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.backends.database import rows as records
 from headrace.tasks.backends.database import sql
@@ -188,9 +189,8 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
     def _db(self, *, worker: bool = False) -> Executor:
         """Django's connection from sync code; the backend's own on an event loop (after
         writing the loop's pending acks: what a loop does reaches the database in order)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return DjangoExecutor(self.database)
         store = self._store
         if loop in store.acks.pending:
@@ -387,11 +387,8 @@ class DatabaseTaskBackend(HeadraceTaskBackend):
             and self.clock.time() < claimed[1] - self.lease / 3  # the lease is surely good
             and held is not None
         ):
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                pass
-            else:
+            loop = running_loop()
+            if loop is not None:  # (a worker's loop: the ack waits for the end of its turn)
                 return self._ack(loop, claimed[0], held[0], move, changes)
         if held is not None and JobState.RUNNING in sql.sources(move):
             rows = self._settle(self._db(worker=True), job_id, move, held[0], changes)

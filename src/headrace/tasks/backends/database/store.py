@@ -4,7 +4,6 @@ LISTENs and wakes them."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -15,6 +14,7 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.db import connections
 
+from headrace.process import running_loop
 from headrace.tasks.backends.base import Waiter
 from headrace.tasks.backends.database import sql
 from headrace.tasks.backends.database.acks import AckQueue
@@ -27,11 +27,7 @@ logger = logging.getLogger("headrace.tasks")
 
 
 def on_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return running_loop() is not None
 
 
 class Store:

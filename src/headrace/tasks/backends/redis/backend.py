@@ -59,6 +59,7 @@ from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 
 from headrace.backoff import Backoff, pause_for, supervise
 from headrace.exceptions import ConfigurationError, HeadraceError
+from headrace.process import running_loop
 from headrace.tasks.backends.base import HeadraceTaskBackend
 from headrace.tasks.exceptions import LeaseLost
 from headrace.tasks.jobs import Job
@@ -556,11 +557,8 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
         return job
 
     def _running_part(self) -> LoopPart | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        return self._store.loops.get(loop)
+        loop = running_loop()
+        return None if loop is None else self._store.loops.get(loop)
 
     def _ack(
         self,
@@ -732,9 +730,9 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
             if wait <= 0:
                 raise TimeoutError(f"task {job_id} did not finish within {timeout} s")
             try:
-                await asyncio.wait_for(asyncio.shield(future), wait)
-            except TimeoutError:
-                pass
+                # Woken when a worker of this process finishes it, else look again after
+                # ``wait`` (another process's worker finishes it without telling us).
+                await asyncio.wait([future], timeout=wait)
             finally:
                 waiters = self._store.finish_waiters.get(job_id)
                 if waiters is not None and done in waiters:
@@ -777,9 +775,8 @@ class RedisTaskBackend(QueueInspection, HeadraceTaskBackend):
     # -- heartbeat -------------------------------------------------------------------------------
 
     def _ensure_heartbeat(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return  # eager mode, no loop: nothing to renew from
         part = self._loop_part()
         if part.heartbeat is None or part.heartbeat.done():
