@@ -9,6 +9,8 @@ heartbeat runs is called directly, so nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -603,16 +605,21 @@ async def test_a_failing_ack_write_is_logged_and_retried_and_nothing_is_lost(
     result = tasks.add.enqueue(2, 3)
     job = await backend.claim(QUEUES, "w")
     await asyncio.to_thread(_terminate_listener_and, backend._store.worker.conn.info.backend_pid)
-    with caplog.at_level("WARNING", logger="headrace.tasks"):
-        backend.move_job(job.id, Move.SUCCEED, return_value=5)
-        await asyncio.sleep(0)  # the end of the turn: the write fails on the dead connection
-        assert "writing task acknowledgements failed" in caplog.text
-        async with asyncio.timeout(WAIT):  # the retry, after a pause, on a new connection
-            while not await asyncio.to_thread(
-                TaskJobResult.objects.using(database).filter(job_id=result.id).exists
-            ):
-                await asyncio.sleep(0.01)
-        assert "writing task acknowledgements works again" in caplog.text
+    recovered = threading.Event()
+    watch = _OnMessage("writing task acknowledgements works again", recovered)
+    logging.getLogger("headrace.tasks").addHandler(watch)
+    try:
+        with caplog.at_level("WARNING", logger="headrace.tasks"):
+            backend.move_job(job.id, Move.SUCCEED, return_value=5)
+            await asyncio.sleep(0)  # the end of the turn: the write fails on the dead connection
+            assert "writing task acknowledgements failed" in caplog.text
+            # The retry, after a pause, on a new connection.
+            assert await asyncio.to_thread(recovered.wait, WAIT)
+    finally:
+        logging.getLogger("headrace.tasks").removeHandler(watch)
+    assert await asyncio.to_thread(
+        TaskJobResult.objects.using(database).filter(job_id=result.id).exists
+    )
     assert tasks.add.get_result(result.id).return_value == 5
     assert backend.statistics().held == 0
 
@@ -638,3 +645,16 @@ async def test_an_ack_the_database_refuses_is_logged_and_skipped_and_the_others_
     assert f"task {results[1].id}: the database refused this worker's outcome" in caplog.text
     assert first.statistics().held == 0
     assert first.statistics().stale_acks == 0
+
+
+class _OnMessage(logging.Handler):
+    """Sets ``event`` when a record whose message contains ``text`` is logged."""
+
+    def __init__(self, text: str, event: threading.Event) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()

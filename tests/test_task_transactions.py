@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_started
 
 from headrace.layers import ManualClock
 from headrace.tasks import JobState
@@ -135,20 +135,25 @@ async def test_an_eager_async_job_is_interrupted_by_a_cancel_from_another_thread
 ) -> None:
     tasks.ASYNC_GATES["eager-cancel"] = asyncio.Event()  # never set: only a cancel ends it
     backend = task_backends["default"]
+    started: list[str] = []
+    running = threading.Event()
+
+    def on_started(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        started.append(task_result.id)
+        running.set()
 
     def cancel_once_running() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            running = [j for j in backend._store.jobs.values() if j.state is JobState.RUNNING]
-            if running:
-                backend.cancel(running[0].id)
-                return
-            time.sleep(0.01)
+        assert running.wait(10)
+        backend.cancel(started[0])
 
+    task_started.connect(on_started)
     canceller = threading.Thread(target=cancel_once_running)
     canceller.start()
-    result = await asyncio.wait_for(tasks.slow_async.aenqueue("eager-cancel"), 10)
-    canceller.join()
+    try:
+        result = await asyncio.wait_for(tasks.slow_async.aenqueue("eager-cancel"), 10)
+    finally:
+        task_started.disconnect(on_started)
+        canceller.join()
     assert result.state is JobState.CANCELLED
 
 
