@@ -49,6 +49,7 @@ notification goes out when (and only if) the row commits.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Final
 
 from headrace.tasks.states import MOVES, JobState, Move
@@ -127,7 +128,7 @@ def _states(move: Move) -> str:
     return ", ".join(f"'{state.value}'" for state in sources(move))
 
 
-class Dialect:
+class Dialect(ABC):
     """The statements for one database vendor, with named (``%(name)s``) parameters.
 
     Every statement that reads the time takes ``now``: the backend's clock, or None for the
@@ -147,13 +148,13 @@ class Dialect:
         """A text parameter used where its type is also inferred elsewhere."""
         return f"%({name})s"
 
+    @abstractmethod
     def append(self, column: str, name: str) -> str:
         """``column`` (a JSON array) with the string parameter ``name`` appended."""
-        raise NotImplementedError
 
+    @abstractmethod
     def among(self, column: str, prefix: str, values: list[str]) -> tuple[str, dict[str, Any]]:
         """``column`` is one of ``values``: the condition and its parameters."""
-        raise NotImplementedError
 
     def __init__(self) -> None:
         live = ", ".join(f"j.{c}" for c in JOB_COLUMNS)
@@ -245,11 +246,11 @@ class Dialect:
 
     false = "FALSE"
 
+    @abstractmethod
     def claim(self, queues: list[str], limit: int = 1) -> tuple[str, dict[str, Any]]:
         """Claim the best ``limit`` due rows of ``queues`` (``worker``, ``token`` and
         ``lease`` to be added); each row read comes with its ``seq`` last, for the claim
         order."""
-        raise NotImplementedError
 
     def next_due(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
         where, params = self.among("queue", "q", queues)
@@ -286,9 +287,9 @@ class Dialect:
 
     wake = ""  #: appended to RETURNING lists of statements that make a job READY
 
+    @abstractmethod
     def append_json(self, column: str, name: str) -> str:
         """``column`` (a JSON array) with the JSON parameter ``name`` appended."""
-        raise NotImplementedError
 
     def lapsed(self, queues: list[str]) -> tuple[str, dict[str, Any]]:
         """RUNNING jobs of ``queues`` whose lease has lapsed (a WHERE condition)."""
