@@ -292,7 +292,14 @@ PUBLIC_API: dict[str, set[str]] = {
         "UnknownTask",
         "WorkerLost",
     },
-    "headrace.tasks.jobs": {"Job", "JobError", "copy_job", "job_copier", "job_options"},
+    "headrace.tasks.jobs": {
+        "Job",
+        "JobError",
+        "copy_job",
+        "job_copier",
+        "job_options",
+        "writable_twin",
+    },
     "headrace.tasks.results": {
         "TaskResult",
         "build_result",

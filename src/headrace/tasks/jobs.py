@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from headrace.tasks.states import JobState
 
-__all__ = ["Job", "JobError", "copy_job", "job_copier", "job_options"]
+__all__ = ["Job", "JobError", "copy_job", "job_copier", "job_options", "writable_twin"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,47 +25,27 @@ class JobError:
     traceback: str
 
 
-#: Job's fields, in order (the slots of :class:`_JobSlots`).
-_FIELDS: Final = (
-    "id",
-    "task_path",
-    "args",
-    "kwargs",
-    "queue",
-    "priority",
-    "backend",
-    "state",
-    "enqueued_at",
-    "due_at",
-    "expires_at",
-    "started_at",
-    "finished_at",
-    "last_attempted_at",
-    "worker_ids",
-    "errors",
-    "return_value",
-    "retries",
-    "key",
-    "owner",
-    "progress",
-    "cancel_requested",
-    "result_expires_at",
-    "options",
-)
+def writable_twin(cls: type) -> type:
+    """A subclass of the frozen, slotted dataclass ``cls`` with Python's plain attribute
+    stores (a frozen class refuses them, and setting each slot through its descriptor costs
+    three times as much). A value is built as the twin and then made a ``cls`` by assigning
+    ``__class__``: the layout is the same, so the swap is one pointer, and the value is as
+    frozen as any other."""
+    return type(
+        f"_Writable{cls.__name__}",
+        (cls,),
+        {
+            "__slots__": (),
+            # Both, so that the type's attribute stores are the generic (fast) ones again.
+            "__setattr__": object.__setattr__,
+            "__delattr__": object.__delattr__,
+            "__module__": cls.__module__,
+        },
+    )
 
 
-class _JobSlots:
-    """Where a :class:`Job` keeps its fields. A job is built as one of these, with Python's
-    plain attribute stores (several times cheaper than a frozen class's ``object.__setattr__``
-    or a slot's own ``__set__``), and then becomes a ``Job``: same layout, frozen."""
-
-    __slots__ = _FIELDS
-
-
-@dataclass(frozen=True, kw_only=True)
-class Job(_JobSlots):
-    __slots__ = ()
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
     id: str
     task_path: str  #: dotted path of the module-level Task object
     #: The in-memory store keeps a tuple (one object fewer for the garbage collector to
@@ -107,23 +87,10 @@ class Job(_JobSlots):
         """Waiting or running (what an idempotency key protects)."""
         return not self.state.is_finished
 
-    # copy.copy and copy.deepcopy (a frozen value refuses their plain attribute stores)
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in _FIELDS])
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(_FIELDS, state, strict=True):
-            object.__setattr__(self, name, value)
-
-
-if tuple(f.name for f in fields(Job)) != _FIELDS:  # pragma: no cover - a field was added
-    raise TypeError("Job's fields and _JobSlots.__slots__ differ")
-# The dataclass left each default as a class attribute, which would hide the slot of the same
-# name; the defaults live on in the fields (and in the __init__ below).
-for _name in _FIELDS:
-    if _name in Job.__dict__:
-        delattr(Job, _name)
+_FIELDS: Final = tuple(f.name for f in fields(Job))
 _FIELD_SET = frozenset(_FIELDS)
+_Writable = writable_twin(Job)
 
 
 class _Factory:
@@ -135,11 +102,11 @@ class _Factory:
 
 def _make_init() -> Callable[..., None]:
     # Job's own __init__, with the dataclass's signature and defaults: the new value is a
-    # _JobSlots while its fields are stored (see _JobSlots), a Job again at the end.
-    namespace: dict[str, Any] = {"Job": Job, "Slots": _JobSlots, "become": object.__setattr__}
+    # writable twin while its fields are stored (see writable_twin), a Job again at the end.
+    namespace: dict[str, Any] = {"Job": Job, "Twin": _Writable, "become": object.__setattr__}
     params = []
     body = ["    if type(self) is not Job:", "        raise TypeError('Job cannot be subclassed')"]
-    body.append("    become(self, '__class__', Slots)")
+    body.append("    become(self, '__class__', Twin)")
     for f in fields(Job):
         if f.default is not MISSING:
             namespace[f"d_{f.name}"] = f.default
@@ -170,15 +137,15 @@ def _make_copier(names: tuple[str, ...], *, positional: bool) -> Callable[..., J
     if unknown:
         raise TypeError(f"Job has no field {', '.join(map(repr, unknown))}")
     if positional:
-        lines = [f"def copy_with(j, {', '.join(names)}):", "    n = new(Slots)"]
+        lines = [f"def copy_with(j, {', '.join(names)}):", "    n = new(Twin)"]
         new_value = "{name}"
     else:
-        lines = ["def copy_with(j, c):", "    n = new(Slots)"]
+        lines = ["def copy_with(j, c):", "    n = new(Twin)"]
         new_value = "c[{name!r}]"
     for name in _FIELDS:
         value = new_value.format(name=name) if name in names else f"j.{name}"
         lines.append(f"    n.{name} = {value}")
-    namespace: dict[str, Any] = {"Job": Job, "Slots": _JobSlots, "new": object.__new__}
+    namespace: dict[str, Any] = {"Job": Job, "Twin": _Writable, "new": object.__new__}
     exec("\n".join([*lines, "    n.__class__ = Job", "    return n"]), namespace)
     copier: Callable[..., Job] = namespace["copy_with"]
     return copier

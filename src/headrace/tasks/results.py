@@ -29,7 +29,7 @@ from django.tasks import TaskResult as DjangoTaskResult
 from django.tasks import TaskResultStatus
 from django.tasks.base import TaskError
 
-from headrace.tasks.jobs import Job, JobError
+from headrace.tasks.jobs import Job, JobError, writable_twin
 from headrace.tasks.states import JobState
 
 __all__ = [
@@ -132,27 +132,16 @@ def _error(error: JobError) -> TaskError:
     return TaskError(exception_class_path=error.exception_class_path, traceback=error.traceback)
 
 
-class _Building(TaskResult):
-    """A :class:`TaskResult` being built: the same layout, with Python's plain attribute stores
-    (a frozen dataclass refuses them, and setting each slot through its descriptor costs three
-    times as much); :func:`build_result` then makes it a ``TaskResult``."""
-
-    __slots__ = ()
-    # Both, so that the type's attribute stores are the generic (fast) ones again.
-    __setattr__ = object.__setattr__
-    __delattr__ = object.__delattr__
-
-
 def _make_builder() -> Callable[[Job, Any, str], TaskResult]:
     # Stores hold only JSON, so a result built from a stored job skips Django's
     # ``__post_init__`` (which normalizes the arguments): one generated function reads the
-    # job into a _Building and makes it a TaskResult.
+    # job into a writable twin of TaskResult and then makes it a TaskResult.
     names = tuple(f.name for f in fields(TaskResult))
     if set(names) != _FROM_JOB.keys():  # pragma: no cover - Django's TaskResult changed
         raise TypeError(f"TaskResult's fields changed: {sorted(set(names) ^ _FROM_JOB.keys())}")
     namespace: dict[str, Any] = {
         "TaskResult": TaskResult,
-        "Building": _Building,
+        "Twin": writable_twin(TaskResult),
         "new": object.__new__,
         "stamp": datetime.fromtimestamp,
         "UTC": UTC,
@@ -160,7 +149,7 @@ def _make_builder() -> Callable[[Job, Any, str], TaskResult]:
         "SUCCESSFUL": JobState.SUCCESSFUL,
         "error": _error,
     }
-    lines = ["def build(j, task, backend):", "    r = new(Building)"]
+    lines = ["def build(j, task, backend):", "    r = new(Twin)"]
     lines += [f"    r.{name} = {_FROM_JOB[name]}" for name in names]
     exec("\n".join([*lines, "    r.__class__ = TaskResult", "    return r"]), namespace)
     builder: Callable[[Job, Any, str], TaskResult] = namespace["build"]
