@@ -17,6 +17,7 @@ its INFO records are built and then dropped by every handler (the console one wa
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from typing import Any, Final
@@ -54,7 +55,7 @@ def is_heard(signal: Signal, level: int = logging.INFO) -> bool:
         return True
     entry = receivers[0]
     if _known_own.get(signal) is not entry:  # (each connect makes a new entry)
-        if signal not in _DJANGO_RECEIVERS or not _is_djangos_own(signal, entry):
+        if not _is_djangos_own(signal, entry):
             return True
         _known_own[signal] = entry
     return not record_dropped(_DJANGO_LOGGER, level)
@@ -103,21 +104,17 @@ def record_dropped(logger: logging.Logger, level: int) -> bool:
     return not logging.raiseExceptions or logger.manager.emittedNoHandlerWarning
 
 
-_debug_setting: list[bool] = []  # settings.DEBUG, read once until the setting changes
-
-
+@functools.cache
 def debug_on() -> bool:
     """``settings.DEBUG``, read once and again after ``setting_changed`` says it changed
     (``override_settings`` does; Django's documentation asks code not to assign settings at
     run time)."""
-    if not _debug_setting:
-        _debug_setting.append(bool(settings.DEBUG))
-    return _debug_setting[0]
+    return bool(settings.DEBUG)
 
 
 def _forget_debug(*, setting: str, **kwargs: object) -> None:
     if setting == "DEBUG":
-        _debug_setting.clear()
+        debug_on.cache_clear()
 
 
 setting_changed.connect(_forget_debug)
