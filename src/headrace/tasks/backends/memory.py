@@ -37,7 +37,6 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from headrace.layers.clock import Clock
 from headrace.tasks.backends.base import HeadraceTaskBackend, Waiter, wake_future
-from headrace.tasks.base import DEFAULT_RESULT_TTL
 from headrace.tasks.exceptions import TaskCancelled, TaskExpired
 from headrace.tasks.jobs import Job, JobError, copy_job, job_copier
 from headrace.tasks.states import JobState, Move, advance
@@ -86,15 +85,9 @@ class _Store:
         self.entry[job.id] = seq
         if job.due_at > now:
             # (A waiting worker woken below re-arms its timer for the earlier due time.)
-            delayed = self.delayed.get(queue)
-            if delayed is None:
-                delayed = self.delayed[queue] = []
-            heapq.heappush(delayed, (job.due_at, seq, job.id))
+            heapq.heappush(_heap(self.delayed, queue), (job.due_at, seq, job.id))
         else:
-            ready = self.ready.get(queue)
-            if ready is None:
-                ready = self.ready[queue] = []
-            heapq.heappush(ready, (-job.priority, seq, job.id))
+            heapq.heappush(_heap(self.ready, queue), (-job.priority, seq, job.id))
         return self.wake(queue) if self.waiters else ()
 
     def wake(self, queue: str) -> list[_Effect]:
@@ -115,10 +108,7 @@ class _Store:
             job = self.jobs[job_id]
             new = next(self.seq)
             self.entry[job_id] = new
-            ready = self.ready.get(queue)
-            if ready is None:
-                ready = self.ready[queue] = []
-            heapq.heappush(ready, (-job.priority, new, job_id))
+            heapq.heappush(_heap(self.ready, queue), (-job.priority, new, job_id))
 
     def top(self, queue: str) -> tuple[int, int, str] | None:
         heap = self.ready.get(queue)
@@ -158,6 +148,15 @@ class _Store:
         return self.finish_waiters.pop(job.id, ())
 
 
+def _heap(heaps: dict[str, list[Any]], queue: str) -> list[Any]:
+    """The queue's heap in ``heaps``, made on first use (``setdefault`` would make an empty
+    list on every call)."""
+    heap = heaps.get(queue)
+    if heap is None:
+        heap = heaps[queue] = []
+    return heap
+
+
 _stores: dict[tuple[str, int], tuple[Mapping[str, Any], _Store]] = {}
 _stores_lock = threading.Lock()
 
@@ -190,8 +189,7 @@ class MemoryTaskBackend(HeadraceTaskBackend):
         store = self._store
         with store.lock:
             now = store.clock.time()
-            if store.expiring and store.expiring[0][0] <= now:
-                store.purge(now)
+            store.purge(now)
             existing = store.jobs.get(job.id)
             if existing is not None:
                 return existing, False
@@ -345,9 +343,8 @@ class MemoryTaskBackend(HeadraceTaskBackend):
             now = store.clock.time()
             state = changes["state"] = advance(job.state, move)
             if state.is_finished:
-                ttl = job.options.get("result_ttl")  # (what result_ttl() reads)
                 changes["finished_at"] = now
-                changes["result_expires_at"] = now + (DEFAULT_RESULT_TTL if ttl is None else ttl)
+                changes["result_expires_at"] = now + self.result_ttl(job)
             job = copy_job(job, changes)  # (our own dict: the call made it)
             if state is JobState.READY:
                 effects = store.schedule(job, now)
