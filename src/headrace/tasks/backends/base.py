@@ -144,8 +144,6 @@ class HeadraceTaskBackend(BaseTaskBackend):
         # The loop (and its layer) of a worker running in this process, for messages sent
         # from other threads; see publish().
         self._home: tuple[asyncio.AbstractEventLoop, Any | None] | None = None
-        # The home layer's has_group_members when it is this process's in-memory layer.
-        self._home_members: Callable[[str], bool] | None = None
         self._sending: set[asyncio.Future[Any]] = set()
 
     # -- store (implemented by each backend) ---------------------------------------------------
@@ -517,10 +515,8 @@ class HeadraceTaskBackend(BaseTaskBackend):
         home = self._home
         if home is None or home[0].is_closed():
             return False
-        if home[1] is None:
-            return True
-        has_members = self._home_members
-        return has_members is not None and not has_members(progress_group(job_id))
+        layer = home[1]
+        return layer is None or _nobody_listens(layer, progress_group(job_id))
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` to the job's progress group, from any thread; never raises."""
@@ -528,9 +524,9 @@ class HeadraceTaskBackend(BaseTaskBackend):
         home = self._home
         running = running_loop()
         if home is not None and not home[0].is_closed():
-            loop, layer = home
-            if layer is None or _nobody_listens(layer, group):
+            if self._nobody_hears(message["id"]):
                 return
+            loop, layer = home
             if running is loop:
                 self._track(loop.create_task(_group_send(layer, group, message)))
             else:
@@ -557,14 +553,10 @@ class HeadraceTaskBackend(BaseTaskBackend):
     def attach_worker_loop(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
         """A worker in this process sends its messages with ``layer`` on ``loop``."""
         self._home = (loop, layer)
-        self._home_members = (
-            layer.has_group_members if isinstance(layer, InMemoryChannelLayer) else None
-        )
 
     def detach_worker_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._home is not None and self._home[0] is loop:
             self._home = None
-            self._home_members = None
 
     def result_ttl(self, job: Job) -> float:
         ttl = job.options.get("result_ttl")
